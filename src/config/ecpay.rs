@@ -1,0 +1,143 @@
+//! `[[accounts]]` with `provider = "ecpay"`: typed, validated settings.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::problems::Problems;
+use super::raw::RawAccount;
+use super::secret::secret;
+use crate::domain::AccountName;
+
+/// Which order-status API to ask (ecpay.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcpayQueryApi {
+    /// `/1.0.0/CreditDetail/QueryTrade`: credit-card authorization detail (seed 003).
+    CreditDetail,
+    /// `/1.0.0/Cashier/QueryTrade`: order-level paid/unpaid (`TradeStatus`).
+    Cashier,
+}
+
+#[derive(Debug, Clone)]
+pub struct EcpayAccount {
+    pub name: AccountName,
+    pub base_url: url::Url,
+    pub merchant_id: String,
+    /// Platform partners only; when set, the outer `MerchantID` must equal it (ecpay.md §1.1).
+    pub platform_id: Option<String>,
+    /// AES-128 key: exactly 16 bytes, used as-is (ecpay.md §1.4).
+    pub hash_key: SecretString,
+    /// AES-128-CBC IV: exactly 16 bytes, used as-is.
+    pub hash_iv: SecretString,
+    pub query_api: EcpayQueryApi,
+    /// ECPay: query no sooner than 10 minutes after the order was created (seed 003).
+    pub first_query_after: Duration,
+    /// ECPay: after `error_nopay`, query again in 10 minutes (seed 003).
+    pub nopay_interval: Duration,
+    /// Conservative default: ECPay publishes no number, only "too fast → HTTP 403".
+    pub rate_per_minute: u32,
+    /// ECPay: after HTTP 403, wait 30 minutes before calling again (ecpay.md §6).
+    pub pause_after_403: Duration,
+    pub connect_timeout: Duration,
+    /// ECPay advises ≥ 30 s for calls that touch the bank (ecpay.md §6).
+    pub request_timeout: Duration,
+}
+
+fn check_aes_part(
+    p: &mut Problems<'_>,
+    key: &str,
+    s: Option<SecretString>,
+) -> Option<SecretString> {
+    let s = s?;
+    let len = s.expose_secret().len();
+    if len == 16 {
+        Some(s)
+    } else {
+        p.add(
+            key,
+            format!("must be exactly 16 bytes (AES-128), got {len}"),
+        );
+        None
+    }
+}
+
+pub(crate) fn validate(
+    name: AccountName,
+    raw: &RawAccount,
+    p: &mut Problems<'_>,
+) -> Option<EcpayAccount> {
+    let ten_minutes = Duration::from_secs(600);
+    let base_url = p.base_url("base_url", raw.base_url.as_ref());
+    let merchant_id = p.required("merchant_id", raw.merchant_id.as_ref());
+    if merchant_id.as_ref().is_some_and(|m| m.len() > 10) {
+        p.add(
+            "merchant_id",
+            "longer than 10 characters (ECPay MerchantID is String(10))",
+        );
+    }
+    let hash_key = secret(
+        p,
+        "hash_key",
+        raw.hash_key.as_ref(),
+        raw.hash_key_file.as_ref(),
+    );
+    let hash_key = check_aes_part(p, "hash_key", hash_key);
+    let hash_iv = secret(
+        p,
+        "hash_iv",
+        raw.hash_iv.as_ref(),
+        raw.hash_iv_file.as_ref(),
+    );
+    let hash_iv = check_aes_part(p, "hash_iv", hash_iv);
+    let query_api = p.choice(
+        "query_api",
+        raw.query_api.as_ref(),
+        &[
+            ("credit_detail", EcpayQueryApi::CreditDetail),
+            ("cashier", EcpayQueryApi::Cashier),
+        ],
+        EcpayQueryApi::CreditDetail,
+    );
+    let platform_id = raw
+        .platform_id
+        .as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let first_query_after = p.duration(
+        "first_query_after",
+        raw.first_query_after.as_ref(),
+        ten_minutes,
+    );
+    let nopay_interval = p.duration("nopay_interval", raw.nopay_interval.as_ref(), ten_minutes);
+    let rate_per_minute = p.count("rate_per_minute", raw.rate_per_minute, 30, 6000);
+    let pause_after_403 = p.duration(
+        "pause_after_403",
+        raw.pause_after_403.as_ref(),
+        Duration::from_secs(1800),
+    );
+    let connect_timeout = p.duration(
+        "connect_timeout",
+        raw.connect_timeout.as_ref(),
+        Duration::from_secs(5),
+    );
+    let request_timeout = p.duration(
+        "request_timeout",
+        raw.request_timeout.as_ref(),
+        Duration::from_secs(30),
+    );
+    Some(EcpayAccount {
+        name,
+        base_url: base_url?,
+        merchant_id: merchant_id.filter(|m| m.len() <= 10)?,
+        platform_id,
+        hash_key: hash_key?,
+        hash_iv: hash_iv?,
+        query_api,
+        first_query_after,
+        nopay_interval,
+        rate_per_minute,
+        pause_after_403,
+        connect_timeout,
+        request_timeout,
+    })
+}

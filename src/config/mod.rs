@@ -1,0 +1,313 @@
+//! Layered, validated configuration: built-in defaults (`config/default.toml`, compiled in) →
+//! the file given by `--config` or `PAYRECON_CONFIG` → environment `PAYRECON__SECTION__KEY`.
+//!
+//! Loading never stops at the first problem: [`load`] returns every problem with its field, and
+//! `payrecon config check` prints them one per line. This module builds typed settings; the
+//! adapters and the ledger receive those and never read the environment themselves.
+
+mod ecpay;
+mod problems;
+mod qfpay;
+mod raw;
+mod secret;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use ecpay::{EcpayAccount, EcpayQueryApi};
+pub use problems::Problem;
+pub use qfpay::{QfpayAccount, SignType};
+
+use crate::domain::{AccountName, Provider};
+use problems::Problems;
+use raw::RawSettings;
+
+/// The built-in defaults, the first configuration layer.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
+
+/// The exit code for configuration errors (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ledger: LedgerSettings,
+    pub schedule: ScheduleSettings,
+    pub reconcile: ReconcileSettings,
+    pub reversal: ReversalSettings,
+    pub log: LogSettings,
+    pub accounts: Vec<Account>,
+    /// The file layered over the defaults, if any (for messages).
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub path: PathBuf,
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// 6-field cron (seconds first), already checked to parse.
+    pub reconcile: String,
+    pub sweep: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub lease: Duration,
+    pub chunk_size: u32,
+    pub concurrency: u32,
+    pub give_up_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReversalMode {
+    Auto,
+    DryRun,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReversalSettings {
+    pub mode: ReversalMode,
+    pub cpm_in_progress_limit: Duration,
+    pub default_expiry: Duration,
+    pub expiry_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// A configured gateway account.
+#[derive(Debug, Clone)]
+pub enum Account {
+    Qfpay(QfpayAccount),
+    Ecpay(EcpayAccount),
+}
+
+impl Account {
+    pub fn name(&self) -> &AccountName {
+        match self {
+            Account::Qfpay(a) => &a.name,
+            Account::Ecpay(a) => &a.name,
+        }
+    }
+    pub fn provider(&self) -> Provider {
+        match self {
+            Account::Qfpay(_) => Provider::Qfpay,
+            Account::Ecpay(_) => Provider::Ecpay,
+        }
+    }
+}
+
+impl Settings {
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name().as_str() == name)
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// One line per problem, for `config check`.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Load(m) => vec![m.clone()],
+            ConfigError::Invalid(ps) => ps.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Loads defaults → `file` → environment, then validates everything.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULTS_TOML,
+        config::FileFormat::Toml,
+    ));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            )));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let raw: RawSettings = builder
+        .add_source(
+            config::Environment::with_prefix("PAYRECON")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| ConfigError::Load(e.to_string()))?;
+    validate(raw, file.map(Path::to_path_buf))
+}
+
+fn cron(p: &mut Problems<'_>, key: &str, value: Option<&String>) -> String {
+    let Some(expr) = p.required(key, value) else {
+        return String::new();
+    };
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(&expr);
+    if let Err(e) = parsed {
+        p.add(
+            key,
+            format!("{expr:?} is not a 6-field cron expression (sec min hour dom month dow): {e}"),
+        );
+    }
+    expr
+}
+
+fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, ConfigError> {
+    let mut list = Vec::new();
+
+    let mut p = Problems::new("ledger", &mut list);
+    let path = p
+        .required("path", raw.ledger.path.as_ref())
+        .map(PathBuf::from);
+    let busy_timeout = p.duration(
+        "busy_timeout",
+        raw.ledger.busy_timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+
+    let mut p = Problems::new("schedule", &mut list);
+    let schedule = ScheduleSettings {
+        reconcile: cron(&mut p, "reconcile", raw.schedule.reconcile.as_ref()),
+        sweep: cron(&mut p, "sweep", raw.schedule.sweep.as_ref()),
+    };
+
+    let mut p = Problems::new("reconcile", &mut list);
+    let r = &raw.reconcile;
+    let reconcile = ReconcileSettings {
+        lease: p.duration("lease", r.lease.as_ref(), Duration::from_secs(300)),
+        chunk_size: p.count("chunk_size", r.chunk_size, 500, 100_000),
+        concurrency: p.count("concurrency", r.concurrency, 4, 64),
+        give_up_after: p.duration(
+            "give_up_after",
+            r.give_up_after.as_ref(),
+            Duration::from_secs(3 * 86400),
+        ),
+    };
+
+    let mut p = Problems::new("reversal", &mut list);
+    let v = &raw.reversal;
+    let reversal = ReversalSettings {
+        mode: p.choice(
+            "mode",
+            v.mode.as_ref(),
+            &[
+                ("auto", ReversalMode::Auto),
+                ("dry-run", ReversalMode::DryRun),
+                ("off", ReversalMode::Off),
+            ],
+            ReversalMode::Auto,
+        ),
+        cpm_in_progress_limit: p.duration(
+            "cpm_in_progress_limit",
+            v.cpm_in_progress_limit.as_ref(),
+            Duration::from_secs(120),
+        ),
+        default_expiry: p.duration(
+            "default_expiry",
+            v.default_expiry.as_ref(),
+            Duration::from_secs(1800),
+        ),
+        expiry_grace: p.duration(
+            "expiry_grace",
+            v.expiry_grace.as_ref(),
+            Duration::from_secs(300),
+        ),
+    };
+
+    let mut p = Problems::new("log", &mut list);
+    let log = LogSettings {
+        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        format: p.choice(
+            "format",
+            raw.log.format.as_ref(),
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        ),
+    };
+
+    let mut accounts = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, a) in raw.accounts.iter().enumerate() {
+        let label = a.name.as_deref().unwrap_or("?");
+        let mut p = Problems::new(format!("accounts[{i}] ({label})"), &mut list);
+        let name = match p
+            .required("name", a.name.as_ref())
+            .map(|n| AccountName::parse(&n))
+        {
+            Some(Ok(n)) => {
+                if !seen.insert(n.clone()) {
+                    p.add("name", format!("duplicate account name {:?}", n.as_str()));
+                }
+                Some(n)
+            }
+            Some(Err(e)) => {
+                p.add("name", e.to_string());
+                None
+            }
+            None => None,
+        };
+        let provider = match p
+            .required("provider", a.provider.as_ref())
+            .map(|s| s.parse::<Provider>())
+        {
+            Some(Ok(pr)) => Some(pr),
+            Some(Err(e)) => {
+                p.add("provider", e.to_string());
+                None
+            }
+            None => None,
+        };
+        let (Some(name), Some(provider)) = (name, provider) else {
+            continue;
+        };
+        for key in a.foreign_keys(provider) {
+            p.add(key, format!("is not a {provider} setting"));
+        }
+        let account = match provider {
+            Provider::Qfpay => qfpay::validate(name, a, &mut p).map(Account::Qfpay),
+            Provider::Ecpay => ecpay::validate(name, a, &mut p).map(Account::Ecpay),
+        };
+        accounts.extend(account);
+    }
+
+    match path {
+        Some(path) if list.is_empty() => Ok(Settings {
+            ledger: LedgerSettings { path, busy_timeout },
+            schedule,
+            reconcile,
+            reversal,
+            log,
+            accounts,
+            source,
+        }),
+        _ => Err(ConfigError::Invalid(list)),
+    }
+}

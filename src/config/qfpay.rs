@@ -1,0 +1,190 @@
+//! `[[accounts]]` with `provider = "qfpay"`: typed, validated settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use secrecy::SecretString;
+
+use super::problems::Problems;
+use super::raw::RawAccount;
+use super::secret::secret;
+use crate::domain::{AccountName, CancelRoute, PayType};
+
+/// Request signature digest (qfpay.md §1.4): MD5 is the default every verified vector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignType {
+    Md5,
+    Sha256,
+}
+
+#[derive(Debug, Clone)]
+pub struct QfpayAccount {
+    pub name: AccountName,
+    pub base_url: url::Url,
+    /// `X-QF-APPCODE`: identifies the merchant or partner; not a secret.
+    pub app_code: String,
+    pub client_key: SecretString,
+    /// Sent only when QFPay issued one (qfpay.md §1.3).
+    pub mchid: Option<String>,
+    /// Provider-local time of `start_time`/`end_time`/`sysdtm`.
+    pub timezone: FixedOffset,
+    pub sign_type: SignType,
+    pub require_response_signature: bool,
+    /// QFPay allows 100 requests/second and 400/minute per merchant (qfpay.md §6).
+    pub rate_per_second: u32,
+    pub rate_per_minute: u32,
+    /// Ids per comma-list lookup. `syssn`/`out_trade_no` are typed String(128); four 26-digit
+    /// `syssn` plus commas fit (qfpay.md §2.1), so 4 is the safe default until QFPay confirms more.
+    pub batch_size: u32,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub in_progress_interval: Duration,
+    /// Overrides of the default cancel route per pay type.
+    pub cancel_routes: BTreeMap<PayType, CancelRoute>,
+}
+
+impl QfpayAccount {
+    /// The cancel route for a pay type: the account's override, else the documented default.
+    pub fn cancel_route(&self, pay_type: &PayType) -> CancelRoute {
+        self.cancel_routes
+            .get(pay_type)
+            .copied()
+            .unwrap_or_else(|| pay_type.default_cancel_route())
+    }
+}
+
+/// Parses `"+08:00"` / `"-05:30"` / `"UTC"`.
+pub(crate) fn parse_offset(s: &str) -> Option<FixedOffset> {
+    if s.eq_ignore_ascii_case("utc") || s == "Z" {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if h > 14 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+pub(crate) fn validate(
+    name: AccountName,
+    raw: &RawAccount,
+    p: &mut Problems<'_>,
+) -> Option<QfpayAccount> {
+    let base_url = p.base_url("base_url", raw.base_url.as_ref());
+    let app_code = p.required("app_code", raw.app_code.as_ref());
+    let client_key = secret(
+        p,
+        "client_key",
+        raw.client_key.as_ref(),
+        raw.client_key_file.as_ref(),
+    );
+    let mchid = match raw.mchid.as_deref().map(str::trim) {
+        Some("") | None => None,
+        Some(m) if m.len() > 16 => {
+            p.add(
+                "mchid",
+                "longer than 16 characters (QFPay mchid is String(16))",
+            );
+            None
+        }
+        Some(m) => Some(m.to_string()),
+    };
+    let timezone = match raw.timezone.as_deref() {
+        None => FixedOffset::east_opt(8 * 3600),
+        Some(tz) => {
+            let parsed = parse_offset(tz.trim());
+            if parsed.is_none() {
+                p.add(
+                    "timezone",
+                    format!("{tz:?} is not a UTC offset like \"+08:00\""),
+                );
+            }
+            parsed
+        }
+    };
+    let sign_type = p.choice(
+        "sign_type",
+        raw.sign_type.as_ref(),
+        &[("md5", SignType::Md5), ("sha256", SignType::Sha256)],
+        SignType::Md5,
+    );
+    let rate_per_second = p.count("rate_per_second", raw.rate_per_second, 100, 100);
+    let rate_per_minute = p.count("rate_per_minute", raw.rate_per_minute, 400, 400);
+    let batch_size = p.count("batch_size", raw.batch_size, 4, 100);
+    let connect_timeout = p.duration(
+        "connect_timeout",
+        raw.connect_timeout.as_ref(),
+        Duration::from_secs(5),
+    );
+    let request_timeout = p.duration(
+        "request_timeout",
+        raw.request_timeout.as_ref(),
+        Duration::from_secs(15),
+    );
+    let in_progress_interval = p.duration(
+        "in_progress_interval",
+        raw.in_progress_interval.as_ref(),
+        crate::domain::RetrySchedule::default_for(crate::domain::Provider::Qfpay)
+            .in_progress
+            .initial,
+    );
+    let mut cancel_routes = BTreeMap::new();
+    for (code, route) in raw.cancel_routes.iter().flatten() {
+        let key = format!("cancel_routes.{code}");
+        match (PayType::parse(code), CancelRoute::parse(route)) {
+            (Ok(pt), Some(r)) => {
+                cancel_routes.insert(pt, r);
+            }
+            (Err(e), _) => p.add(&key, e.to_string()),
+            (_, None) => p.add(
+                &key,
+                format!("{route:?} is not one of: reversal, close, none"),
+            ),
+        }
+    }
+    Some(QfpayAccount {
+        name,
+        base_url: base_url?,
+        app_code: app_code?,
+        client_key: client_key?,
+        mchid,
+        timezone: timezone?,
+        sign_type,
+        require_response_signature: raw.require_response_signature.unwrap_or(false),
+        rate_per_second,
+        rate_per_minute,
+        batch_size,
+        connect_timeout,
+        request_timeout,
+        in_progress_interval,
+        cancel_routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_with_sign_hours_and_minutes() {
+        assert_eq!(parse_offset("+08:00"), FixedOffset::east_opt(8 * 3600));
+        assert_eq!(
+            parse_offset("-05:30"),
+            FixedOffset::east_opt(-(5 * 3600 + 1800))
+        );
+        assert_eq!(parse_offset("UTC"), FixedOffset::east_opt(0));
+        assert_eq!(parse_offset("Asia/Taipei"), None);
+        assert_eq!(parse_offset("+8"), None);
+        assert_eq!(parse_offset("+25:00"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! The pure core: what a payment is, what a gateway can tell us about it, and how the ledger
+//! state follows from that. Nothing here performs I/O or knows about SQLite, HTTP or config.
+
+mod cancel;
+mod ids;
+mod money;
+mod observation;
+mod retry;
+mod state;
+mod transition;
+
+pub use cancel::{CancelRoute, PayMode};
+pub use ids::{AccountName, IdError, OutTradeNo, PayType, PaymentId, Provider, ProviderRef};
+pub use money::{Currency, Money, MoneyError};
+pub use observation::{Observation, Outcome, RecordKind};
+pub use retry::{RetryReason, RetryRule, RetrySchedule};
+pub use state::{PaymentState, UnknownState};
+pub use transition::{Decision, DiscrepancyKind, LedgerView, decide};

@@ -1,0 +1,184 @@
+//! When to ask the gateway again: a schedule that is data, per gateway and per reason,
+//! overridable per account. The defaults cite the gateway docs they come from.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Provider;
+
+/// Why a payment is still open after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryReason {
+    /// The gateway says the payment is still being paid (QFPay 1143/1145, ECPay `error_nopay`).
+    InProgress,
+    /// The gateway has no record yet.
+    NotFound,
+    /// The answer could not be classified.
+    Unrecognised,
+    /// The call failed (transport, timeout, 5xx, 429, signature): no evidence was gathered.
+    CallFailed,
+    /// We sent a reversal/close and wait for the query to confirm it.
+    AwaitingReversal,
+}
+
+/// `initial × factor^n`, capped at `max`, optionally with ±20 % jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryRule {
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    pub factor: f64,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    pub jitter: bool,
+}
+
+impl RetryRule {
+    pub const fn fixed(every: Duration) -> Self {
+        Self {
+            initial: every,
+            factor: 1.0,
+            max: every,
+            jitter: false,
+        }
+    }
+
+    /// Delay before the next check after `repeats` consecutive checks with the same reason
+    /// (0 for the first). `jitter_unit` is a sample from `[0, 1)` supplied by the caller, so
+    /// this stays a pure function.
+    pub fn delay(&self, repeats: u32, jitter_unit: f64) -> Duration {
+        let exp = self.factor.max(1.0).powi(repeats.min(64) as i32);
+        let raw = self.initial.as_secs_f64() * exp;
+        let capped = raw.min(self.max.as_secs_f64());
+        let jittered = if self.jitter {
+            capped * (0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0))
+        } else {
+            capped
+        };
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+}
+
+/// One rule per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetrySchedule {
+    pub in_progress: RetryRule,
+    pub not_found: RetryRule,
+    pub unrecognised: RetryRule,
+    pub call_failed: RetryRule,
+    pub awaiting_reversal: RetryRule,
+}
+
+/// ECPay: "if the bank has not answered, RtnMsg is error_nopay; query again after another 10
+/// minutes" (seed 003, ecpay.md §3.1).
+pub const ECPAY_NOPAY_INTERVAL: Duration = Duration::from_secs(600);
+/// QFPay: wait 3–5 seconds between queries of an in-progress payment (qfpay.md §6).
+pub const QFPAY_IN_PROGRESS_INTERVAL: Duration = Duration::from_secs(4);
+
+impl RetrySchedule {
+    pub fn default_for(provider: Provider) -> Self {
+        let call_failed = RetryRule {
+            initial: Duration::from_secs(10),
+            factor: 2.0,
+            max: Duration::from_secs(15 * 60),
+            jitter: true,
+        };
+        let unrecognised = RetryRule {
+            initial: Duration::from_secs(60),
+            factor: 2.0,
+            max: Duration::from_secs(3600),
+            jitter: true,
+        };
+        match provider {
+            Provider::Qfpay => Self {
+                // Poll in-progress payments every few seconds, slowing gently to a ceiling of
+                // 30 s: a CPM payment becomes a reversal candidate after 2 minutes anyway.
+                in_progress: RetryRule {
+                    initial: QFPAY_IN_PROGRESS_INTERVAL,
+                    factor: 1.25,
+                    max: Duration::from_secs(30),
+                    jitter: false,
+                },
+                not_found: RetryRule {
+                    initial: Duration::from_secs(10),
+                    factor: 2.0,
+                    max: Duration::from_secs(30 * 60),
+                    jitter: true,
+                },
+                unrecognised,
+                call_failed,
+                awaiting_reversal: RetryRule::fixed(QFPAY_IN_PROGRESS_INTERVAL),
+            },
+            Provider::Ecpay => Self {
+                in_progress: RetryRule::fixed(ECPAY_NOPAY_INTERVAL),
+                not_found: RetryRule {
+                    initial: ECPAY_NOPAY_INTERVAL,
+                    factor: 2.0,
+                    max: Duration::from_secs(3600),
+                    jitter: false,
+                },
+                unrecognised,
+                call_failed,
+                awaiting_reversal: RetryRule::fixed(ECPAY_NOPAY_INTERVAL),
+            },
+        }
+    }
+
+    pub fn rule(&self, reason: RetryReason) -> &RetryRule {
+        match reason {
+            RetryReason::InProgress => &self.in_progress,
+            RetryReason::NotFound => &self.not_found,
+            RetryReason::Unrecognised => &self.unrecognised,
+            RetryReason::CallFailed => &self.call_failed,
+            RetryReason::AwaitingReversal => &self.awaiting_reversal,
+        }
+    }
+
+    pub fn delay(&self, reason: RetryReason, repeats: u32, jitter_unit: f64) -> Duration {
+        self.rule(reason).delay(repeats, jitter_unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecpay_nopay_is_exactly_ten_minutes_every_time() {
+        let s = RetrySchedule::default_for(Provider::Ecpay);
+        for n in [0, 1, 5, 50] {
+            assert_eq!(
+                s.delay(RetryReason::InProgress, n, 0.99),
+                Duration::from_secs(600)
+            );
+        }
+    }
+
+    #[test]
+    fn qfpay_in_progress_starts_at_a_few_seconds_and_is_capped() {
+        let s = RetrySchedule::default_for(Provider::Qfpay);
+        assert_eq!(
+            s.delay(RetryReason::InProgress, 0, 0.5),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            s.delay(RetryReason::InProgress, 1, 0.5),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            s.delay(RetryReason::InProgress, 40, 0.5),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let rule = RetrySchedule::default_for(Provider::Qfpay).call_failed;
+        let lo = rule.delay(0, 0.0);
+        let hi = rule.delay(0, 1.0);
+        assert_eq!(lo, Duration::from_secs(8));
+        assert_eq!(hi, Duration::from_secs(12));
+        assert_eq!(rule.delay(1000, 0.5), Duration::from_secs(900));
+    }
+}

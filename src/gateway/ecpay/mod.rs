@@ -1,0 +1,1 @@
+//! ECPay ecpayment adapter (issue 4).

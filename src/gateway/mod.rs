@@ -1,0 +1,77 @@
+//! Gateway adapters. Each adapter is a pure core (build and sign requests, parse and classify
+//! answers, testable without a socket) plus a thin transport that owns the reqwest call.
+//!
+//! Every answer becomes either domain [`crate::domain::Observation`]s (evidence about payments)
+//! or a [`GatewayError`] (no evidence: changes no payment state).
+
+use std::time::Duration;
+
+pub mod ecpay;
+pub mod qfpay;
+
+/// What the caller should do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try again later (transport, timeout, 5xx, malformed or unsigned answers).
+    Retryable,
+    /// The gateway asks us to slow down (QFPay HTTP 429, ECPay HTTP 403): pause the account.
+    RateLimited,
+    /// The account itself is wrong (bad key, merchant stopped, device not activated): pause the
+    /// account and alert an operator.
+    Account,
+    /// This request was refused (bad parameter, duplicate …): says nothing about the payment.
+    Request,
+}
+
+/// A gateway call that produced no evidence about any payment.
+///
+/// Messages name the gateway and code but never contain keys, signed strings or full bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{gateway}: transport error: {detail}")]
+    Transport {
+        gateway: &'static str,
+        detail: String,
+    },
+    #[error("{gateway}: HTTP {status}")]
+    HttpStatus { gateway: &'static str, status: u16 },
+    #[error("{gateway}: rate limited (HTTP {status}); retry after {retry_after:?}")]
+    RateLimited {
+        gateway: &'static str,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{gateway}: response signature does not match")]
+    BadSignature { gateway: &'static str },
+    #[error("{gateway}: malformed response: {detail}")]
+    Malformed {
+        gateway: &'static str,
+        detail: String,
+    },
+    #[error("{gateway}: account error {code}: {detail}")]
+    Account {
+        gateway: &'static str,
+        code: String,
+        detail: String,
+    },
+    #[error("{gateway}: request refused with {code}: {detail}")]
+    Rejected {
+        gateway: &'static str,
+        code: String,
+        detail: String,
+    },
+}
+
+impl GatewayError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            GatewayError::Transport { .. }
+            | GatewayError::HttpStatus { .. }
+            | GatewayError::BadSignature { .. }
+            | GatewayError::Malformed { .. } => ErrorClass::Retryable,
+            GatewayError::RateLimited { .. } => ErrorClass::RateLimited,
+            GatewayError::Account { .. } => ErrorClass::Account,
+            GatewayError::Rejected { .. } => ErrorClass::Request,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! QFPay OpenAPI adapter (issue 3).

@@ -1,0 +1,26 @@
+//! payrecon settles payments whose outcome the merchant never learned, by asking QFPay and
+//! ECPay what happened and writing the answer, with its evidence, into a SQLite ledger.
+//!
+//! How the crate is laid out (dependencies point inward, towards `domain`):
+//!
+//! - [`domain`]: pure vocabulary and rules: ids, money, payment states, what a gateway said
+//!   (an [`domain::Observation`]), the state machine [`domain::decide`] and the retry schedule.
+//!   No I/O, no sqlx/reqwest/tokio/config.
+//! - [`gateway`]: adapters for the two gateways. `gateway::qfpay` signs and classifies QFPay
+//!   OpenAPI calls; `gateway::ecpay` encrypts and classifies ECPay `ecpayment` calls. Both turn
+//!   answers into domain observations or a classified [`gateway::GatewayError`].
+//! - [`ledger`]: the SQLite store (sqlx): connect with the right pragmas, embedded migrations,
+//!   intake, queries for the CLI. The engine's claim/apply statements live here too.
+//! - [`config`]: layered settings (defaults → file → `PAYRECON__…` env), validated into typed
+//!   account settings; the only module that reads files named by the operator's config.
+//! - [`intake`]: parsing and validating payments to track (CLI `track`, `import` files).
+//! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
+//! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod gateway;
+pub mod intake;
+pub mod ledger;
+pub mod telemetry;
