@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub mod ecpay;
 pub mod qfpay;
+pub mod transport;
 
 /// What the caller should do about a failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
