@@ -1,1 +1,117 @@
-//! CLI
+//! The command line (architecture.md §5). One file per command; this file holds the argument
+//! types and the dispatch. Commands print results on stdout and problems on stderr, and
+//! return sysexits-style exit codes.
+
+mod config_check;
+mod import;
+mod ledger;
+mod output;
+mod track;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, LogFormat, Settings};
+
+/// Exit code for bad input data (`EX_DATAERR`).
+pub const EX_DATAERR: u8 = 65;
+/// Exit code for a missing input file (`EX_NOINPUT`).
+pub const EX_NOINPUT: u8 = 66;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "payrecon",
+    version,
+    about = "Reconciles uncertain QFPay and ECPay payments into a SQLite ledger",
+    long_about = "payrecon settles payments whose outcome your checkout never learned. Register them \
+                  (track, import), and payrecon asks QFPay and ECPay what happened and records the \
+                  final state with its evidence in a SQLite ledger."
+)]
+pub struct Cli {
+    /// Configuration file laid over the built-in defaults (env PAYRECON__SECTION__KEY overrides both).
+    #[arg(long, global = true, env = "PAYRECON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register one payment to reconcile.
+    Track(track::TrackArgs),
+    /// Register payments from a .jsonl or .csv file (all-or-nothing).
+    Import(import::ImportArgs),
+    /// Inspect the ledger.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
+    /// Create or upgrade the ledger schema (also done automatically by every command).
+    Migrate,
+}
+
+/// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
+pub(crate) fn load_settings(cli: &Cli) -> Result<Settings, ExitCode> {
+    config::load(cli.config.as_deref()).map_err(|e: ConfigError| {
+        eprintln!("payrecon: configuration is invalid:");
+        for line in e.lines() {
+            eprintln!("  {line}");
+        }
+        ExitCode::from(config::EX_CONFIG)
+    })
+}
+
+/// Opens the ledger named by the settings, printing a clear error on failure.
+pub(crate) async fn open_ledger(settings: &Settings) -> Result<crate::ledger::Ledger, ExitCode> {
+    crate::ledger::open(&settings.ledger.path, settings.ledger.busy_timeout)
+        .await
+        .map_err(|e| {
+            eprintln!("payrecon: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    // `config check` reports problems itself, so it must not stop at loading.
+    if let Command::Config(cmd) = &cli.command {
+        return config_check::run(&cli, cmd);
+    }
+    let settings = match load_settings(&cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => settings.log.format,
+    };
+    crate::telemetry::init(format, &settings.log.level);
+    let result = match &cli.command {
+        Command::Track(args) => track::run(&settings, args).await,
+        Command::Import(args) => import::run(&settings, args).await,
+        Command::Ledger(cmd) => ledger::run(&settings, cmd).await,
+        Command::Migrate => migrate(&settings).await,
+        Command::Config(_) => unreachable!("handled above"),
+    };
+    result.unwrap_or_else(|code| code)
+}
+
+async fn migrate(settings: &Settings) -> Result<ExitCode, ExitCode> {
+    let ledger = open_ledger(settings).await?;
+    ledger.close().await;
+    println!("ledger {} is up to date", settings.ledger.path.display());
+    Ok(ExitCode::SUCCESS)
+}

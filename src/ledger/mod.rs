@@ -1,1 +1,56 @@
-//! ledger
+//! The SQLite ledger: payments, their append-only event history, runs, discrepancies, sweep
+//! cursors and account pauses (schema in `migrations/`).
+//!
+//! All SQL is plain runtime `sqlx::query` (no compile-time macros, so no database is needed to
+//! build) and sticks to what PostgreSQL also accepts where it can, so a second backend behind
+//! the same methods stays possible.
+
+mod connect;
+mod intake;
+mod queries;
+pub mod time;
+
+pub use connect::open;
+pub use intake::{IntakeReport, NewPayment};
+pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
+
+use sqlx::SqlitePool;
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("ledger {path}: cannot create the file: {source}")]
+    CreateFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ledger migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("ledger query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("ledger holds an unreadable value in {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+/// A handle on the ledger database. Cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pool: SqlitePool,
+}
+
+impl Ledger {
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,73 @@
+//! `payrecon import FILE`: register many payments, all-or-nothing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Args;
+
+use super::{EX_DATAERR, EX_NOINPUT, open_ledger};
+use crate::config::Settings;
+use crate::intake::read_file;
+use crate::ledger::NewPayment;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A .jsonl file (one JSON object per line) or a .csv file with a header row. Columns:
+    /// account, kind, out_trade_no, syssn (QFPay) or trade_no (ECPay), pay_type, amount
+    /// (integer minor units), currency, created_at.
+    pub file: PathBuf,
+}
+
+pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, ExitCode> {
+    if !args.file.is_file() {
+        eprintln!("payrecon: {}: no such file", args.file.display());
+        return Err(ExitCode::from(EX_NOINPUT));
+    }
+    let now = Utc::now();
+    let rows = read_file(&args.file, settings, now).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{}: {e}", args.file.display());
+        }
+        eprintln!(
+            "payrecon: {} problem(s); nothing was imported",
+            errors.len()
+        );
+        ExitCode::from(EX_DATAERR)
+    })?;
+    let (lines, batch): (Vec<usize>, Vec<NewPayment>) = rows.into_iter().unzip();
+    let ledger = open_ledger(settings).await?;
+    let report = ledger.register(&batch, now).await;
+    ledger.close().await;
+    let report = report.map_err(|e| {
+        eprintln!("payrecon: {e}; nothing was imported");
+        ExitCode::FAILURE
+    })?;
+    if !report.conflicts.is_empty() {
+        for (i, why) in &report.conflicts {
+            eprintln!(
+                "{}: line {}: out_trade_no: {why}",
+                args.file.display(),
+                lines[*i]
+            );
+        }
+        eprintln!(
+            "payrecon: {} conflict(s) with the ledger; nothing was imported",
+            report.conflicts.len()
+        );
+        return Err(ExitCode::from(EX_DATAERR));
+    }
+    println!(
+        "imported {} new payment(s); {} already in the ledger",
+        report.inserted.len(),
+        report.already_present.len()
+    );
+    const SHOWN: usize = 20;
+    for (i, id) in report.already_present.iter().take(SHOWN) {
+        println!("  line {}: already tracked as payment {id}", lines[*i]);
+    }
+    if report.already_present.len() > SHOWN {
+        println!("  ... and {} more", report.already_present.len() - SHOWN);
+    }
+    Ok(ExitCode::SUCCESS)
+}

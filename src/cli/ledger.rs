@@ -1,0 +1,166 @@
+//! `payrecon ledger list|show|stats`: read the ledger.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Subcommand;
+
+use super::open_ledger;
+use super::output::{Format, RowPrinter};
+use crate::config::Settings;
+use crate::domain::PaymentState;
+use crate::ledger::{ListFilter, time};
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List payments, oldest first.
+    List {
+        /// Only payments in this state (pending, in_progress, succeeded, failed, cancelled,
+        /// reversing, reversed, refunded, partially_refunded, needs_review).
+        #[arg(long)]
+        state: Option<PaymentState>,
+        /// Only payments of this account.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one payment (by ledger id or out_trade_no) and its event history.
+    Show {
+        #[arg(value_name = "ID|OUT_TRADE_NO")]
+        key: String,
+    },
+    /// Counts by state per account, the oldest open payment, gateway calls spent.
+    Stats,
+}
+
+fn failed(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("payrecon: {e}");
+    ExitCode::FAILURE
+}
+
+pub async fn run(settings: &Settings, cmd: &LedgerCommand) -> Result<ExitCode, ExitCode> {
+    let ledger = open_ledger(settings).await?;
+    let result = match cmd {
+        LedgerCommand::List {
+            state,
+            account,
+            format,
+        } => list(&ledger, *state, account.clone(), *format).await,
+        LedgerCommand::Show { key } => show(&ledger, key).await,
+        LedgerCommand::Stats => stats(&ledger).await,
+    };
+    ledger.close().await;
+    result
+}
+
+async fn list(
+    ledger: &crate::ledger::Ledger,
+    state: Option<PaymentState>,
+    account: Option<String>,
+    format: Format,
+) -> Result<ExitCode, ExitCode> {
+    let stdout = std::io::stdout().lock();
+    let mut printer = RowPrinter::new(format, std::io::BufWriter::new(stdout)).map_err(failed)?;
+    let filter = ListFilter { state, account };
+    ledger
+        .for_each_payment(&filter, |row| printer.row(row))
+        .await
+        .map_err(failed)?;
+    printer.finish().map_err(failed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, ExitCode> {
+    let payments = ledger.find_payments(key).await.map_err(failed)?;
+    if payments.is_empty() {
+        eprintln!("payrecon: no payment with id or out_trade_no {key:?}");
+        return Err(ExitCode::FAILURE);
+    }
+    for p in payments {
+        println!(
+            "payment {} ({} {} {})",
+            p.id, p.account, p.kind, p.out_trade_no
+        );
+        println!("  state          {}", p.state);
+        println!("  amount         {} {}", p.amount, p.currency);
+        println!("  provider       {}", p.provider);
+        println!(
+            "  provider_ref   {}",
+            p.provider_ref.as_deref().unwrap_or("-")
+        );
+        println!("  pay_type       {}", p.pay_type.as_deref().unwrap_or("-"));
+        println!(
+            "  provider_code  {}",
+            p.provider_code.as_deref().unwrap_or("-")
+        );
+        println!("  attempts       {}", p.attempts);
+        println!(
+            "  next_check_at  {}",
+            p.next_check_at.as_deref().unwrap_or("- (final)")
+        );
+        println!("  created_at     {}", p.created_at);
+        println!("  updated_at     {}", p.updated_at);
+        println!("  history:");
+        for e in ledger.events(p.id).await.map_err(failed)? {
+            let transition = match (&e.from_state, &e.to_state) {
+                (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
+                (_, Some(b)) => b.clone(),
+                _ => String::new(),
+            };
+            println!(
+                "    {}  {:<16} {:<24} {} {}",
+                e.at,
+                e.kind,
+                transition,
+                e.provider_code.as_deref().unwrap_or(""),
+                e.message.as_deref().unwrap_or("")
+            );
+            if !e.evidence.is_null() && e.evidence != serde_json::json!({}) {
+                println!("      evidence: {}", e.evidence);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stats(ledger: &crate::ledger::Ledger) -> Result<ExitCode, ExitCode> {
+    let now = Utc::now();
+    let s = ledger.stats(&time::to_db(now)).await.map_err(failed)?;
+    println!("payments by account and state:");
+    if s.by_state.is_empty() {
+        println!("  (none)");
+    }
+    for c in &s.by_state {
+        println!("  {:<16} {:<20} {:>8}", c.account, c.state, c.count);
+    }
+    match &s.oldest_open {
+        Some(p) => {
+            let age = time::from_db(&p.created_at)
+                .map(|t| {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        (now - t).num_seconds().max(0) as u64,
+                    ))
+                    .to_string()
+                })
+                .unwrap_or_else(|| "?".into());
+            println!(
+                "oldest open payment: {} ({} {}, {}), created {} ago",
+                p.id, p.account, p.out_trade_no, p.state, age
+            );
+        }
+        None => println!("oldest open payment: none"),
+    }
+    println!(
+        "gateway calls spent: {} over {} run(s)",
+        s.gateway_calls, s.runs
+    );
+    println!("open discrepancies: {}", s.open_discrepancies);
+    if s.paused_accounts.is_empty() {
+        println!("paused accounts: none");
+    }
+    for (account, until, reason) in &s.paused_accounts {
+        println!("paused account: {account} until {until} ({reason})");
+    }
+    Ok(ExitCode::SUCCESS)
+}

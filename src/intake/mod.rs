@@ -1,0 +1,12 @@
+//! Turning what the merchant tells us (CLI `track`, `import` files) into validated
+//! [`NewPayment`]s. Every field is checked against the account it names and the gateway's
+//! documented limits; every problem is reported as `line N: field: reason`, and a file with any
+//! problem is rejected whole.
+
+mod file;
+mod record;
+
+pub use file::{FileFormat, read_file};
+pub use record::{RecordFields, RowError, validate_record};
+
+pub use crate::ledger::NewPayment;

@@ -1,0 +1,129 @@
+//! Registering payments to reconcile: all-or-nothing, idempotent.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::time::to_db;
+use super::{Ledger, LedgerError};
+use crate::domain::{AccountName, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
+
+/// A validated payment to track. New payments start `pending` and due now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPayment {
+    pub account: AccountName,
+    pub provider: Provider,
+    pub kind: RecordKind,
+    pub out_trade_no: OutTradeNo,
+    pub provider_ref: Option<ProviderRef>,
+    pub pay_type: Option<PayType>,
+    pub amount: Money,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What registering a batch did. When `conflicts` is non-empty nothing was written.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IntakeReport {
+    /// Indexes (into the batch) of newly registered payments, with their ledger ids.
+    pub inserted: Vec<(usize, i64)>,
+    /// Indexes of payments already in the ledger with the same details.
+    pub already_present: Vec<(usize, i64)>,
+    /// Indexes of payments whose key exists with different details, and what differs.
+    pub conflicts: Vec<(usize, String)>,
+}
+
+impl Ledger {
+    /// Registers `batch` in one transaction. A payment already present with the same details
+    /// is reported, not duplicated; one present with different details is a conflict, and any
+    /// conflict rolls the whole batch back.
+    pub async fn register(
+        &self,
+        batch: &[NewPayment],
+        now: DateTime<Utc>,
+    ) -> Result<IntakeReport, LedgerError> {
+        let mut report = IntakeReport::default();
+        let now_s = to_db(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (i, p) in batch.iter().enumerate() {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
+                                       amount, currency, state, next_check_at, created_at,
+                                       registered_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
+                 ON CONFLICT (account, kind, out_trade_no) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(p.account.as_str())
+            .bind(p.provider.as_str())
+            .bind(p.kind.as_str())
+            .bind(p.out_trade_no.as_str())
+            .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
+            .bind(p.pay_type.as_ref().map(PayType::as_str))
+            .bind(p.amount.minor)
+            .bind(p.amount.currency.as_str())
+            .bind(&now_s)
+            .bind(to_db(p.created_at))
+            .bind(&now_s)
+            .bind(&now_s)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = inserted {
+                sqlx::query(
+                    "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
+                     VALUES (?, ?, 'registered', 'pending', ?, '{}')",
+                )
+                .bind(id)
+                .bind(&now_s)
+                .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
+                .execute(&mut *tx)
+                .await?;
+                report.inserted.push((i, id));
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT id, provider, amount, currency, provider_ref, pay_type FROM payments
+                 WHERE account = ? AND kind = ? AND out_trade_no = ?",
+            )
+            .bind(p.account.as_str())
+            .bind(p.kind.as_str())
+            .bind(p.out_trade_no.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut diffs = Vec::new();
+            let amount: i64 = row.get("amount");
+            let currency: String = row.get("currency");
+            if amount != p.amount.minor || currency != p.amount.currency.as_str() {
+                diffs.push(format!("amount is {amount} {currency} in the ledger"));
+            }
+            let existing_ref: Option<String> = row.get("provider_ref");
+            if let (Some(a), Some(b)) = (&existing_ref, &p.provider_ref) {
+                if a != b.as_str() {
+                    diffs.push(format!("gateway id is {a} in the ledger"));
+                }
+            }
+            let existing_type: Option<String> = row.get("pay_type");
+            if let (Some(a), Some(b)) = (&existing_type, &p.pay_type) {
+                if a != b.as_str() {
+                    diffs.push(format!("pay_type is {a} in the ledger"));
+                }
+            }
+            if diffs.is_empty() {
+                report.already_present.push((i, row.get("id")));
+            } else {
+                report.conflicts.push((
+                    i,
+                    format!(
+                        "already registered with different details: {}",
+                        diffs.join("; ")
+                    ),
+                ));
+            }
+        }
+        if report.conflicts.is_empty() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            report.inserted.clear();
+        }
+        Ok(report)
+    }
+}

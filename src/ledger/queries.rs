@@ -1,0 +1,212 @@
+//! Read-only queries for the CLI (`ledger list|show|stats`).
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Ledger, LedgerError};
+use crate::domain::PaymentState;
+
+/// A payment as the CLI prints it (architecture.md §5 names these JSON fields).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PaymentRow {
+    pub id: i64,
+    pub account: String,
+    pub provider: String,
+    pub kind: String,
+    pub out_trade_no: String,
+    pub provider_ref: Option<String>,
+    pub pay_type: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub state: String,
+    pub provider_code: Option<String>,
+    pub attempts: i64,
+    pub next_check_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at, created_at, updated_at";
+
+impl PaymentRow {
+    fn from_row(r: &SqliteRow) -> Self {
+        Self {
+            id: r.get("id"),
+            account: r.get("account"),
+            provider: r.get("provider"),
+            kind: r.get("kind"),
+            out_trade_no: r.get("out_trade_no"),
+            provider_ref: r.get("provider_ref"),
+            pay_type: r.get("pay_type"),
+            amount: r.get("amount"),
+            currency: r.get("currency"),
+            state: r.get("state"),
+            provider_code: r.get("provider_code"),
+            attempts: r.get("attempts"),
+            next_check_at: r.get("next_check_at"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }
+    }
+}
+
+/// One history entry of a payment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub provider_code: Option<String>,
+    pub message: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<PaymentState>,
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateCount {
+    pub account: String,
+    pub state: String,
+    pub count: i64,
+}
+
+/// `ledger stats`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    pub by_state: Vec<StateCount>,
+    /// The open payment registered longest ago, if any.
+    pub oldest_open: Option<PaymentRow>,
+    pub gateway_calls: i64,
+    pub runs: i64,
+    pub open_discrepancies: i64,
+    /// (account, paused until, reason) for pauses still in force.
+    pub paused_accounts: Vec<(String, String, String)>,
+}
+
+const OPEN_STATES: &str = "('pending', 'in_progress', 'reversing')";
+
+impl Ledger {
+    /// Payments matching `filter`, oldest first. Rows stream from SQLite, so a large ledger is
+    /// printed without holding every row.
+    pub async fn for_each_payment(
+        &self,
+        filter: &ListFilter,
+        mut f: impl FnMut(PaymentRow) -> std::io::Result<()>,
+    ) -> Result<(), LedgerError> {
+        use futures::TryStreamExt;
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account = ?2)
+             ORDER BY id"
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.state.map(PaymentState::as_str))
+            .bind(filter.account.as_deref())
+            .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            if let Err(e) = f(PaymentRow::from_row(&r)) {
+                // A closed pipe (`| head`) ends the listing quietly.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    break;
+                }
+                return Err(LedgerError::Query(sqlx::Error::Io(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A payment by ledger id, or by `out_trade_no` (every account and kind that has it).
+    pub async fn find_payments(&self, key: &str) -> Result<Vec<PaymentRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE id = ?1 OR out_trade_no = ?2 ORDER BY id"
+        );
+        let id = key.parse::<i64>().ok();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(PaymentRow::from_row).collect())
+    }
+
+    pub async fn events(&self, payment_id: i64) -> Result<Vec<EventRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, from_state, to_state, provider_code, message, evidence
+             FROM events WHERE payment_id = ? ORDER BY id",
+        )
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let raw: String = r.get("evidence");
+                let evidence = serde_json::from_str(&raw).map_err(|_| LedgerError::Corrupt {
+                    column: "events.evidence",
+                    value: raw.chars().take(80).collect(),
+                })?;
+                Ok(EventRow {
+                    id: r.get("id"),
+                    at: r.get("at"),
+                    kind: r.get("kind"),
+                    from_state: r.get("from_state"),
+                    to_state: r.get("to_state"),
+                    provider_code: r.get("provider_code"),
+                    message: r.get("message"),
+                    evidence,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn stats(&self, now: &str) -> Result<Stats, LedgerError> {
+        let by_state = sqlx::query(
+            "SELECT account, state, COUNT(*) AS n FROM payments GROUP BY account, state ORDER BY account, state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| StateCount {
+            account: r.get("account"),
+            state: r.get("state"),
+            count: r.get("n"),
+        })
+        .collect();
+        let oldest_open = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE state IN {OPEN_STATES}
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| PaymentRow::from_row(&r));
+        let (runs, gateway_calls): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(calls), 0) FROM runs")
+                .fetch_one(&self.pool)
+                .await?;
+        let open_discrepancies: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM discrepancies WHERE resolved_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let paused_accounts = sqlx::query_as(
+            "SELECT account, paused_until, reason FROM account_pauses WHERE paused_until > ? ORDER BY account",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Stats {
+            by_state,
+            oldest_open,
+            gateway_calls,
+            runs,
+            open_discrepancies,
+            paused_accounts,
+        })
+    }
+}

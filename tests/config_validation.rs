@@ -1,0 +1,236 @@
+//! Each invalid configuration is reported with the field it is about, and never leaks a secret.
+
+use std::io::Write;
+
+use payrecon::config::{self, Account, ConfigError};
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path
+}
+
+const QFPAY: &str = r#"
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "https://test-openapi-hk.qfapi.com"
+app_code = "APPCODE"
+client_key = "QF-SECRET-KEY-VALUE"
+"#;
+
+const ECPAY: &str = r#"
+[[accounts]]
+name = "tw"
+provider = "ecpay"
+base_url = "https://ecpayment-stage.ecpay.com.tw"
+merchant_id = "3002607"
+hash_key = "pwFHCqoQZGmho4w6"
+hash_iv = "EkRm7iFT261dpevs"
+"#;
+
+/// Loads `text` and returns the problem lines (panics if it loads fine).
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "c.toml", text);
+    match config::load(Some(&path)) {
+        Ok(_) => panic!("expected problems for:\n{text}"),
+        Err(e) => {
+            let lines = e.lines();
+            for l in &lines {
+                for secret in [
+                    "QF-SECRET-KEY-VALUE",
+                    "pwFHCqoQZGmho4w6",
+                    "EkRm7iFT261dpevs",
+                ] {
+                    assert!(!l.contains(secret), "secret leaked in {l:?}");
+                }
+            }
+            lines
+        }
+    }
+}
+
+fn has(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn a_good_configuration_loads_with_both_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "c.toml", &format!("{QFPAY}{ECPAY}"));
+    let s = config::load(Some(&path)).unwrap();
+    assert_eq!(s.accounts.len(), 2);
+    assert!(matches!(&s.accounts[0], Account::Qfpay(q) if q.batch_size == 4));
+    assert!(matches!(&s.accounts[1], Account::Ecpay(e) if e.nopay_interval.as_secs() == 600));
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("QF-SECRET-KEY-VALUE") && !debug.contains("pwFHCqoQZGmho4w6"));
+}
+
+#[test]
+fn duplicate_account_names_are_reported() {
+    let lines = problems(&format!("{QFPAY}{}", QFPAY));
+    assert!(
+        has(&lines, "accounts[1] (hk).name: duplicate account name"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_unknown_provider_is_reported() {
+    let lines = problems(&QFPAY.replace("\"qfpay\"", "\"stripe\""));
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (hk).provider: \"stripe\" is not a provider"
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_bad_url_is_reported() {
+    let lines = problems(&QFPAY.replace("https://test-openapi-hk.qfapi.com", "not a url"));
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (hk).base_url: \"not a url\" is not a URL"
+        ),
+        "{lines:?}"
+    );
+    let lines = problems(&QFPAY.replace("https://", "http://"));
+    assert!(has(&lines, "must use https"), "{lines:?}");
+}
+
+#[test]
+fn a_missing_secret_is_reported() {
+    let lines = problems(&QFPAY.replace("client_key = \"QF-SECRET-KEY-VALUE\"", ""));
+    assert!(
+        has(&lines, "accounts[0] (hk).client_key: missing"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_secret_file_is_reported() {
+    let lines = problems(&QFPAY.replace(
+        "client_key = \"QF-SECRET-KEY-VALUE\"",
+        "client_key_file = \"/nonexistent/payrecon-key\"",
+    ));
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (hk).client_key_file: cannot read /nonexistent/payrecon-key"
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_secret_file_is_read_and_its_trailing_newline_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(&dir, "key", "FROM-FILE-KEY\n");
+    let cfg = QFPAY.replace(
+        "client_key = \"QF-SECRET-KEY-VALUE\"",
+        &format!("client_key_file = {:?}", key.display().to_string()),
+    );
+    let path = write(&dir, "c.toml", &cfg);
+    let s = config::load(Some(&path)).unwrap();
+    let Account::Qfpay(q) = &s.accounts[0] else {
+        panic!()
+    };
+    use secrecy::ExposeSecret;
+    assert_eq!(q.client_key.expose_secret(), "FROM-FILE-KEY");
+}
+
+#[test]
+fn ecpay_key_and_iv_must_be_sixteen_bytes() {
+    let lines = problems(
+        &ECPAY
+            .replace("pwFHCqoQZGmho4w6", "short")
+            .replace("EkRm7iFT261dpevs", "EkRm7iFT261dpevsXX"),
+    );
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (tw).hash_key: must be exactly 16 bytes (AES-128), got 5"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (tw).hash_iv: must be exactly 16 bytes (AES-128), got 18"
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_is_reported() {
+    let lines = problems("[schedule]\nreconcile = \"every minute\"\n");
+    assert!(
+        has(
+            &lines,
+            "schedule.reconcile: \"every minute\" is not a 6-field cron expression"
+        ),
+        "{lines:?}"
+    );
+    // Five fields (no seconds) is the classic mistake.
+    let lines = problems("[schedule]\nsweep = \"*/15 * * * *\"\n");
+    assert!(has(&lines, "schedule.sweep"), "{lines:?}");
+}
+
+#[test]
+fn a_bad_timezone_is_reported() {
+    let lines = problems(&format!("{QFPAY}timezone = \"Asia/Hong_Kong\"\n"));
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (hk).timezone: \"Asia/Hong_Kong\" is not a UTC offset"
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn bad_durations_and_modes_are_reported_together() {
+    let lines = problems("[reconcile]\nlease = \"soon\"\n[reversal]\nmode = \"maybe\"\n");
+    assert!(
+        has(&lines, "reconcile.lease: \"soon\" is not a duration"),
+        "{lines:?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "reversal.mode: \"maybe\" is not one of: auto, dry-run, off"
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn keys_of_the_other_provider_are_reported() {
+    let lines = problems(&format!("{QFPAY}hash_key = \"x\"\n"));
+    assert!(
+        has(&lines, "accounts[0] (hk).hash_key: is not a qfpay setting"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_or_missing_file_fails_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "c.toml", "[ledger]\npaht = \"x\"\n");
+    let err = config::load(Some(&path)).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Load(m) if m.contains("paht")),
+        "{err}"
+    );
+    let err = config::load(Some(&dir.path().join("missing.toml"))).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
