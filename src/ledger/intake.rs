@@ -95,16 +95,16 @@ impl Ledger {
                 diffs.push(format!("amount is {amount} {currency} in the ledger"));
             }
             let existing_ref: Option<String> = row.get("provider_ref");
-            if let (Some(a), Some(b)) = (&existing_ref, &p.provider_ref) {
-                if a != b.as_str() {
-                    diffs.push(format!("gateway id is {a} in the ledger"));
-                }
+            if let (Some(a), Some(b)) = (&existing_ref, &p.provider_ref)
+                && a != b.as_str()
+            {
+                diffs.push(format!("gateway id is {a} in the ledger"));
             }
             let existing_type: Option<String> = row.get("pay_type");
-            if let (Some(a), Some(b)) = (&existing_type, &p.pay_type) {
-                if a != b.as_str() {
-                    diffs.push(format!("pay_type is {a} in the ledger"));
-                }
+            if let (Some(a), Some(b)) = (&existing_type, &p.pay_type)
+                && a != b.as_str()
+            {
+                diffs.push(format!("pay_type is {a} in the ledger"));
             }
             if diffs.is_empty() {
                 report.already_present.push((i, row.get("id")));
