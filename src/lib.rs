@@ -23,4 +23,5 @@ pub mod domain;
 pub mod gateway;
 pub mod intake;
 pub mod ledger;
+pub mod reconcile;
 pub mod telemetry;

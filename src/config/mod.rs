@@ -62,12 +62,7 @@ pub struct ReconcileSettings {
     pub give_up_after: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReversalMode {
-    Auto,
-    DryRun,
-    Off,
-}
+pub use crate::domain::ReversalMode;
 
 #[derive(Debug, Clone)]
 pub struct ReversalSettings {

@@ -3,6 +3,7 @@
 
 mod cancel;
 mod ids;
+mod last_resort;
 mod money;
 mod observation;
 mod retry;
@@ -11,6 +12,7 @@ mod transition;
 
 pub use cancel::{CancelRoute, PayMode};
 pub use ids::{AccountName, IdError, OutTradeNo, PayType, PaymentId, Provider, ProviderRef};
+pub use last_resort::{LastResort, LastResortPolicy, OpenPayment, ReversalMode, last_resort};
 pub use money::{Currency, Money, MoneyError};
 pub use observation::{Observation, Outcome, RecordKind};
 pub use retry::{RetryReason, RetryRule, RetrySchedule};

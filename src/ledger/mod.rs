@@ -5,14 +5,20 @@
 //! build) and sticks to what PostgreSQL also accepts where it can, so a second backend behind
 //! the same methods stays possible.
 
+mod apply;
+mod claim;
 mod connect;
 mod intake;
 mod queries;
+mod runs;
 pub mod time;
 
+pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate};
+pub use claim::{ClaimScope, Claimed};
 pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
+pub use runs::{DiscrepancyRow, RunCounters};
 
 use sqlx::SqlitePool;
 

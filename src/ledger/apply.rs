@@ -1,0 +1,230 @@
+//! Writing a pass's decisions: one transaction per chunk, each payment update guarded by the
+//! lease (a pass that lost its lease writes nothing for that payment), each with its events
+//! and discrepancies.
+
+use chrono::{DateTime, Utc};
+
+use super::time::to_db;
+use super::{Ledger, LedgerError};
+use crate::domain::{DiscrepancyKind, PaymentId, PaymentState, ProviderRef, RetryReason};
+
+/// One history row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub from_state: Option<PaymentState>,
+    pub to_state: Option<PaymentState>,
+    pub provider_code: Option<String>,
+    pub message: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDiscrepancy {
+    pub kind: DiscrepancyKind,
+    pub detail: String,
+    pub evidence: serde_json::Value,
+}
+
+/// The new facts about one claimed payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentUpdate {
+    pub id: PaymentId,
+    pub state: PaymentState,
+    /// The gateway's latest code; `None` keeps the stored one.
+    pub provider_code: Option<String>,
+    /// A gateway id learned from the answer; only fills an empty column.
+    pub provider_ref: Option<ProviderRef>,
+    /// Whether the gateway was asked about it in this pass (counts an attempt).
+    pub checked: bool,
+    /// Why it is still open and how many checks in a row said so.
+    pub retry: Option<(RetryReason, u32)>,
+    /// `None` once final.
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// First time the gateway said in progress; only fills an empty column.
+    pub in_progress_since: Option<DateTime<Utc>>,
+    pub events: Vec<NewEvent>,
+    pub discrepancies: Vec<NewDiscrepancy>,
+}
+
+fn retry_reason_str(r: RetryReason) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Ledger {
+    /// Applies `updates` in one transaction and releases their leases. Returns how many were
+    /// applied (an update whose lease was lost to another pass is skipped whole).
+    pub async fn apply(
+        &self,
+        owner: &str,
+        run_id: Option<i64>,
+        updates: &[PaymentUpdate],
+        now: DateTime<Utc>,
+    ) -> Result<u64, LedgerError> {
+        let now_s = to_db(now);
+        let mut applied = 0;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for u in updates {
+            let (reason, repeats) = match u.retry {
+                Some((r, n)) => (Some(retry_reason_str(r)), i64::from(n)),
+                None => (None, 0),
+            };
+            // The last condition is defence in depth for "a final state never becomes open
+            // again": the state machine already guarantees it.
+            let done = sqlx::query(
+                "UPDATE payments SET
+                     state = ?1,
+                     provider_code = COALESCE(?2, provider_code),
+                     provider_ref = COALESCE(provider_ref, ?3),
+                     attempts = attempts + ?4,
+                     retry_reason = ?5,
+                     retry_repeats = ?6,
+                     next_check_at = ?7,
+                     in_progress_since = COALESCE(in_progress_since, ?8),
+                     updated_at = ?9,
+                     lease_owner = NULL,
+                     lease_expires_at = NULL
+                 WHERE id = ?10 AND lease_owner = ?11
+                   AND NOT (state NOT IN ('pending', 'in_progress', 'reversing')
+                            AND ?1 IN ('pending', 'in_progress', 'reversing'))",
+            )
+            .bind(u.state.as_str())
+            .bind(u.provider_code.as_deref())
+            .bind(u.provider_ref.as_ref().map(ProviderRef::as_str))
+            .bind(i64::from(u.checked))
+            .bind(reason)
+            .bind(repeats)
+            .bind(u.next_check_at.map(to_db))
+            .bind(u.in_progress_since.map(to_db))
+            .bind(&now_s)
+            .bind(u.id.0)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                tracing::warn!(
+                    payment = u.id.0,
+                    "lease lost before apply; another pass owns this payment now"
+                );
+                continue;
+            }
+            applied += 1;
+            for e in &u.events {
+                insert_event(&mut tx, u.id, run_id, e, &now_s).await?;
+            }
+            for d in &u.discrepancies {
+                sqlx::query(
+                    "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
+                     SELECT id, account, ?, ?, ?, ? FROM payments WHERE id = ?",
+                )
+                .bind(d.kind.as_str())
+                .bind(&d.detail)
+                .bind(d.evidence.to_string())
+                .bind(&now_s)
+                .bind(u.id.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Writes the intent to reverse *before* any reversal call: state `reversing`,
+    /// `reversal_requested_at` set, an intent event. Returns `false` (and writes nothing) if
+    /// this pass no longer holds the lease, the payment is no longer open, or a reversal was
+    /// ever requested before: the guard against reversing twice, also across crashes.
+    pub async fn mark_reversing(
+        &self,
+        owner: &str,
+        run_id: Option<i64>,
+        id: PaymentId,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let now_s = to_db(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE payments SET state = 'reversing', reversal_requested_at = ?1, updated_at = ?1
+             WHERE id = ?2 AND lease_owner = ?3 AND reversal_requested_at IS NULL
+               AND state IN ('pending', 'in_progress')",
+        )
+        .bind(&now_s)
+        .bind(id.0)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(&mut tx, id, run_id, event, &now_s).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends one event outside a pass's chunk (e.g. the answer to a reversal call).
+    pub async fn append_event(
+        &self,
+        id: PaymentId,
+        run_id: Option<i64>,
+        event: &NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(&mut tx, id, run_id, event, &to_db(now)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a discrepancy that is not about one claimed payment (sweeps).
+    pub async fn record_discrepancy(
+        &self,
+        account: &str,
+        payment_id: Option<PaymentId>,
+        d: &NewDiscrepancy,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(payment_id.map(|p| p.0))
+        .bind(account)
+        .bind(d.kind.as_str())
+        .bind(&d.detail)
+        .bind(d.evidence.to_string())
+        .bind(to_db(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: PaymentId,
+    run_id: Option<i64>,
+    e: &NewEvent,
+    now_s: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO events (payment_id, run_id, at, kind, from_state, to_state, provider_code, message, evidence)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.0)
+    .bind(run_id)
+    .bind(now_s)
+    .bind(e.kind)
+    .bind(e.from_state.map(PaymentState::as_str))
+    .bind(e.to_state.map(PaymentState::as_str))
+    .bind(e.provider_code.as_deref())
+    .bind(e.message.as_deref())
+    .bind(e.evidence.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Claiming due payments with a lease, so two passes (the daemon and a CLI one-off, or two
+//! replicas) never work the same payment at once, and a crashed pass loses nothing: its leases
+//! simply expire.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::time::{from_db, to_db};
+use super::{Ledger, LedgerError};
+use crate::domain::{
+    AccountName, Currency, OutTradeNo, PayType, PaymentId, PaymentState, Provider, ProviderRef,
+    RecordKind, RetryReason,
+};
+
+/// Which payments a pass may claim.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimScope {
+    pub account: Option<String>,
+    pub provider: Option<Provider>,
+    /// Ignore `next_check_at` (CLI `--all`): every open payment is due.
+    pub ignore_schedule: bool,
+}
+
+/// A payment claimed by a pass: everything the engine needs to plan, call and decide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub id: PaymentId,
+    pub account: AccountName,
+    pub provider: Provider,
+    pub kind: RecordKind,
+    pub out_trade_no: OutTradeNo,
+    pub provider_ref: Option<ProviderRef>,
+    pub pay_type: Option<PayType>,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub state: PaymentState,
+    pub attempts: i64,
+    pub retry_reason: Option<RetryReason>,
+    pub retry_repeats: u32,
+    pub created_at: DateTime<Utc>,
+    pub registered_at: DateTime<Utc>,
+    pub in_progress_since: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reversal_requested_at: Option<DateTime<Utc>>,
+}
+
+fn corrupt(column: &'static str, value: &str) -> LedgerError {
+    LedgerError::Corrupt {
+        column,
+        value: value.to_string(),
+    }
+}
+
+fn time_col(r: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    match r.get::<Option<String>, _>(column) {
+        None => Ok(None),
+        Some(s) => from_db(&s).map(Some).ok_or_else(|| corrupt(column, &s)),
+    }
+}
+
+impl Claimed {
+    fn from_row(r: &SqliteRow) -> Result<Self, LedgerError> {
+        let text = |c: &'static str| -> String { r.get(c) };
+        let provider: String = text("provider");
+        let kind: String = text("kind");
+        let state: String = text("state");
+        let currency: String = text("currency");
+        let retry_reason: Option<String> = r.get("retry_reason");
+        Ok(Self {
+            id: PaymentId(r.get("id")),
+            account: AccountName::parse(&text("account"))
+                .map_err(|_| corrupt("account", &text("account")))?,
+            provider: provider
+                .parse()
+                .map_err(|_| corrupt("provider", &provider))?,
+            kind: kind.parse().map_err(|_| corrupt("kind", &kind))?,
+            out_trade_no: OutTradeNo::from_trusted(text("out_trade_no")),
+            provider_ref: r
+                .get::<Option<String>, _>("provider_ref")
+                .map(ProviderRef::from_trusted),
+            pay_type: match r.get::<Option<String>, _>("pay_type") {
+                None => None,
+                Some(p) => Some(PayType::parse(&p).map_err(|_| corrupt("pay_type", &p))?),
+            },
+            amount_minor: r.get("amount"),
+            currency: Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?,
+            state: state.parse().map_err(|_| corrupt("state", &state))?,
+            attempts: r.get("attempts"),
+            retry_reason: match retry_reason {
+                None => None,
+                Some(s) => Some(
+                    serde_json::from_value(serde_json::Value::String(s.clone()))
+                        .map_err(|_| corrupt("retry_reason", &s))?,
+                ),
+            },
+            retry_repeats: r.get::<i64, _>("retry_repeats").clamp(0, u32::MAX as i64) as u32,
+            created_at: time_col(r, "created_at")?.ok_or_else(|| corrupt("created_at", ""))?,
+            registered_at: time_col(r, "registered_at")?
+                .ok_or_else(|| corrupt("registered_at", ""))?,
+            in_progress_since: time_col(r, "in_progress_since")?,
+            expires_at: time_col(r, "expires_at")?,
+            reversal_requested_at: time_col(r, "reversal_requested_at")?,
+        })
+    }
+}
+
+impl Ledger {
+    /// Claims up to `limit` due, open, unleased payments with ids above `after` (a pass walks
+    /// the backlog in id order, so it visits each payment at most once even with `--all`).
+    /// One `BEGIN IMMEDIATE` transaction: the select and the lease write cannot interleave with
+    /// another process's claim.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        scope: &ClaimScope,
+        after: i64,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        let now_s = to_db(now);
+        let until =
+            to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE payments SET lease_owner = ?1, lease_expires_at = ?2
+             WHERE id IN (
+                 SELECT id FROM payments
+                 WHERE state IN ('pending', 'in_progress', 'reversing')
+                   AND id > ?3
+                   AND (?4 OR next_check_at <= ?5)
+                   AND (lease_owner IS NULL OR lease_expires_at <= ?5)
+                   AND (?6 IS NULL OR account = ?6)
+                   AND (?7 IS NULL OR provider = ?7)
+                   AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?5)
+                 ORDER BY id
+                 LIMIT ?8)
+             RETURNING id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
+                       currency, state, attempts, retry_reason, retry_repeats, created_at,
+                       registered_at, in_progress_since, expires_at, reversal_requested_at",
+        )
+        .bind(owner)
+        .bind(&until)
+        .bind(after)
+        .bind(scope.ignore_schedule)
+        .bind(&now_s)
+        .bind(scope.account.as_deref())
+        .bind(scope.provider.map(Provider::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(Claimed::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    /// Gives back leases this owner still holds (shutdown, or a chunk abandoned on error).
+    pub async fn release_leases(&self, owner: &str) -> Result<u64, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,153 @@
+//! Bookkeeping of passes (`runs`), account pauses and discrepancies.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::time::to_db;
+use super::{Ledger, LedgerError};
+
+/// Counters of one pass, written to its `runs` row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounters {
+    pub claimed: u64,
+    pub checked: u64,
+    pub finalized: u64,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+impl RunCounters {
+    pub fn add(&mut self, o: RunCounters) {
+        self.claimed += o.claimed;
+        self.checked += o.checked;
+        self.finalized += o.finalized;
+        self.calls += o.calls;
+        self.errors += o.errors;
+    }
+}
+
+/// An open discrepancy as `discrepancies list` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DiscrepancyRow {
+    pub id: i64,
+    pub payment_id: Option<i64>,
+    pub account: String,
+    pub kind: String,
+    pub detail: String,
+    pub found_at: String,
+    pub resolved_at: Option<String>,
+    pub resolution_note: Option<String>,
+}
+
+impl Ledger {
+    pub async fn start_run(
+        &self,
+        owner: &str,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO runs (owner, trigger, started_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(owner)
+        .bind(trigger)
+        .bind(to_db(now))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        c: RunCounters,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = ?, status = ?, claimed = ?, checked = ?, finalized = ?,
+                             calls = ?, errors = ?, message = ?
+             WHERE id = ?",
+        )
+        .bind(to_db(now))
+        .bind(status)
+        .bind(c.claimed as i64)
+        .bind(c.checked as i64)
+        .bind(c.finalized as i64)
+        .bind(c.calls as i64)
+        .bind(c.errors as i64)
+        .bind(message)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps the engine away from an account until `until` (rate limit, merchant stopped …).
+    pub async fn pause_account(
+        &self,
+        account: &str,
+        until: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO account_pauses (account, paused_until, reason, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (account) DO UPDATE SET
+                 paused_until = MAX(paused_until, excluded.paused_until),
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(account)
+        .bind(to_db(until))
+        .bind(reason)
+        .bind(to_db(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn discrepancies(
+        &self,
+        include_resolved: bool,
+    ) -> Result<Vec<DiscrepancyRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT id, payment_id, account, kind, detail, found_at, resolved_at, resolution_note
+             FROM discrepancies WHERE ? OR resolved_at IS NULL ORDER BY id",
+        )
+        .bind(include_resolved)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DiscrepancyRow {
+                id: r.get("id"),
+                payment_id: r.get("payment_id"),
+                account: r.get("account"),
+                kind: r.get("kind"),
+                detail: r.get("detail"),
+                found_at: r.get("found_at"),
+                resolved_at: r.get("resolved_at"),
+                resolution_note: r.get("resolution_note"),
+            })
+            .collect())
+    }
+
+    /// Marks a discrepancy resolved with a note. `false` if there is no open one with that id.
+    pub async fn resolve_discrepancy(
+        &self,
+        id: i64,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE discrepancies SET resolved_at = ?, resolution_note = ? WHERE id = ? AND resolved_at IS NULL",
+        )
+        .bind(to_db(now))
+        .bind(note)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,211 @@
+//! QFPay call planning: for each calendar month of due payments, ask by ids in batches or
+//! sweep the time window page by page, whichever costs fewer calls.
+//!
+//! Cost model (calls are what the 400/minute limit rations):
+//! - id lookups: `⌈with_syssn / batch⌉ + ⌈without_syssn / batch⌉` calls. Lookups by `syssn`
+//!   ignore time; lookups by `out_trade_no` carry the month's window (qfpay.md §2.1).
+//! - a window sweep: QFPay returns every record whose `sysdtm` falls in the window, 100 per
+//!   page, with no total count, so paging stops at the first short page:
+//!   `⌊records / 100⌋ + 1` calls. `records` is estimated as the larger of the ledger's own
+//!   payments in that window (×1.25, for refunds and payments the ledger never saw) and what
+//!   the last sweep of an overlapping window actually counted.
+//!
+//! The sweep window is the due payments' creation span widened by [`WINDOW_MARGIN`] on each
+//! side (the gateway's `sysdtm` is close to, not equal to, the merchant's creation time),
+//! clipped to the calendar month (windows never cross a month, qfpay.md §2.1) and to now.
+//! Payments the sweep does not find are looked up by id in the same pass, so the margin affects
+//! cost, never correctness.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
+
+use crate::ledger::Claimed;
+
+/// How far around the due payments' creation times a sweep window reaches.
+pub const WINDOW_MARGIN: chrono::Duration = chrono::Duration::minutes(15);
+/// QFPay's maximum `page_size` (qfpay.md §2.1).
+pub const PAGE_SIZE: u64 = 100;
+
+/// `--strategy`: the planner, or one lookup per payment like the seed samples (for benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Strategy {
+    #[default]
+    Planned,
+    PerPayment,
+}
+
+/// Due payments of one account created in one calendar month (account time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonthGroup {
+    /// Indexes into the claimed slice.
+    pub members: Vec<usize>,
+    pub with_syssn: usize,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+}
+
+pub fn id_lookup_calls(with_syssn: usize, without_syssn: usize, batch: u32) -> u64 {
+    let b = u64::from(batch.max(1));
+    (with_syssn as u64).div_ceil(b) + (without_syssn as u64).div_ceil(b)
+}
+
+pub fn sweep_calls(estimated_records: u64) -> u64 {
+    estimated_records / PAGE_SIZE + 1
+}
+
+/// The larger of the two estimates described in the module doc.
+pub fn estimate_records(ledger_count: u64, last_sweep_count: Option<u64>) -> u64 {
+    (ledger_count + ledger_count / 4).max(last_sweep_count.unwrap_or(0))
+}
+
+/// Whether sweeping `g`'s window is cheaper than looking its members up by id.
+pub fn prefer_sweep(g: &MonthGroup, estimated_records: u64, batch: u32) -> bool {
+    let ids = id_lookup_calls(g.with_syssn, g.members.len() - g.with_syssn, batch);
+    sweep_calls(estimated_records) < ids
+}
+
+/// First instant of the month containing `t` (in `tz`), and of the next month, as UTC.
+fn month_bounds(t: DateTime<Utc>, tz: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local = t.with_timezone(&tz);
+    let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).unwrap_or_default();
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    let at = |d: NaiveDate| {
+        tz.from_local_datetime(&d.and_time(chrono::NaiveTime::MIN))
+            .single()
+            .map_or(t, |x| x.with_timezone(&Utc))
+    };
+    (at(first), at(next))
+}
+
+/// Groups claimed payments by calendar month of creation, in the account's timezone.
+pub fn group_by_month(
+    claimed: &[Claimed],
+    members: &[usize],
+    tz: FixedOffset,
+    now: DateTime<Utc>,
+) -> Vec<MonthGroup> {
+    let mut groups: Vec<(DateTime<Utc>, DateTime<Utc>, MonthGroup)> = Vec::new();
+    for &i in members {
+        let c = &claimed[i];
+        let (start, next) = month_bounds(c.created_at, tz);
+        let slot = match groups.iter_mut().find(|(s, ..)| *s == start) {
+            Some(slot) => slot,
+            None => {
+                groups.push((
+                    start,
+                    next,
+                    MonthGroup {
+                        members: Vec::new(),
+                        with_syssn: 0,
+                        window_start: c.created_at,
+                        window_end: c.created_at,
+                    },
+                ));
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        let g = &mut slot.2;
+        g.members.push(i);
+        g.with_syssn += usize::from(c.provider_ref.is_some());
+        g.window_start = g.window_start.min(c.created_at);
+        g.window_end = g.window_end.max(c.created_at);
+    }
+    groups
+        .into_iter()
+        .map(|(start, next, mut g)| {
+            let last_second = next - chrono::Duration::seconds(1);
+            g.window_start = (g.window_start - WINDOW_MARGIN).max(start);
+            g.window_end = (g.window_end + WINDOW_MARGIN)
+                .min(last_second)
+                .min(now)
+                .max(g.window_start);
+            g
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+
+    fn claimed_at(t: DateTime<Utc>, syssn: bool) -> Claimed {
+        Claimed {
+            id: PaymentId(1),
+            account: AccountName::parse("hk").unwrap(),
+            provider: Provider::Qfpay,
+            kind: RecordKind::Payment,
+            out_trade_no: OutTradeNo::from_trusted("o".into()),
+            provider_ref: syssn.then(|| ProviderRef::from_trusted("2026".into())),
+            pay_type: None,
+            amount_minor: 1,
+            currency: Currency::parse("HKD").unwrap(),
+            state: PaymentState::Pending,
+            attempts: 0,
+            retry_reason: None,
+            retry_repeats: 0,
+            created_at: t,
+            registered_at: t,
+            in_progress_since: None,
+            expires_at: None,
+            reversal_requested_at: None,
+        }
+    }
+
+    #[test]
+    fn a_dense_day_is_swept_and_a_sparse_month_is_looked_up_by_id() {
+        let dense = MonthGroup {
+            members: (0..20_000).collect(),
+            with_syssn: 20_000,
+            window_start: Utc::now(),
+            window_end: Utc::now(),
+        };
+        assert_eq!(sweep_calls(25_000), 251);
+        assert!(prefer_sweep(&dense, 25_000, 4));
+        let sparse = MonthGroup {
+            members: (0..50).collect(),
+            with_syssn: 50,
+            ..dense
+        };
+        assert_eq!(id_lookup_calls(50, 0, 4), 13);
+        assert!(!prefer_sweep(&sparse, 100_000, 4));
+    }
+
+    #[test]
+    fn the_estimate_takes_the_larger_of_ledger_and_last_sweep() {
+        assert_eq!(estimate_records(100, None), 125);
+        assert_eq!(estimate_records(100, Some(400)), 400);
+    }
+
+    #[test]
+    fn groups_split_at_the_month_boundary_in_account_time() {
+        let tz = FixedOffset::east_opt(8 * 3600).unwrap();
+        // 2026-10-31 23:50 and 2026-11-01 00:10 in +08:00.
+        let a = tz
+            .with_ymd_and_hms(2026, 10, 31, 23, 50, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let b = tz
+            .with_ymd_and_hms(2026, 11, 1, 0, 10, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let claimed = vec![claimed_at(a, true), claimed_at(b, false)];
+        let now = b + chrono::Duration::days(1);
+        let groups = group_by_month(&claimed, &[0, 1], tz, now);
+        assert_eq!(groups.len(), 2);
+        // October's window ends at the last second of October, November's starts at its first.
+        let oct_end = tz
+            .with_ymd_and_hms(2026, 10, 31, 23, 59, 59)
+            .unwrap()
+            .with_timezone(&Utc);
+        let nov_start = tz
+            .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(groups[0].window_end, oct_end);
+        assert_eq!(groups[1].window_start, nov_start);
+        assert_eq!(groups[1].window_end, b + WINDOW_MARGIN);
+        assert_eq!((groups[0].with_syssn, groups[1].with_syssn), (1, 0));
+    }
+}

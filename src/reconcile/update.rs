@@ -1,0 +1,285 @@
+//! Turning one gateway answer about one claimed payment into a ledger update: the state
+//! machine's decision, the next check time from the retry schedule, the event with its
+//! evidence, and any discrepancies. Pure.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    DiscrepancyKind, LedgerView, Observation, Outcome, PaymentState, RetryReason, RetrySchedule,
+    decide,
+};
+use crate::gateway::GatewayError;
+use crate::ledger::{Claimed, NewDiscrepancy, NewEvent, PaymentUpdate};
+
+fn next_retry(c: &Claimed, reason: RetryReason) -> (RetryReason, u32) {
+    let repeats = if c.retry_reason == Some(reason) {
+        c.retry_repeats.saturating_add(1)
+    } else {
+        0
+    };
+    (reason, repeats)
+}
+
+fn schedule_at(
+    schedule: &RetrySchedule,
+    retry: (RetryReason, u32),
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> DateTime<Utc> {
+    let d = schedule.delay(retry.0, retry.1, jitter);
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1))
+}
+
+fn discrepancy_detail(
+    kind: DiscrepancyKind,
+    c: &Claimed,
+    obs: &Observation,
+    next: PaymentState,
+) -> String {
+    match kind {
+        DiscrepancyKind::AmountMismatch => format!(
+            "gateway amount {} differs from the ledger's {} {}",
+            obs.amount_minor.unwrap_or_default(),
+            c.amount_minor,
+            c.currency
+        ),
+        DiscrepancyKind::CurrencyMismatch => format!(
+            "gateway currency {} differs from the ledger's {}",
+            obs.currency.map(|x| x.to_string()).unwrap_or_default(),
+            c.currency
+        ),
+        DiscrepancyKind::FinalStateChanged => format!(
+            "final state {} contradicted by the gateway ({}): now {}",
+            c.state, obs.provider_code, next
+        ),
+        DiscrepancyKind::GatewayReopened => format!(
+            "gateway reports {} ({}) for a payment the ledger holds as {}",
+            "in progress", obs.provider_code, c.state
+        ),
+        DiscrepancyKind::MissingInLedger | DiscrepancyKind::MissingAtGateway => {
+            format!("{kind:?} for {}", c.out_trade_no)
+        }
+    }
+}
+
+/// The update for a gateway answer about `c`.
+pub fn from_observation(
+    c: &Claimed,
+    obs: &Observation,
+    schedule: &RetrySchedule,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> PaymentUpdate {
+    let d = decide(
+        LedgerView {
+            state: c.state,
+            amount_minor: c.amount_minor,
+            currency: c.currency,
+        },
+        obs,
+    );
+    let retry = d.retry.map(|r| next_retry(c, r));
+    let discrepancies = d
+        .discrepancies
+        .iter()
+        .map(|&kind| NewDiscrepancy {
+            kind,
+            detail: discrepancy_detail(kind, c, obs, d.next),
+            evidence: obs.evidence.clone(),
+        })
+        .collect();
+    PaymentUpdate {
+        id: c.id,
+        state: d.next,
+        provider_code: Some(obs.provider_code.clone()),
+        provider_ref: obs
+            .provider_ref
+            .clone()
+            .filter(|_| c.provider_ref.is_none()),
+        checked: true,
+        retry,
+        next_check_at: retry.map(|r| schedule_at(schedule, r, now, jitter)),
+        in_progress_since: (obs.outcome == Outcome::InProgress).then_some(now),
+        events: vec![NewEvent {
+            kind: "observed",
+            from_state: Some(c.state),
+            to_state: Some(d.next),
+            provider_code: Some(obs.provider_code.clone()),
+            message: Some(format!("gateway says {:?}", obs.outcome)),
+            evidence: obs.evidence.clone(),
+        }],
+        discrepancies,
+    }
+}
+
+/// The update for a call that produced no evidence: nothing changes but the next check time.
+pub fn from_call_error(
+    c: &Claimed,
+    err: &GatewayError,
+    schedule: &RetrySchedule,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> PaymentUpdate {
+    let retry = next_retry(c, RetryReason::CallFailed);
+    PaymentUpdate {
+        id: c.id,
+        state: c.state,
+        provider_code: None,
+        provider_ref: None,
+        checked: false,
+        retry: Some(retry),
+        next_check_at: Some(schedule_at(schedule, retry, now, jitter)),
+        in_progress_since: None,
+        events: vec![NewEvent {
+            kind: "call_failed",
+            from_state: Some(c.state),
+            to_state: Some(c.state),
+            provider_code: None,
+            message: Some(err.to_string()),
+            evidence: serde_json::json!({}),
+        }],
+        discrepancies: Vec::new(),
+    }
+}
+
+/// The update that leaves `c` untouched except for a later check (e.g. ECPay's "not before 10
+/// minutes after creation", or a paused account).
+pub fn postpone(c: &Claimed, until: DateTime<Utc>) -> PaymentUpdate {
+    PaymentUpdate {
+        id: c.id,
+        state: c.state,
+        provider_code: None,
+        provider_ref: None,
+        checked: false,
+        retry: c.retry_reason.map(|r| (r, c.retry_repeats)),
+        next_check_at: Some(until),
+        in_progress_since: None,
+        events: Vec::new(),
+        discrepancies: Vec::new(),
+    }
+}
+
+/// Hands `u` (already decided for this pass) to a person instead of checking it again.
+pub fn to_review(mut u: PaymentUpdate, why: &str) -> PaymentUpdate {
+    let from = u.state;
+    u.state = PaymentState::NeedsReview;
+    u.retry = None;
+    u.next_check_at = None;
+    u.events.push(NewEvent {
+        kind: "needs_review",
+        from_state: Some(from),
+        to_state: Some(PaymentState::NeedsReview),
+        provider_code: None,
+        message: Some(why.to_string()),
+        evidence: serde_json::json!({}),
+    });
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+    use chrono::TimeZone;
+
+    fn claimed(state: PaymentState, provider: Provider) -> Claimed {
+        let t = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        Claimed {
+            id: PaymentId(7),
+            account: AccountName::parse("a").unwrap(),
+            provider,
+            kind: RecordKind::Payment,
+            out_trade_no: OutTradeNo::from_trusted("O1".into()),
+            provider_ref: None,
+            pay_type: None,
+            amount_minor: 1000,
+            currency: Currency::parse("HKD").unwrap(),
+            state,
+            attempts: 0,
+            retry_reason: None,
+            retry_repeats: 0,
+            created_at: t,
+            registered_at: t,
+            in_progress_since: None,
+            expires_at: None,
+            reversal_requested_at: None,
+        }
+    }
+
+    #[test]
+    fn an_ecpay_nopay_answer_is_checked_again_exactly_one_interval_later() {
+        let c = claimed(PaymentState::Pending, Provider::Ecpay);
+        let now = c.created_at + chrono::Duration::minutes(10);
+        let obs = Observation::new(RecordKind::Payment, Outcome::InProgress, "error_nopay");
+        let u = from_observation(
+            &c,
+            &obs,
+            &RetrySchedule::default_for(Provider::Ecpay),
+            now,
+            0.7,
+        );
+        assert_eq!(u.state, PaymentState::InProgress);
+        assert_eq!(u.next_check_at, Some(now + chrono::Duration::minutes(10)));
+        assert_eq!(u.in_progress_since, Some(now));
+        assert_eq!(u.events[0].provider_code.as_deref(), Some("error_nopay"));
+    }
+
+    #[test]
+    fn repeated_reasons_count_up_and_a_new_reason_starts_over() {
+        let mut c = claimed(PaymentState::InProgress, Provider::Qfpay);
+        c.retry_reason = Some(RetryReason::InProgress);
+        c.retry_repeats = 3;
+        let s = RetrySchedule::default_for(Provider::Qfpay);
+        let ip = Observation::new(RecordKind::Payment, Outcome::InProgress, "1143");
+        assert_eq!(
+            from_observation(&c, &ip, &s, c.created_at, 0.5).retry,
+            Some((RetryReason::InProgress, 4))
+        );
+        let nf = Observation::new(RecordKind::Payment, Outcome::NotFound, "1136");
+        assert_eq!(
+            from_observation(&c, &nf, &s, c.created_at, 0.5).retry,
+            Some((RetryReason::NotFound, 0))
+        );
+    }
+
+    #[test]
+    fn a_failed_call_changes_nothing_but_the_next_check() {
+        let c = claimed(PaymentState::InProgress, Provider::Qfpay);
+        let err = GatewayError::HttpStatus {
+            gateway: "qfpay",
+            status: 503,
+        };
+        let u = from_call_error(
+            &c,
+            &err,
+            &RetrySchedule::default_for(Provider::Qfpay),
+            c.created_at,
+            0.5,
+        );
+        assert_eq!(u.state, PaymentState::InProgress);
+        assert!(u.provider_code.is_none() && !u.checked);
+        assert_eq!(u.events[0].kind, "call_failed");
+        assert!(u.next_check_at.unwrap() > c.created_at);
+    }
+
+    #[test]
+    fn an_amount_mismatch_is_recorded_with_both_amounts() {
+        let c = claimed(PaymentState::Pending, Provider::Qfpay);
+        let mut obs = Observation::new(RecordKind::Payment, Outcome::Succeeded, "0000");
+        obs.amount_minor = Some(900);
+        let u = from_observation(
+            &c,
+            &obs,
+            &RetrySchedule::default_for(Provider::Qfpay),
+            c.created_at,
+            0.5,
+        );
+        assert_eq!(u.state, PaymentState::Succeeded);
+        assert_eq!(u.next_check_at, None);
+        assert_eq!(u.discrepancies.len(), 1);
+        assert!(
+            u.discrepancies[0].detail.contains("900")
+                && u.discrepancies[0].detail.contains("1000 HKD")
+        );
+    }
+}
