@@ -3,6 +3,7 @@
 //! return sysexits-style exit codes.
 
 mod config_check;
+mod discrepancies;
 mod import;
 mod ledger;
 mod output;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Inspect the ledger.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// List or resolve discrepancies.
+    #[command(subcommand)]
+    Discrepancies(discrepancies::DiscrepancyCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -103,6 +107,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Track(args) => track::run(&settings, args).await,
         Command::Import(args) => import::run(&settings, args).await,
         Command::Ledger(cmd) => ledger::run(&settings, cmd).await,
+        Command::Discrepancies(cmd) => discrepancies::run(&settings, cmd).await,
         Command::Migrate => migrate(&settings).await,
         Command::Config(_) => unreachable!("handled above"),
     };
