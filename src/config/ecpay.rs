@@ -141,3 +141,31 @@ pub(crate) fn validate(
         request_timeout,
     })
 }
+
+impl EcpayAccount {
+    /// Builds this account's query client on the process-wide HTTP client. The connect
+    /// timeout belongs to `http` (see `gateway::transport::http_client`); the request timeout,
+    /// pacing and 403 pause come from here.
+    pub fn client(&self, http: reqwest::Client) -> crate::gateway::ecpay::EcpayClient {
+        use crate::gateway::ecpay::{EcpayClient, EcpayClientSettings, QueryApi};
+        EcpayClient::new(
+            EcpayClientSettings {
+                base_url: self.base_url.clone(),
+                merchant_id: self.merchant_id.clone(),
+                platform_id: self.platform_id.clone(),
+                hash_key: self.hash_key.clone(),
+                hash_iv: self.hash_iv.clone(),
+                query_api: match self.query_api {
+                    EcpayQueryApi::CreditDetail => QueryApi::CreditDetail,
+                    EcpayQueryApi::Cashier => QueryApi::Cashier,
+                },
+                nopay_interval: self.nopay_interval,
+                rate_per_minute: self.rate_per_minute,
+                pause_after_403: self.pause_after_403,
+                request_timeout: self.request_timeout,
+                retry: crate::gateway::transport::RetryBudget::default(),
+            },
+            http,
+        )
+    }
+}
