@@ -11,11 +11,11 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use payrecon::domain::{
-    CancelRoute, Currency, Money, Outcome, OutTradeNo, PayType, Provider, ProviderRef,
+    CancelRoute, Currency, Money, OutTradeNo, Outcome, PayType, Provider, ProviderRef,
 };
 use payrecon::gateway::qfpay::{
-    CallMethod, CancelOutcome, CancelRequest, CancelTarget, ClientSettings, IdLookup,
-    OrderLookup, PaymentOutcome, PaymentRequest, QfpayClient, SignType, WindowQuery,
+    CallMethod, CancelOutcome, CancelRequest, CancelTarget, ClientSettings, IdLookup, OrderLookup,
+    PaymentOutcome, PaymentRequest, QfpayClient, SignType, WindowQuery,
 };
 use payrecon::gateway::transport::{Pacer, RetryBudget};
 use payrecon::gateway::{ErrorClass, GatewayError};
@@ -176,8 +176,10 @@ async fn an_id_query_sends_the_comma_list_and_answers_every_id_asked() {
     let signed = format!("page=1&page_size=100&syssn={a},{b}");
     let body = format!("page=1&page_size=100&syssn={a}%2C{b}");
     // The gateway also returns a record nobody asked for; it must be ignored.
-    let (answer, answer_sign) =
-        query_answer(vec![record(&a, "O-1", "1143"), record(&syssn(9), "O-9", "0000")]);
+    let (answer, answer_sign) = query_answer(vec![
+        record(&a, "O-1", "1143"),
+        record(&syssn(9), "O-9", "0000"),
+    ]);
     let m = server
         .mock("POST", "/trade/v1/query")
         .match_header("content-type", FORM)
@@ -245,10 +247,7 @@ async fn an_out_trade_no_query_of_a_past_month_sends_that_months_window_in_batch
         .await;
     first.assert_async().await;
     second.assert_async().await;
-    let all: Vec<_> = results
-        .into_iter()
-        .flat_map(|(_, r)| r.unwrap())
-        .collect();
+    let all: Vec<_> = results.into_iter().flat_map(|(_, r)| r.unwrap()).collect();
     assert_eq!(all.len(), 5);
     assert_eq!(all[0].outcome, Outcome::Succeeded);
     assert!(all[1..].iter().all(|o| o.outcome == Outcome::NotFound));
@@ -467,7 +466,9 @@ fn one_syssn() -> IdLookup {
     IdLookup::Syssn(vec![ProviderRef::parse(&syssn(1)).unwrap()])
 }
 
-async fn query_one(client: &QfpayClient) -> Result<Vec<payrecon::domain::Observation>, GatewayError> {
+async fn query_one(
+    client: &QfpayClient,
+) -> Result<Vec<payrecon::domain::Observation>, GatewayError> {
     let mut results = client.query_ids(&one_syssn()).await;
     assert_eq!(results.len(), 1);
     results.remove(0).1

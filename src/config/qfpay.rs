@@ -171,24 +171,6 @@ pub(crate) fn validate(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_parse_with_sign_hours_and_minutes() {
-        assert_eq!(parse_offset("+08:00"), FixedOffset::east_opt(8 * 3600));
-        assert_eq!(
-            parse_offset("-05:30"),
-            FixedOffset::east_opt(-(5 * 3600 + 1800))
-        );
-        assert_eq!(parse_offset("UTC"), FixedOffset::east_opt(0));
-        assert_eq!(parse_offset("Asia/Taipei"), None);
-        assert_eq!(parse_offset("+8"), None);
-        assert_eq!(parse_offset("+25:00"), None);
-    }
-}
-
 impl QfpayAccount {
     /// Builds this account's QFPay adapter (config builds adapters; adapters never read config).
     /// Build it once per account and clone it, so every call to the merchant shares one pacer.
@@ -213,5 +195,23 @@ impl QfpayAccount {
                 rate_per_minute: self.rate_per_minute,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_with_sign_hours_and_minutes() {
+        assert_eq!(parse_offset("+08:00"), FixedOffset::east_opt(8 * 3600));
+        assert_eq!(
+            parse_offset("-05:30"),
+            FixedOffset::east_opt(-(5 * 3600 + 1800))
+        );
+        assert_eq!(parse_offset("UTC"), FixedOffset::east_opt(0));
+        assert_eq!(parse_offset("Asia/Taipei"), None);
+        assert_eq!(parse_offset("+8"), None);
+        assert_eq!(parse_offset("+25:00"), None);
     }
 }

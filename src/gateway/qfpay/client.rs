@@ -170,7 +170,10 @@ impl QfpayClient {
             if !full {
                 let mut absent = Vec::new();
                 for id in &batch.ids {
-                    if !found.iter().any(|o| observation_key(o, batch.key) == Some(id)) {
+                    if !found
+                        .iter()
+                        .any(|o| observation_key(o, batch.key) == Some(id))
+                    {
                         absent.push(not_found(batch.key, id, &code));
                     }
                 }
@@ -397,7 +400,7 @@ fn observation_key(o: &Observation, key: request::IdKey) -> Option<&str> {
 /// The observation for an id that no record answered. Its kind is `payment` because nothing
 /// says otherwise; match it by its id.
 fn not_found(key: request::IdKey, id: &str, code: &str) -> Observation {
-    use crate::domain::{Outcome, OutTradeNo, ProviderRef, RecordKind};
+    use crate::domain::{OutTradeNo, Outcome, ProviderRef, RecordKind};
     let mut obs = Observation::new(RecordKind::Payment, Outcome::NotFound, code);
     match key {
         request::IdKey::Syssn => obs.provider_ref = Some(ProviderRef::from_trusted(id.into())),

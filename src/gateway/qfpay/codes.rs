@@ -41,53 +41,53 @@ pub fn classify(code: &str) -> Option<CodeClass> {
     Some(match n {
         // §3.2, S1 status-codes.md / S3 02-paycode.md.
         0 => Success,
-        1100 => RequestError,             // system under maintenance
-        1101 => OrderStateConflict,       // reversal error (old: must actively reverse)
-        1102 => RequestError,             // duplicate request: query by out_trade_no first
-        1103 | 1104 => RequestError,      // malformed request / bad parameter
-        1105..=1107 => AccountError,      // device not activated / invalid / not allowed
-        1108 => AccountError,             // signature error: key or environment wrong
-        1125 => CancelRefused,            // already refunded
-        1136 => NotFound,                 // transaction doesn't exist or can't be operated on
-        1142 => Failure,                  // order closed (also expired MPM, S6 §1.2.4)
-        1143 | 1145 => InProgress,        // not yet paid / processing
-        1147 => Failure,                  // WeChat Pay transaction error
-        1150 | 1155 => CancelRefused,     // T0 cannot cancel / refund denied
-        1181 => Failure,                  // order expired
+        1100 => RequestError,                 // system under maintenance
+        1101 => OrderStateConflict,           // reversal error (old: must actively reverse)
+        1102 => RequestError,                 // duplicate request: query by out_trade_no first
+        1103 | 1104 => RequestError,          // malformed request / bad parameter
+        1105..=1107 => AccountError,          // device not activated / invalid / not allowed
+        1108 => AccountError,                 // signature error: key or environment wrong
+        1125 => CancelRefused,                // already refunded
+        1136 => NotFound,                     // transaction doesn't exist or can't be operated on
+        1142 => Failure,                      // order closed (also expired MPM, S6 §1.2.4)
+        1143 | 1145 => InProgress,            // not yet paid / processing
+        1147 => Failure,                      // WeChat Pay transaction error
+        1150 | 1155 => CancelRefused,         // T0 cannot cancel / refund denied
+        1181 => Failure,                      // order expired
         1201 | 1202 | 1204 | 1205 => Failure, // balance, code, bank, try later
-        1203 => AccountError,             // merchant account error
-        1212 => Failure,                  // must use UnionPay overseas code
+        1203 => AccountError,                 // merchant account error
+        1212 => Failure,                      // must use UnionPay overseas code
         1241..=1243 | 1251 => AccountError, // store missing / misconfigured / disabled / being fixed
-        1250 => Failure,                  // transaction forbidden (risk)
-        1252 | 1254 => RequestError,      // system error placing the order: state uncertain
+        1250 => Failure,                    // transaction forbidden (risk)
+        1252 | 1254 => RequestError,        // system error placing the order: state uncertain
         1260..=1264 | 1266 | 1267 => OrderStateConflict, // paid/not paid/refunded/cancelled/closed/amount/info
         1265 | 1269..=1272 => CancelRefused, // refund window, balance, partial refunds, excess
-        1268 => NotFound,                 // order does not exist
-        1294 => Failure,                  // blocked by the bank; never auto-retry (S2)
-        1295 => InProgress,               // slow connection, waiting: unknown, so query
-        1296 => RequestError,             // slow connection, try later: query before retrying
-        1297 => Failure,                  // bank busy; on cancel calls: unsupported (S6 §2.5)
-        1298 => InProgress,               // slow connection; if paid don't pay again
-        2005 => Failure,                  // customer code wrong or expired
-        2011 => OrderStateConflict,       // out_trade_no reused: query the original
+        1268 => NotFound,                    // order does not exist
+        1294 => Failure,                     // blocked by the bank; never auto-retry (S2)
+        1295 => InProgress,                  // slow connection, waiting: unknown, so query
+        1296 => RequestError,                // slow connection, try later: query before retrying
+        1297 => Failure,                     // bank busy; on cancel calls: unsupported (S6 §2.5)
+        1298 => InProgress,                  // slow connection; if paid don't pay again
+        2005 => Failure,                     // customer code wrong or expired
+        2011 => OrderStateConflict,          // out_trade_no reused: query the original
         // §3.3 legacy codes, S7 §6.1 / S5 appendix.md.
-        1109..=1112 => RequestError,      // crypto error, serial error, services unavailable
-        1113..=1124 => Failure,           // user/risk/restriction errors
-        1126 => OrderStateConflict,       // original txn info mismatch
-        1127 | 1128 => RequestError,      // database / file-system error
+        1109..=1112 => RequestError, // crypto error, serial error, services unavailable
+        1113..=1124 => Failure,      // user/risk/restriction errors
+        1126 => OrderStateConflict,  // original txn info mismatch
+        1127 | 1128 => RequestError, // database / file-system error
         1129..=1135 | 1137..=1140 => Failure, // assorted account and card errors
-        1141 => RequestError,             // channel MAC / track encryption error
-        1144 | 1146 => Failure,           // protocol failure / order processing business error
-        1151..=1153 => Failure,           // pre-auth mismatch
-        1154 => RequestError,             // internal error
-        1161 => InProgress,               // result unknown, must query
-        1170 | 1180 => RequestError,      // channel cannot serve / re-route
-        2001 | 2002 => AccountError,      // organisation missing / merchant bind failed
-        2003 => RequestError,             // sign-in failed
-        2004 | 2006..=2008 => Failure,    // balance, illegal QR, consumer closed, bad channel param
-        2009 | 2010 => InProgress,        // cannot reach channel / unknown channel error
-        2012 => AccountError,             // channel certificate misconfigured
-        2999 => InProgress,               // channel still processing
+        1141 => RequestError,        // channel MAC / track encryption error
+        1144 | 1146 => Failure,      // protocol failure / order processing business error
+        1151..=1153 => Failure,      // pre-auth mismatch
+        1154 => RequestError,        // internal error
+        1161 => InProgress,          // result unknown, must query
+        1170 | 1180 => RequestError, // channel cannot serve / re-route
+        2001 | 2002 => AccountError, // organisation missing / merchant bind failed
+        2003 => RequestError,        // sign-in failed
+        2004 | 2006..=2008 => Failure, // balance, illegal QR, consumer closed, bad channel param
+        2009 | 2010 => InProgress,   // cannot reach channel / unknown channel error
+        2012 => AccountError,        // channel certificate misconfigured
+        2999 => InProgress,          // channel still processing
         _ => return None,
     })
 }
@@ -285,18 +285,32 @@ mod tests {
     fn record_codes_map_to_progress_closure_absence_and_failure() {
         let p = RecordKind::Payment;
         for code in ["1143", "1145", "1298", "1161", "2999", "1295"] {
-            assert_eq!(record_outcome(code, Some("0"), p), Outcome::InProgress, "{code}");
+            assert_eq!(
+                record_outcome(code, Some("0"), p),
+                Outcome::InProgress,
+                "{code}"
+            );
         }
         for code in ["1142", "1181", "1263", "1264"] {
-            assert_eq!(record_outcome(code, Some("0"), p), Outcome::Cancelled, "{code}");
+            assert_eq!(
+                record_outcome(code, Some("0"), p),
+                Outcome::Cancelled,
+                "{code}"
+            );
         }
         // A 2016 example shows closed orders as 1142 with cancel 2 (qfpay.md §2.4).
         assert_eq!(record_outcome("1142", Some("2"), p), Outcome::Cancelled);
         for code in ["1136", "1268"] {
             assert_eq!(record_outcome(code, None, p), Outcome::NotFound, "{code}");
         }
-        for code in ["1147", "1201", "1205", "1294", "1297", "2005", "1105", "1269"] {
-            assert_eq!(record_outcome(code, Some("0"), p), Outcome::Failed, "{code}");
+        for code in [
+            "1147", "1201", "1205", "1294", "1297", "2005", "1105", "1269",
+        ] {
+            assert_eq!(
+                record_outcome(code, Some("0"), p),
+                Outcome::Failed,
+                "{code}"
+            );
         }
         for code in ["1100", "1252", "1260", "2011"] {
             assert_eq!(

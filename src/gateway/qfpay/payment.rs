@@ -10,7 +10,7 @@ use super::codes::{self, CodeClass};
 use super::request::{Form, TIME_FORMAT};
 use super::response::{Envelope, text_field};
 use crate::domain::{
-    Currency, Money, Observation, Outcome, OutTradeNo, PayType, Provider, ProviderRef, RecordKind,
+    Currency, Money, Observation, OutTradeNo, Outcome, PayType, Provider, ProviderRef, RecordKind,
 };
 use crate::gateway::GatewayError;
 
@@ -39,9 +39,7 @@ pub enum PaymentInputError {
     AmountTooLarge(i64),
     #[error("currency: {0}")]
     Currency(String),
-    #[error(
-        "expires: must be whole minutes between 5 and 120 (QFPay expired_time), got {0:?}"
-    )]
+    #[error("expires: must be whole minutes between 5 and 120 (QFPay expired_time), got {0:?}")]
     Expiry(Duration),
     #[error("expires: pay type {0} does not accept an expiry (only {list})", list = EXPIRY_PAY_TYPES.join(", "))]
     ExpiryNotSupported(String),
@@ -99,7 +97,10 @@ impl PaymentRequest {
     /// Sets `expired_time`: whole minutes, 5–120, only for the pay types that accept it.
     pub fn expires_in(mut self, d: Duration) -> Result<Self, PaymentInputError> {
         let minutes = d.as_secs() / 60;
-        if d.subsec_nanos() != 0 || d.as_secs() % 60 != 0 || !EXPIRY_MINUTES.contains(&minutes) {
+        if d.subsec_nanos() != 0
+            || !d.as_secs().is_multiple_of(60)
+            || !EXPIRY_MINUTES.contains(&minutes)
+        {
             return Err(PaymentInputError::Expiry(d));
         }
         if !EXPIRY_PAY_TYPES.contains(&self.pay_type.as_str()) {
@@ -124,8 +125,7 @@ impl PaymentRequest {
     }
 
     pub fn udid(mut self, udid: &str) -> Result<Self, PaymentInputError> {
-        if udid.is_empty() || udid.len() > UDID_MAX || !udid.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if udid.is_empty() || udid.len() > UDID_MAX || !udid.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(PaymentInputError::Udid);
         }
         self.udid = Some(udid.to_string());
@@ -351,8 +351,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.outcome, PaymentOutcome::Accepted);
-        assert_eq!(a.syssn.as_ref().unwrap().as_str(), "20200413000300020087033882");
-        assert!(a.pay_url.as_deref().unwrap().starts_with("https://globalmapi"));
+        assert_eq!(
+            a.syssn.as_ref().unwrap().as_str(),
+            "20200413000300020087033882"
+        );
+        assert!(
+            a.pay_url
+                .as_deref()
+                .unwrap()
+                .starts_with("https://globalmapi")
+        );
         let obs = a.observation(&req("801101"));
         assert_eq!(obs.outcome, Outcome::InProgress);
         assert_eq!(obs.amount_minor, Some(300));

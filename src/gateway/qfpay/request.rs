@@ -119,7 +119,11 @@ pub fn month_windows(
         return Vec::new();
     }
     let mut from = floor_second(start.with_timezone(&tz).naive_local());
-    let last = floor_second((end - TimeDelta::nanoseconds(1)).with_timezone(&tz).naive_local());
+    let last = floor_second(
+        (end - TimeDelta::nanoseconds(1))
+            .with_timezone(&tz)
+            .naive_local(),
+    );
     let mut out = Vec::new();
     while from <= last {
         let month_end = LocalWindow::month_of(from).end;
@@ -218,8 +222,7 @@ pub fn plan_batches(lookup: &IdLookup, batch_size: u32, tz: FixedOffset) -> Vec<
         let mut chars = 0;
         for id in ids {
             let extra = id.len() + usize::from(!current.is_empty());
-            if !current.is_empty() && (current.len() == size || chars + extra > MAX_ID_LIST_CHARS)
-            {
+            if !current.is_empty() && (current.len() == size || chars + extra > MAX_ID_LIST_CHARS) {
                 out.push(IdBatch {
                     key,
                     ids: std::mem::take(&mut current),
@@ -275,7 +278,14 @@ mod tests {
         let names: Vec<_> = f.params().iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["end_time", "mchid", "page", "page_size", "pay_type", "start_time"]
+            [
+                "end_time",
+                "mchid",
+                "page",
+                "page_size",
+                "pay_type",
+                "start_time"
+            ]
         );
         // The wire body of the worked example (qfpay.md §1.7, line 3).
         assert_eq!(
@@ -340,14 +350,22 @@ mod tests {
         let batches = plan_batches(&IdLookup::Syssn(syssns(9)), 4, hk());
         let sizes: Vec<_> = batches.iter().map(|b| b.ids.len()).collect();
         assert_eq!(sizes, [4, 4, 1]);
-        assert!(batches.iter().all(|b| b.key == IdKey::Syssn && b.window.is_none()));
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.key == IdKey::Syssn && b.window.is_none())
+        );
     }
 
     #[test]
     fn a_batch_never_exceeds_128_characters_even_with_a_large_batch_size() {
         // 26-digit syssn: 4 fit in 107 characters, a fifth would need 134.
         let batches = plan_batches(&IdLookup::Syssn(syssns(10)), 50, hk());
-        assert!(batches.iter().all(|b| b.ids.join(",").len() <= MAX_ID_LIST_CHARS));
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.ids.join(",").len() <= MAX_ID_LIST_CHARS)
+        );
         assert_eq!(batches[0].ids.len(), 4);
     }
 

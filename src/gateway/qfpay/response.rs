@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::codes::{self, CodeClass};
 use crate::domain::{
-    Currency, Money, Observation, Outcome, OutTradeNo, PayType, ProviderRef, RecordKind,
+    Currency, Money, Observation, OutTradeNo, Outcome, PayType, ProviderRef, RecordKind,
 };
 use crate::gateway::GatewayError;
 
@@ -113,7 +113,9 @@ impl Envelope {
                 Ok(items.iter().collect())
             }
             Some(obj @ Value::Object(_)) => Ok(vec![obj]),
-            Some(other) => Err(malformed(format!("data is neither array nor object: {other}"))),
+            Some(other) => Err(malformed(format!(
+                "data is neither array nor object: {other}"
+            ))),
         }
     }
 
@@ -338,9 +340,21 @@ mod tests {
     #[test]
     fn top_level_codes_become_account_or_request_errors() {
         let (env, _) = parse_envelope(br#"{"respcd": "1108", "resperr": "sign error"}"#).unwrap();
-        assert!(matches!(env.request_error("1108"), GatewayError::Account { .. }));
-        assert!(matches!(env.request_error("1241"), GatewayError::Account { .. }));
-        assert!(matches!(env.request_error("1104"), GatewayError::Rejected { .. }));
-        assert!(matches!(env.request_error("7777"), GatewayError::Rejected { .. }));
+        assert!(matches!(
+            env.request_error("1108"),
+            GatewayError::Account { .. }
+        ));
+        assert!(matches!(
+            env.request_error("1241"),
+            GatewayError::Account { .. }
+        ));
+        assert!(matches!(
+            env.request_error("1104"),
+            GatewayError::Rejected { .. }
+        ));
+        assert!(matches!(
+            env.request_error("7777"),
+            GatewayError::Rejected { .. }
+        ));
     }
 }
