@@ -8,7 +8,8 @@
 //! - [`codes`]: the cited `respcd` classification table and record outcome mapping;
 //! - `cancel` / `payment`: reversal/close and payment creation requests and answers.
 //!
-//! Thin transport: `client` ([`QfpayClient`]) and `sweep` ([`WindowPager`]). Only they touch
+//! Thin transport: `client` ([`QfpayClient`]), `lookup` (id batches) and `sweep`
+//! ([`WindowPager`]). Only they touch
 //! reqwest; the decision to query, reverse or pay belongs to the caller.
 
 pub mod codes;
@@ -16,6 +17,7 @@ pub mod sign;
 
 mod cancel;
 mod client;
+mod lookup;
 mod payment;
 mod request;
 mod response;
