@@ -171,6 +171,33 @@ pub(crate) fn validate(
     })
 }
 
+impl QfpayAccount {
+    /// Builds this account's QFPay adapter (config builds adapters; adapters never read config).
+    /// Build it once per account and clone it, so every call to the merchant shares one pacer.
+    pub fn client(&self, http: reqwest::Client) -> crate::gateway::qfpay::QfpayClient {
+        use crate::gateway::qfpay;
+        qfpay::QfpayClient::new(
+            http,
+            qfpay::ClientSettings {
+                base_url: self.base_url.clone(),
+                app_code: self.app_code.clone(),
+                client_key: self.client_key.clone(),
+                mchid: self.mchid.clone(),
+                timezone: self.timezone,
+                sign_type: match self.sign_type {
+                    SignType::Md5 => qfpay::SignType::Md5,
+                    SignType::Sha256 => qfpay::SignType::Sha256,
+                },
+                require_response_signature: self.require_response_signature,
+                batch_size: self.batch_size,
+                request_timeout: self.request_timeout,
+                rate_per_second: self.rate_per_second,
+                rate_per_minute: self.rate_per_minute,
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

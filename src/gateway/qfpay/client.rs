@@ -1,0 +1,350 @@
+//! The thin transport: one signed form call to QFPay, paced per account, retried through
+//! [`with_retries`], with the answer's signature checked on the raw bytes before it is parsed.
+//! Everything it sends is built by the pure modules; everything it returns is classified by them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use secrecy::SecretString;
+use serde_json::Value;
+
+use super::cancel::{self, CancelAnswer, CancelOutcome, CancelRequest};
+use super::codes::{self, CodeClass};
+use super::payment::{self, PaymentCreated, PaymentRequest};
+use super::request::{self, Form, IdBatch, IdLookup, PAGE_SIZE};
+use super::response::{self, Envelope, GATEWAY};
+use super::sign::{self, SignType, SignatureCheck};
+use super::sweep::{WindowPager, WindowQuery};
+use crate::domain::CancelRoute;
+use crate::gateway::GatewayError;
+use crate::gateway::transport::{Pacer, RetryBudget, with_retries};
+
+pub(crate) const QUERY_PATH: &str = "/trade/v1/query";
+pub(crate) const PAYMENT_PATH: &str = "/trade/v1/payment";
+pub(crate) const REVERSAL_PATH: &str = "/trade/v1/reversal";
+pub(crate) const CLOSE_PATH: &str = "/trade/v1/close";
+
+/// HTTP method of a call. `/trade/v1/close` is GET in the newest docs and POST in the 2017/2018
+/// ones (qfpay.md §4.5, CONFLICT); the client uses POST, like every code sample of its sibling
+/// `/trade/v1/reversal`, unless told otherwise with [`QfpayClient::with_close_method`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMethod {
+    Post,
+    /// Parameters go in the query string (same encoding, same signature).
+    Get,
+}
+
+/// Everything the adapter needs about one QFPay merchant account. Built by
+/// `config::QfpayAccount::client`; the adapter never reads configuration itself.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: url::Url,
+    pub app_code: String,
+    pub client_key: SecretString,
+    /// Sent (and signed) only when QFPay issued one (qfpay.md §1.3).
+    pub mchid: Option<String>,
+    /// Provider-local time of `start_time`/`end_time`/`txdtm`/`sysdtm`.
+    pub timezone: FixedOffset,
+    pub sign_type: SignType,
+    /// Refuse answers without `X-QF-SIGN` (qfpay.md §1.5: presence unconfirmed, so off by default).
+    pub require_response_signature: bool,
+    /// Ids per comma-list lookup (default 4: four 26-digit `syssn` fill String(128), §2.1).
+    pub batch_size: u32,
+    pub request_timeout: Duration,
+    /// QFPay allows 100 requests/s and 400/min per merchant (qfpay.md §6).
+    pub rate_per_second: u32,
+    pub rate_per_minute: u32,
+}
+
+/// A QFPay OpenAPI client for one merchant account.
+///
+/// Build one per account and clone it: clones share the account's [`Pacer`], so every call to
+/// that merchant, from any task, is spaced to stay under its rate limits. `Debug` shows no key
+/// (`SecretString` redacts it).
+#[derive(Debug, Clone)]
+pub struct QfpayClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    pacer: Pacer,
+    retry: RetryBudget,
+    close_method: CallMethod,
+}
+
+impl QfpayClient {
+    pub fn new(http: reqwest::Client, settings: ClientSettings) -> Self {
+        let pacer = Pacer::new(settings.rate_per_second, settings.rate_per_minute);
+        Self {
+            http,
+            settings,
+            pacer,
+            retry: RetryBudget::default(),
+            close_method: CallMethod::Post,
+        }
+    }
+
+    /// Bounds for retrying one call (transport errors, 5xx, 429 with a short `Retry-After`).
+    pub fn with_retry_budget(mut self, retry: RetryBudget) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Uses this pacer instead of the account's own (e.g. one pacer shared by two clients of the
+    /// same merchant, or [`Pacer::unlimited`] in tests of other things).
+    pub fn with_pacer(mut self, pacer: Pacer) -> Self {
+        self.pacer = pacer;
+        self
+    }
+
+    pub fn with_close_method(mut self, method: CallMethod) -> Self {
+        self.close_method = method;
+        self
+    }
+
+    pub(crate) fn mchid(&self) -> Option<&str> {
+        self.settings.mchid.as_deref()
+    }
+
+    pub fn timezone(&self) -> FixedOffset {
+        self.settings.timezone
+    }
+
+    /// `t` in the account's provider-local time, as `txdtm` and `sysdtm` are written.
+    pub fn local_time(&self, t: DateTime<Utc>) -> NaiveDateTime {
+        t.with_timezone(&self.settings.timezone).naive_local()
+    }
+
+    /// How a lookup will be split into calls (pure; for planning and tests).
+    pub fn plan(&self, lookup: &IdLookup) -> Vec<IdBatch> {
+        request::plan_batches(lookup, self.settings.batch_size, self.settings.timezone)
+    }
+
+    /// Walks a time window page by page (see [`WindowPager`]).
+    pub fn sweep(&self, query: WindowQuery) -> WindowPager<'_> {
+        WindowPager::new(self, query)
+    }
+
+    /// One page of `/trade/v1/query` with `page_size=100`: the records and the top-level code.
+    /// A top-level "does not exist" (1136/1268) is an empty page; other non-success codes are
+    /// errors.
+    pub(crate) async fn query_page(
+        &self,
+        base: &Form,
+        page: u32,
+    ) -> Result<(Vec<Value>, String), GatewayError> {
+        let mut form = base.clone();
+        form.set("page", page.to_string())
+            .set("page_size", PAGE_SIZE.to_string());
+        let (env, _) = self.call(CallMethod::Post, QUERY_PATH, &form).await?;
+        let code = env.code()?.to_string();
+        let echoed = |v: &Option<String>| v.as_deref().and_then(|p| p.trim().parse::<u32>().ok());
+        if echoed(&env.page).is_some_and(|p| p != page)
+            || echoed(&env.page_size).is_some_and(|p| p != PAGE_SIZE)
+        {
+            tracing::warn!(
+                page,
+                echoed_page = ?env.page,
+                echoed_page_size = ?env.page_size,
+                "QFPay echoed different paging parameters than were sent"
+            );
+        }
+        match codes::classify(&code) {
+            Some(CodeClass::Success) => Ok((env.records()?.into_iter().cloned().collect(), code)),
+            Some(CodeClass::NotFound) => Ok((Vec::new(), code)),
+            _ => Err(env.request_error(&code)),
+        }
+    }
+
+    /// `POST /trade/v1/reversal`.
+    pub async fn reverse(&self, req: &CancelRequest) -> Result<CancelAnswer, GatewayError> {
+        self.cancel_via(CallMethod::Post, REVERSAL_PATH, req).await
+    }
+
+    /// `/trade/v1/close` (POST unless [`QfpayClient::with_close_method`] says GET).
+    pub async fn close(&self, req: &CancelRequest) -> Result<CancelAnswer, GatewayError> {
+        self.cancel_via(self.close_method, CLOSE_PATH, req).await
+    }
+
+    /// Reversal or close as the caller's route says; `NotCancellable` sends nothing.
+    pub async fn cancel(
+        &self,
+        route: CancelRoute,
+        req: &CancelRequest,
+    ) -> Result<CancelAnswer, GatewayError> {
+        match route {
+            CancelRoute::Reversal => self.reverse(req).await,
+            CancelRoute::Close => self.close(req).await,
+            CancelRoute::NotCancellable => Ok(CancelAnswer {
+                outcome: CancelOutcome::NotCancellable { code: None },
+                code: String::new(),
+                evidence: Value::Null,
+            }),
+        }
+    }
+
+    async fn cancel_via(
+        &self,
+        method: CallMethod,
+        path: &str,
+        req: &CancelRequest,
+    ) -> Result<CancelAnswer, GatewayError> {
+        let form = cancel::cancel_form(req, self.settings.mchid.as_deref());
+        let (env, body) = self.call(method, path, &form).await?;
+        cancel::parse_cancel(&env, body)
+    }
+
+    /// `POST /trade/v1/payment` (seed 001). The request was validated when it was built.
+    ///
+    /// Not retried on transport errors or 5xx: a payment request whose answer was lost may have
+    /// created the order, and the docs say not to resend while the state is unknown (qfpay.md §6).
+    /// The caller registers the payment before calling, so the reconciler finds it either way.
+    pub async fn create_payment(
+        &self,
+        req: &PaymentRequest,
+    ) -> Result<PaymentCreated, GatewayError> {
+        let form = req.form(self.settings.mchid.as_deref());
+        let (env, body) = self
+            .call_once_paced(CallMethod::Post, PAYMENT_PATH, &form)
+            .await?;
+        payment::parse_payment(&env, body)
+    }
+
+    /// A signed call with retries (queries, reversal and close are safe to repeat: a repeated
+    /// cancel of the same `syssn` cannot cancel anything twice).
+    async fn call(
+        &self,
+        method: CallMethod,
+        path: &str,
+        form: &Form,
+    ) -> Result<(Envelope, Value), GatewayError> {
+        with_retries(self.retry, || self.call_once_paced(method, path, form)).await
+    }
+
+    async fn call_once_paced(
+        &self,
+        method: CallMethod,
+        path: &str,
+        form: &Form,
+    ) -> Result<(Envelope, Value), GatewayError> {
+        self.pacer.acquire().await;
+        let result = self.send(method, path, form).await;
+        match &result {
+            Ok((env, _)) => tracing::debug!(path, respcd = ?env.respcd, "qfpay answered"),
+            Err(e) => tracing::debug!(path, error = %e, "qfpay call failed"),
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        method: CallMethod,
+        path: &str,
+        form: &Form,
+    ) -> Result<(Envelope, Value), GatewayError> {
+        let s = &self.settings;
+        let url = format!("{}{}", s.base_url.as_str().trim_end_matches('/'), path);
+        let mut url = url::Url::parse(&url).map_err(|e| transport(format!("bad URL: {e}")))?;
+        let body = form.encode();
+        let signature = sign::sign_request(form.params(), &s.client_key, s.sign_type);
+        let builder = match method {
+            CallMethod::Post => self
+                .http
+                .post(url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body),
+            CallMethod::Get => {
+                url.set_query(Some(&body));
+                self.http.get(url)
+            }
+        };
+        let mut builder = builder
+            .timeout(s.request_timeout)
+            .header("X-QF-APPCODE", &s.app_code)
+            .header("X-QF-SIGN", signature);
+        if s.sign_type == SignType::Sha256 {
+            builder = builder.header("X-QF-SIGNTYPE", "SHA256");
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status.as_u16() == 429 {
+            return Err(GatewayError::RateLimited {
+                gateway: GATEWAY,
+                status: 429,
+                retry_after: retry_after(resp.headers(), Utc::now()),
+            });
+        }
+        if !status.is_success() {
+            return Err(GatewayError::HttpStatus {
+                gateway: GATEWAY,
+                status: status.as_u16(),
+            });
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (given, given_type) = (header("X-QF-SIGN"), header("X-QF-SIGNTYPE"));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport(e.without_url().to_string()))?;
+        let check = sign::check_response(
+            &bytes,
+            given.as_deref(),
+            given_type.as_deref(),
+            &s.client_key,
+            s.require_response_signature,
+        );
+        if check == SignatureCheck::Invalid {
+            return Err(GatewayError::BadSignature { gateway: GATEWAY });
+        }
+        response::parse_envelope(&bytes)
+    }
+}
+
+fn transport(detail: String) -> GatewayError {
+    GatewayError::Transport {
+        gateway: GATEWAY,
+        detail,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3); `None` if absent or
+/// unreadable. A date in the past is a zero wait.
+pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
+            .unwrap()
+            .to_utc();
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h, now), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(60)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+}
