@@ -105,6 +105,40 @@ impl Claimed {
     }
 }
 
+/// The due, open, unleased payments of a scope, in id order (parameters ?1–?6).
+const DUE: &str = "SELECT id FROM payments
+     WHERE state IN ('pending', 'in_progress', 'reversing')
+       AND id > ?1
+       AND (?2 OR next_check_at <= ?3)
+       AND (lease_owner IS NULL OR lease_expires_at <= ?3)
+       AND (?4 IS NULL OR account = ?4)
+       AND (?5 IS NULL OR provider = ?5)
+       AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?3)
+     ORDER BY id
+     LIMIT ?6";
+
+const CLAIMED_COLUMNS: &str =
+    "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
+     currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
+     in_progress_since, expires_at, reversal_requested_at";
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_due<'q>(
+    q: Query<'q>,
+    scope: &'q ClaimScope,
+    after: i64,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Query<'q> {
+    q.bind(after)
+        .bind(scope.ignore_schedule)
+        .bind(to_db(now))
+        .bind(scope.account.as_deref())
+        .bind(scope.provider.map(Provider::as_str))
+        .bind(i64::from(limit))
+}
+
 impl Ledger {
     /// Claims up to `limit` due, open, unleased payments with ids above `after` (a pass walks
     /// the backlog in id order, so it visits each payment at most once even with `--all`).
@@ -119,35 +153,22 @@ impl Ledger {
         now: DateTime<Utc>,
         lease: std::time::Duration,
     ) -> Result<Vec<Claimed>, LedgerError> {
-        let now_s = to_db(now);
         let until =
             to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+        let sql = format!(
+            "UPDATE payments SET lease_owner = ?7, lease_expires_at = ?8
+             WHERE id IN ({DUE}) RETURNING {CLAIMED_COLUMNS}"
+        );
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "UPDATE payments SET lease_owner = ?1, lease_expires_at = ?2
-             WHERE id IN (
-                 SELECT id FROM payments
-                 WHERE state IN ('pending', 'in_progress', 'reversing')
-                   AND id > ?3
-                   AND (?4 OR next_check_at <= ?5)
-                   AND (lease_owner IS NULL OR lease_expires_at <= ?5)
-                   AND (?6 IS NULL OR account = ?6)
-                   AND (?7 IS NULL OR provider = ?7)
-                   AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?5)
-                 ORDER BY id
-                 LIMIT ?8)
-             RETURNING id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
-                       currency, state, attempts, retry_reason, retry_repeats, created_at,
-                       registered_at, in_progress_since, expires_at, reversal_requested_at",
+        let rows = bind_due(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            scope,
+            after,
+            limit,
+            now,
         )
         .bind(owner)
         .bind(&until)
-        .bind(after)
-        .bind(scope.ignore_schedule)
-        .bind(&now_s)
-        .bind(scope.account.as_deref())
-        .bind(scope.provider.map(Provider::as_str))
-        .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -157,6 +178,46 @@ impl Ledger {
             .collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
+    }
+
+    /// The payments [`Ledger::claim`] would claim, without taking a lease (`--dry-run`).
+    pub async fn peek_due(
+        &self,
+        scope: &ClaimScope,
+        after: i64,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        let sql = format!("SELECT {CLAIMED_COLUMNS} FROM payments WHERE id IN ({DUE}) ORDER BY id");
+        let rows = bind_due(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            scope,
+            after,
+            limit,
+            now,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Claimed::from_row).collect()
+    }
+
+    /// How many payments of `account` were created in `[from, to]` (any state): the ledger's
+    /// side of a sweep's cost estimate.
+    pub async fn count_created_between(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, LedgerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payments WHERE account = ? AND created_at >= ? AND created_at <= ?",
+        )
+        .bind(account)
+        .bind(to_db(from))
+        .bind(to_db(to))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
     }
 
     /// Gives back leases this owner still holds (shutdown, or a chunk abandoned on error).

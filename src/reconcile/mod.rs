@@ -2,5 +2,427 @@
 //! decide with the pure state machine, apply in batched transactions, and reverse as a last
 //! resort. Cron, the CLI and tests all go through [`Reconciler::run_once`].
 
+mod accounts;
+mod ecpay_pass;
+mod matching;
 pub mod plan;
+mod qfpay_pass;
+mod reversal;
 pub mod update;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ReconcileSettings, Settings};
+use crate::domain::{
+    CancelRoute, LastResort, LastResortPolicy, OpenPayment, Provider, RecordKind, last_resort,
+};
+use crate::gateway::{ErrorClass, GatewayError};
+use crate::ledger::{
+    ClaimScope, Claimed, Ledger, LedgerError, NewEvent, PaymentUpdate, RunCounters,
+};
+use accounts::{AccountRuntime, Gateway};
+pub use plan::Strategy;
+
+/// What one gateway call told us about one payment.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Seen(crate::domain::Observation),
+    Failed(Arc<GatewayError>),
+}
+
+/// Which payments a pass works on, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunScope {
+    pub account: Option<String>,
+    pub provider: Option<Provider>,
+    /// Ignore `next_check_at`: every open payment is due (CLI `--all`).
+    pub all: bool,
+    /// Ask the gateways but write nothing and reverse nothing.
+    pub dry_run: bool,
+    pub strategy: Strategy,
+    /// Who started it: `cron`, `cli`, `demo` …
+    pub trigger: &'static str,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub run_id: Option<i64>,
+    pub counters: RunCounters,
+    /// State counts after this pass's decisions (`dry_run`: what would be written).
+    pub decided: std::collections::BTreeMap<String, u64>,
+    pub reversals_sent: u64,
+    pub paused_accounts: Vec<String>,
+    /// The pass stopped early (shutdown requested); unprocessed leases were released.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot build gateway clients: {0}")]
+    Gateway(#[from] GatewayError),
+    #[error("no configured account is named {0:?}")]
+    UnknownAccount(String),
+}
+
+/// Everything one pass's helpers need.
+#[derive(Debug)]
+pub(crate) struct PassContext<'a> {
+    pub ledger: &'a Ledger,
+    pub owner: &'a str,
+    pub run_id: Option<i64>,
+    pub now: DateTime<Utc>,
+    pub strategy: Strategy,
+    pub concurrency: usize,
+}
+
+impl PassContext<'_> {
+    /// A jitter sample for retry delays.
+    pub fn jitter(&self) -> f64 {
+        rand::random::<f64>()
+    }
+}
+
+/// The reconcile engine for one process. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Reconciler {
+    ledger: Ledger,
+    accounts: Vec<AccountRuntime>,
+    policy: LastResortPolicy,
+    settings: ReconcileSettings,
+    /// Lease owner id: unique per process.
+    owner: String,
+}
+
+impl Reconciler {
+    pub fn new(ledger: Ledger, settings: &Settings) -> Result<Self, ReconcileError> {
+        Ok(Self {
+            ledger,
+            accounts: accounts::build(settings)?,
+            policy: LastResortPolicy {
+                mode: settings.reversal.mode,
+                cpm_in_progress_limit: settings.reversal.cpm_in_progress_limit,
+                default_expiry: settings.reversal.default_expiry,
+                expiry_grace: settings.reversal.expiry_grace,
+                give_up_after: settings.reconcile.give_up_after,
+            },
+            settings: settings.reconcile.clone(),
+            owner: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// One pass over due payments. Stops between chunks when `shutdown` is cancelled (the
+    /// chunk in flight is finished and applied; nothing else is claimed).
+    #[tracing::instrument(skip_all, fields(trigger = scope.trigger, dry_run = scope.dry_run))]
+    pub async fn run_once(
+        &self,
+        scope: &RunScope,
+        shutdown: &CancellationToken,
+    ) -> Result<RunSummary, ReconcileError> {
+        if let Some(a) = &scope.account
+            && !self.accounts.iter().any(|r| r.name.as_str() == a)
+        {
+            return Err(ReconcileError::UnknownAccount(a.clone()));
+        }
+        let started = Utc::now();
+        let run_id = if scope.dry_run {
+            None
+        } else {
+            Some(
+                self.ledger
+                    .start_run(&self.owner, scope.trigger, started)
+                    .await?,
+            )
+        };
+        let mut summary = RunSummary {
+            run_id,
+            ..RunSummary::default()
+        };
+        let result = self.passes(scope, run_id, shutdown, &mut summary).await;
+        if !scope.dry_run {
+            // Whatever happened, leave no lease of ours behind.
+            let released = self.ledger.release_leases(&self.owner).await?;
+            if released > 0 {
+                tracing::info!(released, "released leases of unprocessed payments");
+            }
+        }
+        let status = match (&result, summary.interrupted) {
+            (Err(_), _) => "failed",
+            (Ok(()), true) => "interrupted",
+            (Ok(()), false) => "completed",
+        };
+        if let Some(id) = run_id {
+            let message = result.as_ref().err().map(ToString::to_string);
+            self.ledger
+                .finish_run(id, status, summary.counters, message.as_deref(), Utc::now())
+                .await?;
+        }
+        result?;
+        tracing::info!(
+            claimed = summary.counters.claimed,
+            finalized = summary.counters.finalized,
+            calls = summary.counters.calls,
+            errors = summary.counters.errors,
+            "reconcile pass {status}"
+        );
+        Ok(summary)
+    }
+
+    async fn passes(
+        &self,
+        scope: &RunScope,
+        run_id: Option<i64>,
+        shutdown: &CancellationToken,
+        summary: &mut RunSummary,
+    ) -> Result<(), ReconcileError> {
+        let claim_scope = ClaimScope {
+            account: scope.account.clone(),
+            provider: scope.provider,
+            ignore_schedule: scope.all,
+        };
+        let mut after = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                summary.interrupted = true;
+                return Ok(());
+            }
+            let now = Utc::now();
+            let chunk = if scope.dry_run {
+                self.ledger
+                    .peek_due(&claim_scope, after, self.settings.chunk_size, now)
+                    .await?
+            } else {
+                self.ledger
+                    .claim(
+                        &self.owner,
+                        &claim_scope,
+                        after,
+                        self.settings.chunk_size,
+                        now,
+                        self.settings.lease,
+                    )
+                    .await?
+            };
+            let Some(last) = chunk.last() else {
+                return Ok(());
+            };
+            after = last.id.0;
+            summary.counters.claimed += chunk.len() as u64;
+            let ctx = PassContext {
+                ledger: &self.ledger,
+                owner: &self.owner,
+                run_id,
+                now,
+                strategy: scope.strategy,
+                concurrency: self.settings.concurrency as usize,
+            };
+            let updates = self.process_chunk(&ctx, scope, &chunk, summary).await?;
+            for u in &updates {
+                *summary
+                    .decided
+                    .entry(u.state.as_str().to_string())
+                    .or_default() += 1;
+                if u.state.is_final() {
+                    summary.counters.finalized += 1;
+                }
+                if u.checked {
+                    summary.counters.checked += 1;
+                }
+            }
+            if !scope.dry_run {
+                self.ledger
+                    .apply(&self.owner, run_id, &updates, now)
+                    .await?;
+            }
+        }
+    }
+
+    /// Calls the gateways for one claimed chunk and decides every payment in it.
+    async fn process_chunk(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        chunk: &[Claimed],
+        summary: &mut RunSummary,
+    ) -> Result<Vec<PaymentUpdate>, ReconcileError> {
+        let mut by_account: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in chunk.iter().enumerate() {
+            by_account.entry(c.account.as_str()).or_default().push(i);
+        }
+        let mut updates = Vec::with_capacity(chunk.len());
+        for (account, members) in by_account {
+            let Some(rt) = self.accounts.iter().find(|r| r.name.as_str() == account) else {
+                // A payment of an account no longer configured: leave it for later, say so.
+                tracing::warn!(
+                    account,
+                    payments = members.len(),
+                    "payments of an unconfigured account are skipped"
+                );
+                updates.extend(
+                    members.iter().map(|&i| {
+                        update::postpone(&chunk[i], ctx.now + chrono::Duration::hours(1))
+                    }),
+                );
+                continue;
+            };
+            let (answers, postponed, calls) = match &rt.gateway {
+                Gateway::Qfpay { client, account } => {
+                    let (a, c) =
+                        qfpay_pass::check(ctx, client, account.batch_size, chunk, &members).await;
+                    (a, Vec::new(), c)
+                }
+                Gateway::Ecpay { client, account } => {
+                    ecpay_pass::check(ctx, client, account, chunk, &members).await
+                }
+            };
+            summary.counters.calls += calls;
+            for (i, until) in postponed {
+                updates.push(update::postpone(&chunk[i], until));
+            }
+            let mut account_error: Option<Arc<GatewayError>> = None;
+            for (i, answer) in answers {
+                let c = &chunk[i];
+                let u = match &answer {
+                    Answer::Seen(obs) => {
+                        update::from_observation(c, obs, &rt.schedule, ctx.now, ctx.jitter())
+                    }
+                    Answer::Failed(e) => {
+                        summary.counters.errors += 1;
+                        if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
+                            account_error.get_or_insert_with(|| e.clone());
+                        }
+                        update::from_call_error(c, e, &rt.schedule, ctx.now, ctx.jitter())
+                    }
+                };
+                let u = self.last_resort(ctx, scope, rt, c, u, summary).await;
+                updates.push(u);
+            }
+            if let Some(e) = account_error {
+                self.pause(ctx, scope, rt, &e, summary).await?;
+            }
+        }
+        Ok(updates)
+    }
+
+    /// Applies the last-resort policy to a payment still open after this pass's answer.
+    async fn last_resort(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        rt: &AccountRuntime,
+        c: &Claimed,
+        u: PaymentUpdate,
+        summary: &mut RunSummary,
+    ) -> PaymentUpdate {
+        if u.state.is_final() {
+            return u;
+        }
+        let (client, route) = match &rt.gateway {
+            Gateway::Qfpay { client, account } if c.kind == RecordKind::Payment => (
+                Some(client),
+                Some(
+                    c.pay_type
+                        .as_ref()
+                        .map_or(CancelRoute::NotCancellable, |p| account.cancel_route(p)),
+                ),
+            ),
+            _ => (None, None),
+        };
+        let facts = OpenPayment {
+            state: u.state,
+            pay_type: c.pay_type.as_ref(),
+            route,
+            created_at: c.created_at,
+            registered_at: c.registered_at,
+            in_progress_since: c.in_progress_since.or(u.in_progress_since),
+            expires_at: c.expires_at,
+            reversal_requested: c.reversal_requested_at.is_some(),
+        };
+        match last_resort(&facts, &self.policy, ctx.now) {
+            LastResort::Wait => u,
+            LastResort::NeedsReview(why) => {
+                tracing::error!(payment = c.id.0, account = %c.account, out_trade_no = %c.out_trade_no, why, "payment needs review");
+                update::to_review(u, why)
+            }
+            LastResort::WouldReverse(r) => {
+                let mut u = u;
+                u.events.push(NewEvent {
+                    kind: "reversal_dry_run",
+                    from_state: Some(u.state),
+                    to_state: Some(u.state),
+                    provider_code: None,
+                    message: Some(format!("reversal.mode = dry-run: would {r:?} now")),
+                    evidence: serde_json::json!({}),
+                });
+                tracing::info!(payment = c.id.0, route = ?r, "dry-run: would reverse");
+                u
+            }
+            LastResort::Reverse(_) if scope.dry_run => {
+                tracing::info!(payment = c.id.0, "--dry-run: would reverse");
+                u
+            }
+            LastResort::Reverse(r) => {
+                let Some(client) = client else { return u };
+                let (u, calls, sent) = reversal::reverse(ctx, client, &rt.schedule, c, r, u).await;
+                summary.counters.calls += calls;
+                summary.reversals_sent += u64::from(sent);
+                u
+            }
+        }
+    }
+
+    /// Keeps the engine away from an account after an account-level error or a rate limit.
+    async fn pause(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        rt: &AccountRuntime,
+        e: &GatewayError,
+        summary: &mut RunSummary,
+    ) -> Result<(), ReconcileError> {
+        let wait = match (e, &rt.gateway) {
+            (
+                GatewayError::RateLimited {
+                    retry_after: Some(d),
+                    ..
+                },
+                _,
+            ) => *d,
+            (GatewayError::RateLimited { .. }, Gateway::Ecpay { account, .. }) => {
+                account.pause_after_403
+            }
+            (GatewayError::RateLimited { .. }, Gateway::Qfpay { .. }) => {
+                std::time::Duration::from_secs(60)
+            }
+            _ => std::time::Duration::from_secs(15 * 60),
+        };
+        let until = ctx.now + chrono::Duration::from_std(wait).unwrap_or_default();
+        if e.class() == ErrorClass::Account {
+            tracing::error!(account = %rt.name, error = %e, %until, "account error: pausing the account; an operator must check its credentials or merchant status");
+        } else {
+            tracing::warn!(account = %rt.name, error = %e, %until, "rate limited: pausing the account");
+        }
+        summary.paused_accounts.push(rt.name.to_string());
+        if !scope.dry_run {
+            self.ledger
+                .pause_account(rt.name.as_str(), until, &e.to_string(), ctx.now)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Per-account runtime: the gateway client built from config (once, so every pass shares the
+//! account's pacer and pause) and the account's retry schedule.
+
+use std::time::Duration;
+
+use crate::config::{Account, EcpayAccount, QfpayAccount, Settings};
+use crate::domain::{AccountName, RetryRule, RetrySchedule};
+use crate::gateway::GatewayError;
+use crate::gateway::ecpay::EcpayClient;
+use crate::gateway::qfpay::QfpayClient;
+use crate::gateway::transport::http_client;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Gateway {
+    Qfpay {
+        client: QfpayClient,
+        account: Box<QfpayAccount>,
+    },
+    Ecpay {
+        client: EcpayClient,
+        account: Box<EcpayAccount>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AccountRuntime {
+    pub name: AccountName,
+    pub schedule: RetrySchedule,
+    pub gateway: Gateway,
+}
+
+/// The schedule of one account: the provider defaults with the account's own intervals.
+fn schedule_for(account: &Account) -> RetrySchedule {
+    let mut s = RetrySchedule::default_for(account.provider());
+    match account {
+        Account::Qfpay(q) => s.in_progress.initial = q.in_progress_interval,
+        Account::Ecpay(e) => {
+            // ECPay: exactly the nopay interval after error_nopay, every time (seed 003).
+            s.in_progress = RetryRule::fixed(e.nopay_interval);
+            s.awaiting_reversal = RetryRule::fixed(e.nopay_interval);
+            s.not_found.initial = e.nopay_interval;
+            s.not_found.max = s.not_found.max.max(e.nopay_interval);
+        }
+    }
+    s
+}
+
+/// Builds every configured account's client on one shared HTTP client.
+pub(crate) fn build(settings: &Settings) -> Result<Vec<AccountRuntime>, GatewayError> {
+    let connect_timeout = settings
+        .accounts
+        .iter()
+        .map(|a| match a {
+            Account::Qfpay(q) => q.connect_timeout,
+            Account::Ecpay(e) => e.connect_timeout,
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(5));
+    let http = http_client(connect_timeout)?;
+    Ok(settings
+        .accounts
+        .iter()
+        .map(|a| AccountRuntime {
+            name: a.name().clone(),
+            schedule: schedule_for(a),
+            gateway: match a {
+                Account::Qfpay(q) => Gateway::Qfpay {
+                    client: q.client(http.clone()),
+                    account: Box::new(q.clone()),
+                },
+                Account::Ecpay(e) => Gateway::Ecpay {
+                    client: e.client(http.clone()),
+                    account: Box::new(e.clone()),
+                },
+            },
+        })
+        .collect())
+}

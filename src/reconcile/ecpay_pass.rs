@@ -1,0 +1,57 @@
+//! Asking ECPay about one account's claimed payments: one call per order (ECPay has no batch
+//! query), never sooner than `first_query_after` after the order was created (seed 003), and
+//! none while the account is paused after an HTTP 403.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use super::{Answer, PassContext};
+use crate::config::EcpayAccount;
+use crate::gateway::ecpay::EcpayClient;
+use crate::ledger::Claimed;
+
+/// Answers for the members that were asked, the members to postpone (with when), and calls.
+pub(crate) async fn check(
+    ctx: &PassContext<'_>,
+    client: &EcpayClient,
+    account: &EcpayAccount,
+    claimed: &[Claimed],
+    members: &[usize],
+) -> (HashMap<usize, Answer>, Vec<(usize, DateTime<Utc>)>, u64) {
+    let first_after = chrono::Duration::from_std(account.first_query_after).unwrap_or_default();
+    let mut postponed = Vec::new();
+    let mut ask = Vec::new();
+    let paused_for = client
+        .paused_until()
+        .map(|until| until.saturating_duration_since(tokio::time::Instant::now()));
+    for &i in members {
+        let not_before = claimed[i].created_at + first_after;
+        if let Some(wait) = paused_for {
+            postponed.push((
+                i,
+                ctx.now + chrono::Duration::from_std(wait).unwrap_or_default(),
+            ));
+        } else if ctx.now < not_before {
+            postponed.push((i, not_before));
+        } else {
+            ask.push(i);
+        }
+    }
+    let calls = ask.len() as u64;
+    let answers = futures::stream::iter(ask)
+        .map(|i| async move {
+            let c = &claimed[i];
+            let answer = match client.query(&c.out_trade_no, c.provider_ref.as_ref()).await {
+                Ok(obs) => Answer::Seen(obs),
+                Err(e) => Answer::Failed(Arc::new(e)),
+            };
+            (i, answer)
+        })
+        .buffer_unordered(ctx.concurrency)
+        .collect::<HashMap<_, _>>()
+        .await;
+    (answers, postponed, calls)
+}

@@ -1,0 +1,51 @@
+//! Matching gateway records to the claimed payments they are about: by the gateway id when the
+//! ledger has one, else by kind and merchant order number (qfpay.md §2.1: "match on the key
+//! yourself").
+
+use std::collections::HashMap;
+
+use crate::domain::{Observation, RecordKind};
+use crate::ledger::Claimed;
+
+#[derive(Debug, Default)]
+pub(crate) struct Matcher {
+    by_ref: HashMap<String, usize>,
+    by_order: HashMap<(RecordKind, String), usize>,
+}
+
+impl Matcher {
+    pub fn new(claimed: &[Claimed], members: &[usize]) -> Self {
+        let mut m = Matcher::default();
+        for &i in members {
+            let c = &claimed[i];
+            if let Some(r) = &c.provider_ref {
+                m.by_ref.insert(r.as_str().to_string(), i);
+            }
+            m.by_order
+                .insert((c.kind, c.out_trade_no.as_str().to_string()), i);
+        }
+        m
+    }
+
+    /// The claimed payment `obs` is about, if any.
+    pub fn find(&self, claimed: &[Claimed], obs: &Observation) -> Option<usize> {
+        if let Some(i) = obs
+            .provider_ref
+            .as_ref()
+            .and_then(|r| self.by_ref.get(r.as_str()))
+        {
+            if claimed[*i].kind == obs.kind {
+                return Some(*i);
+            }
+        }
+        let i = *self
+            .by_order
+            .get(&(obs.kind, obs.out_trade_no.as_ref()?.as_str().to_string()))?;
+        // A record with a different gateway id than the ledger's is another payment that reused
+        // the order number: not this one.
+        match (&claimed[i].provider_ref, &obs.provider_ref) {
+            (Some(mine), Some(theirs)) if mine != theirs => None,
+            _ => Some(i),
+        }
+    }
+}
