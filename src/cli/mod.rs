@@ -3,10 +3,12 @@
 //! return sysexits-style exit codes.
 
 mod config_check;
+mod daemon;
 mod discrepancies;
 mod import;
 mod ledger;
 mod output;
+mod reconcile;
 mod track;
 
 use std::path::PathBuf;
@@ -49,6 +51,10 @@ pub enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: cron-scheduled reconcile passes (systemd Type=notify).
+    Run,
+    /// One reconcile pass over due payments.
+    Reconcile(reconcile::ReconcileArgs),
     /// Register one payment to reconcile.
     Track(track::TrackArgs),
     /// Register payments from a .jsonl or .csv file (all-or-nothing).
@@ -104,6 +110,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     crate::telemetry::init(format, &settings.log.level);
     let result = match &cli.command {
+        Command::Run => daemon::run(&settings).await,
+        Command::Reconcile(args) => reconcile::run(&settings, args).await,
         Command::Track(args) => track::run(&settings, args).await,
         Command::Import(args) => import::run(&settings, args).await,
         Command::Ledger(cmd) => ledger::run(&settings, cmd).await,

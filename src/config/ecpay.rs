@@ -41,6 +41,8 @@ pub struct EcpayAccount {
     pub connect_timeout: Duration,
     /// ECPay advises ≥ 30 s for calls that touch the bank (ecpay.md §6).
     pub request_timeout: Duration,
+    /// How long one call keeps retrying transport errors and 5xx before giving up.
+    pub retry_for: Duration,
 }
 
 fn check_aes_part(
@@ -125,6 +127,7 @@ pub(crate) fn validate(
         raw.request_timeout.as_ref(),
         Duration::from_secs(30),
     );
+    let retry_for = p.duration("retry_for", raw.retry_for.as_ref(), Duration::from_secs(30));
     Some(EcpayAccount {
         name,
         base_url: base_url?,
@@ -139,6 +142,7 @@ pub(crate) fn validate(
         pause_after_403,
         connect_timeout,
         request_timeout,
+        retry_for,
     })
 }
 
@@ -163,7 +167,10 @@ impl EcpayAccount {
                 rate_per_minute: self.rate_per_minute,
                 pause_after_403: self.pause_after_403,
                 request_timeout: self.request_timeout,
-                retry: crate::gateway::transport::RetryBudget::default(),
+                retry: crate::gateway::transport::RetryBudget {
+                    max_elapsed: self.retry_for,
+                    ..Default::default()
+                },
             },
             http,
         )

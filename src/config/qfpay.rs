@@ -39,6 +39,8 @@ pub struct QfpayAccount {
     pub batch_size: u32,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long one call keeps retrying transport errors and 5xx before giving up.
+    pub retry_for: Duration,
     pub in_progress_interval: Duration,
     /// Overrides of the default cancel route per pay type.
     pub cancel_routes: BTreeMap<PayType, CancelRoute>,
@@ -131,6 +133,7 @@ pub(crate) fn validate(
         raw.request_timeout.as_ref(),
         Duration::from_secs(15),
     );
+    let retry_for = p.duration("retry_for", raw.retry_for.as_ref(), Duration::from_secs(30));
     let in_progress_interval = p.duration(
         "in_progress_interval",
         raw.in_progress_interval.as_ref(),
@@ -166,6 +169,7 @@ pub(crate) fn validate(
         batch_size,
         connect_timeout,
         request_timeout,
+        retry_for,
         in_progress_interval,
         cancel_routes,
     })
@@ -195,6 +199,10 @@ impl QfpayAccount {
                 rate_per_minute: self.rate_per_minute,
             },
         )
+        .with_retry_budget(crate::gateway::transport::RetryBudget {
+            max_elapsed: self.retry_for,
+            ..Default::default()
+        })
     }
 }
 

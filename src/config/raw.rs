@@ -72,6 +72,7 @@ pub(crate) struct RawAccount {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub rate_per_minute: Option<i64>,
+    pub retry_for: Option<String>,
     // QFPay
     pub app_code: Option<String>,
     pub client_key: Option<String>,

@@ -220,6 +220,20 @@ impl Ledger {
         Ok(n.max(0) as u64)
     }
 
+    /// Clears leases that expired (their pass crashed or was killed). Claims already treat
+    /// expired leases as free; this keeps `ledger list` and `sqlite3` readers from seeing stale
+    /// owners.
+    pub async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?",
+        )
+        .bind(to_db(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Gives back leases this owner still holds (shutdown, or a chunk abandoned on error).
     pub async fn release_leases(&self, owner: &str) -> Result<u64, LedgerError> {
         let done = sqlx::query(

@@ -349,7 +349,6 @@ impl Reconciler {
             route,
             created_at: c.created_at,
             registered_at: c.registered_at,
-            in_progress_since: c.in_progress_since.or(u.in_progress_since),
             expires_at: c.expires_at,
             reversal_requested: c.reversal_requested_at.is_some(),
         };

@@ -1,0 +1,122 @@
+//! Shared pieces of the engine tests: a scripted fake QFPay and ECPay on mockito, a ledger and
+//! an engine built through the real config loader.
+
+#![allow(dead_code)]
+
+pub mod fake_ecpay;
+pub mod fake_qfpay;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use payrecon::config::{self, Settings};
+use payrecon::domain::{AccountName, Currency, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
+use payrecon::ledger::{self, Ledger, NewPayment, PaymentRow};
+use payrecon::reconcile::{Reconciler, RunScope, RunSummary};
+use tokio_util::sync::CancellationToken;
+
+pub const QF_KEY: &str = "TESTCLIENTKEY0000000000000000000";
+pub const EC_KEY: &str = "pwFHCqoQZGmho4w6";
+pub const EC_IV: &str = "EkRm7iFT261dpevs";
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub ledger: Ledger,
+}
+
+/// A config with a QFPay account `hk` and an ECPay account `tw` at the given URLs.
+pub async fn harness(qf_url: &str, ec_url: &str, extra: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[ledger]
+path = "{ledger}"
+[reconcile]
+chunk_size = 50
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{qf_url}"
+app_code = "APP"
+client_key = "{QF_KEY}"
+batch_size = 4
+rate_per_second = 100
+rate_per_minute = 400
+[[accounts]]
+name = "tw"
+provider = "ecpay"
+base_url = "{ec_url}"
+merchant_id = "3002607"
+hash_key = "{EC_KEY}"
+hash_iv = "{EC_IV}"
+rate_per_minute = 6000
+{extra}
+"#,
+        ledger = dir.path().join("l.db").display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let settings = config::load(Some(&path)).unwrap();
+    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10)).await.unwrap();
+    Harness { dir, settings, ledger }
+}
+
+impl Harness {
+    pub fn engine(&self) -> Reconciler {
+        Reconciler::new(self.ledger.clone(), &self.settings).unwrap()
+    }
+
+    pub async fn pass(&self, engine: &Reconciler) -> RunSummary {
+        let scope = RunScope {
+            all: true,
+            trigger: "test",
+            ..RunScope::default()
+        };
+        engine.run_once(&scope, &CancellationToken::new()).await.unwrap()
+    }
+
+    pub async fn register(&self, payments: &[NewPayment]) {
+        let r = self.ledger.register(payments, Utc::now()).await.unwrap();
+        assert!(r.conflicts.is_empty());
+    }
+
+    pub async fn payment(&self, out_trade_no: &str) -> PaymentRow {
+        self.ledger.find_payments(out_trade_no).await.unwrap().remove(0)
+    }
+
+    pub async fn event_kinds(&self, out_trade_no: &str) -> Vec<String> {
+        let p = self.payment(out_trade_no).await;
+        self.ledger.events(p.id).await.unwrap().into_iter().map(|e| e.kind).collect()
+    }
+}
+
+pub fn qf_payment(no: &str, syssn: Option<&str>, pay_type: &str, amount: i64, created_at: DateTime<Utc>) -> NewPayment {
+    NewPayment {
+        account: AccountName::parse("hk").unwrap(),
+        provider: Provider::Qfpay,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse(no, Provider::Qfpay).unwrap(),
+        provider_ref: syssn.map(|s| ProviderRef::parse(s).unwrap()),
+        pay_type: Some(PayType::parse(pay_type).unwrap()),
+        amount: Money::new(amount, Currency::parse("HKD").unwrap()).unwrap(),
+        created_at,
+    }
+}
+
+pub fn ec_payment(no: &str, amount: i64, created_at: DateTime<Utc>) -> NewPayment {
+    NewPayment {
+        account: AccountName::parse("tw").unwrap(),
+        provider: Provider::Ecpay,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse(no, Provider::Ecpay).unwrap(),
+        provider_ref: None,
+        pay_type: None,
+        amount: Money::new(amount, Currency::parse("TWD").unwrap()).unwrap(),
+        created_at,
+    }
+}
+
+pub fn minutes_ago(n: i64) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::minutes(n)
+}
