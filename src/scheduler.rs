@@ -77,7 +77,9 @@ pub async fn run(
             Box::pin(async move {
                 match e.ledger().reap_expired_leases(Utc::now()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(leases = n, "cleared expired leases of an earlier pass"),
+                    Ok(n) => {
+                        tracing::info!(leases = n, "cleared expired leases of an earlier pass")
+                    }
                     Err(err) => tracing::warn!(error = %err, "cannot clear expired leases"),
                 }
             })
@@ -86,7 +88,10 @@ pub async fn run(
 
     sched.start().await?;
     tracing::info!(reconcile = %schedule.reconcile, "payrecon daemon started");
-    notify(&[NotifyState::Ready, NotifyState::Status("reconciling on schedule")]);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("reconciling on schedule"),
+    ]);
 
     // A first pass right away, so a restart does not wait for the next tick.
     {
@@ -108,7 +113,9 @@ pub async fn run(
     sched.shutdown().await?;
     match tokio::time::timeout(SHUTDOWN_GRACE, pass_guard.lock()).await {
         Ok(_) => tracing::info!("payrecon daemon stopped"),
-        Err(_) => tracing::warn!("the pass in flight did not finish in time; its leases will expire"),
+        Err(_) => {
+            tracing::warn!("the pass in flight did not finish in time; its leases will expire")
+        }
     }
     if let Err(e) = engine.ledger().release_leases(engine.owner()).await {
         tracing::warn!(error = %e, "cannot release leases at shutdown; they will expire");

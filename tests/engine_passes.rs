@@ -17,16 +17,28 @@ fn syssn(n: usize) -> String {
 #[tokio::test]
 async fn a_qfpay_payment_goes_from_1143_twice_to_0000() {
     let t = minutes_ago(1);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(&syssn(1), "P1", "800101", 1000, &["1143", "1143", "0000"], t)]).await;
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "P1",
+        "800101",
+        1000,
+        &["1143", "1143", "0000"],
+        t,
+    )])
+    .await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    h.register(&[qf_payment("P1", Some(&syssn(1)), "800101", 1000, t)]).await;
+    h.register(&[qf_payment("P1", Some(&syssn(1)), "800101", 1000, t)])
+        .await;
     let engine = h.engine();
     for expected in ["in_progress", "in_progress", "succeeded"] {
         h.pass(&engine).await;
         assert_eq!(h.payment("P1").await.state, expected);
     }
     let p = h.payment("P1").await;
-    assert_eq!((p.provider_code.as_deref(), p.attempts, p.next_check_at), (Some("0000"), 3, None));
+    assert_eq!(
+        (p.provider_code.as_deref(), p.attempts, p.next_check_at),
+        (Some("0000"), 3, None)
+    );
     assert_eq!(fake.query_calls(), 3);
     let kinds = h.event_kinds("P1").await;
     assert_eq!(kinds, ["registered", "observed", "observed", "observed"]);
@@ -35,11 +47,25 @@ async fn a_qfpay_payment_goes_from_1143_twice_to_0000() {
 #[tokio::test]
 async fn ten_payments_are_resolved_in_ceil_ten_over_batch_calls() {
     let t = minutes_ago(1);
-    let records = (0..10).map(|i| FakeRecord::new(&syssn(i), &format!("B{i}"), "800101", 500, &["0000"], t)).collect();
+    let records = (0..10)
+        .map(|i| FakeRecord::new(&syssn(i), &format!("B{i}"), "800101", 500, &["0000"], t))
+        .collect();
     let fake = FakeQfpay::start(records).await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    let payments: Vec<_> = (0..10).map(|i| qf_payment(&format!("B{i}"), Some(&syssn(i)), "800101", 500, t)).collect();
+    let payments: Vec<_> = (0..10)
+        .map(|i| qf_payment(&format!("B{i}"), Some(&syssn(i)), "800101", 500, t))
+        .collect();
     h.register(&payments).await;
+    // A busy window: 1,000 settled payments make a sweep (⌊1250/100⌋+1 = 13 pages) dearer
+    // than 3 id lookups.
+    let settled: Vec<_> = (0..1000)
+        .map(|i| qf_payment(&format!("Z{i}"), None, "800101", 500, t))
+        .collect();
+    h.register(&settled).await;
+    sqlx::query("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no LIKE 'Z%'")
+        .execute(h.ledger.pool())
+        .await
+        .unwrap();
     let summary = h.pass(&h.engine()).await;
     assert_eq!(fake.query_calls(), 3, "⌈10/4⌉ batched lookups");
     assert_eq!(summary.counters.calls, 3);
@@ -51,22 +77,21 @@ async fn a_dense_window_is_resolved_by_a_sweep_in_ceil_records_over_100_calls() 
     let t0 = minutes_ago(120);
     let at = |i: usize| t0 + chrono::Duration::seconds(i as i64 * 10);
     // 250 gateway records, 240 of them due in the ledger (10 the merchant never recorded).
-    let records = (0..250).map(|i| FakeRecord::new(&syssn(i), &format!("D{i}"), "800101", 700, &["0000"], at(i))).collect();
+    let records = (0..250)
+        .map(|i| FakeRecord::new(&syssn(i), &format!("D{i}"), "800101", 700, &["0000"], at(i)))
+        .collect();
     let fake = FakeQfpay::start(records).await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    let payments: Vec<_> = (0..240).map(|i| qf_payment(&format!("D{i}"), Some(&syssn(i)), "800101", 700, at(i))).collect();
+    let payments: Vec<_> = (0..240)
+        .map(|i| qf_payment(&format!("D{i}"), Some(&syssn(i)), "800101", 700, at(i)))
+        .collect();
     h.register(&payments).await;
-    let engine = h.engine();
-    let mut calls = 0;
-    // chunk_size is 50 in the harness: five chunks, each its own plan.
-    let summary = h.pass(&engine).await;
-    calls += summary.counters.calls;
+    let summary = h.pass(&h.engine()).await;
     assert_eq!(summary.counters.finalized, 240);
-    // Each 50-payment chunk would cost ⌈50/4⌉ = 13 id lookups; its sweep window of ~8 minutes
-    // holds ~50 records: 1 page. Every query was a window sweep.
+    // ⌈240/4⌉ = 60 id lookups, or one window of 250 records: pages of 100, 100, 50.
     let queries = fake.state.lock().unwrap().queries.clone();
-    assert!(queries.iter().all(|q| q == "window"), "{queries:?}");
-    assert!(calls <= 5 * 2, "{calls} calls");
+    assert_eq!(queries, ["window"; 3]);
+    assert_eq!(summary.counters.calls, 3);
 }
 
 #[tokio::test]
@@ -78,13 +103,26 @@ async fn ecpay_nopay_is_asked_again_exactly_one_interval_later_then_authorized()
     let engine = h.engine();
     h.pass(&engine).await;
     let p = h.payment("EC1").await;
-    assert_eq!((p.state.as_str(), p.provider_code.as_deref()), ("in_progress", Some("error_nopay")));
+    assert_eq!(
+        (p.state.as_str(), p.provider_code.as_deref()),
+        ("in_progress", Some("error_nopay"))
+    );
     let checked = chrono::DateTime::parse_from_rfc3339(&p.updated_at).unwrap();
     let next = chrono::DateTime::parse_from_rfc3339(p.next_check_at.as_deref().unwrap()).unwrap();
-    assert_eq!(next - checked, chrono::Duration::minutes(10), "exactly the nopay interval");
+    assert_eq!(
+        next - checked,
+        chrono::Duration::minutes(10),
+        "exactly the nopay interval"
+    );
     // Not due yet: a normal (scheduled) pass does not call.
-    let scope = payrecon::reconcile::RunScope { trigger: "test", ..Default::default() };
-    engine.run_once(&scope, &CancellationToken::new()).await.unwrap();
+    let scope = payrecon::reconcile::RunScope {
+        trigger: "test",
+        ..Default::default()
+    };
+    engine
+        .run_once(&scope, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(fake.calls("EC1"), 1);
     h.pass(&engine).await;
     assert_eq!(h.payment("EC1").await.state, "succeeded");
@@ -108,30 +146,67 @@ async fn an_ecpay_order_is_not_queried_within_ten_minutes_of_creation() {
 #[tokio::test]
 async fn a_stuck_cpm_payment_is_reversed_once_and_confirmed() {
     let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(&syssn(1), "C1", "800108", 900, &["1143"], t)]).await;
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "C1",
+        "800108",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)]).await;
+    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
+        .await;
     let engine = h.engine();
     let s = h.pass(&engine).await;
     assert_eq!(s.reversals_sent, 1);
     assert_eq!(h.payment("C1").await.state, "reversing");
     h.pass(&engine).await;
-    h.pass(&engine).await;
     assert_eq!(h.payment("C1").await.state, "reversed");
+    h.pass(&engine).await;
     assert_eq!(fake.reversals(&syssn(1)), 1, "never twice");
     let kinds = h.event_kinds("C1").await;
-    assert_eq!(kinds, ["registered", "reversal_intent", "reversal_accepted", "observed", "observed"]);
+    assert_eq!(
+        kinds,
+        [
+            "registered",
+            "reversal_intent",
+            "reversal_accepted",
+            "observed"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_sends_again() {
     let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(&syssn(1), "C2", "800108", 900, &["1143"], t)]).await;
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "C2",
+        "800108",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    h.register(&[qf_payment("C2", Some(&syssn(1)), "800108", 900, t)]).await;
+    h.register(&[qf_payment("C2", Some(&syssn(1)), "800108", 900, t)])
+        .await;
     // A pass claims it, writes its intent, and dies before calling (its lease expires at once).
     let now = chrono::Utc::now();
-    let claimed = h.ledger.claim("crashed", &Default::default(), 0, 10, now, std::time::Duration::ZERO).await.unwrap();
+    let claimed = h
+        .ledger
+        .claim(
+            "crashed",
+            &Default::default(),
+            0,
+            10,
+            now,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
     let intent = payrecon::ledger::NewEvent {
         kind: "reversal_intent",
         from_state: None,
@@ -140,12 +215,21 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
         message: None,
         evidence: serde_json::json!({}),
     };
-    assert!(h.ledger.mark_reversing("crashed", None, claimed[0].id, &intent, now).await.unwrap());
+    assert!(
+        h.ledger
+            .mark_reversing("crashed", None, claimed[0].id, &intent, now)
+            .await
+            .unwrap()
+    );
     let engine = h.engine();
     for _ in 0..3 {
         h.pass(&engine).await;
     }
-    assert_eq!(fake.reversals(&syssn(1)), 0, "the engine re-queries instead of re-sending");
+    assert_eq!(
+        fake.reversals(&syssn(1)),
+        0,
+        "the engine re-queries instead of re-sending"
+    );
     assert_eq!(fake.query_calls(), 3);
     assert_eq!(h.payment("C2").await.state, "reversing");
 }
@@ -169,15 +253,27 @@ async fn a_paid_payment_is_never_reversed_even_if_it_settles_just_before_the_las
     assert_eq!(h.payment("S1").await.state, "succeeded");
     // S2 was 1143 in the batch, then 0000 in the fresh query before the reversal: adopted.
     assert_eq!(h.payment("S2").await.state, "succeeded");
-    assert_eq!((fake.reversals(&syssn(1)), fake.reversals(&syssn(2))), (0, 0));
+    assert_eq!(
+        (fake.reversals(&syssn(1)), fake.reversals(&syssn(2))),
+        (0, 0)
+    );
 }
 
 #[tokio::test]
 async fn a_stuck_hong_kong_pay_type_goes_to_review_without_a_reversal() {
     let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(&syssn(1), "HK1", "801008", 900, &["1143"], t)]).await;
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "HK1",
+        "801008",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    h.register(&[qf_payment("HK1", Some(&syssn(1)), "801008", 900, t)]).await;
+    h.register(&[qf_payment("HK1", Some(&syssn(1)), "801008", 900, t)])
+        .await;
     h.pass(&h.engine()).await;
     assert_eq!(h.payment("HK1").await.state, "needs_review");
     assert_eq!(fake.reversals(&syssn(1)), 0);
@@ -186,7 +282,15 @@ async fn a_stuck_hong_kong_pay_type_goes_to_review_without_a_reversal() {
 #[tokio::test]
 async fn a_5xx_storm_changes_no_state() {
     let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(&syssn(1), "X1", "800108", 900, &["0000"], t)]).await;
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "X1",
+        "800108",
+        900,
+        &["0000"],
+        t,
+    )])
+    .await;
     fake.state.lock().unwrap().fail_with = Some(503);
     let h = harness(&fake.url(), "http://127.0.0.1:9", "retry_for = \"300ms\"").await;
     h.register(&[
@@ -197,13 +301,19 @@ async fn a_5xx_storm_changes_no_state() {
     let engine = h.engine();
     for _ in 0..2 {
         let s = h.pass(&engine).await;
-        assert_eq!(s.counters.errors, 2);
+        assert!(s.counters.errors >= 2, "every failed call is counted");
         assert_eq!(s.reversals_sent, 0);
     }
     for no in ["X1", "X2"] {
         let p = h.payment(no).await;
         assert_eq!((p.state.as_str(), p.attempts), ("pending", 0), "{no}");
-        assert!(h.event_kinds(no).await.iter().skip(1).all(|k| k == "call_failed"));
+        assert!(
+            h.event_kinds(no)
+                .await
+                .iter()
+                .skip(1)
+                .all(|k| k == "call_failed")
+        );
     }
     assert_eq!(fake.reversals(&syssn(1)), 0);
 }
@@ -212,10 +322,14 @@ async fn a_5xx_storm_changes_no_state() {
 async fn two_concurrent_passes_never_ask_twice_about_one_payment() {
     let t = minutes_ago(1);
     let n = 120;
-    let records = (0..n).map(|i| FakeRecord::new(&syssn(i), &format!("K{i}"), "800101", 300, &["0000"], t)).collect();
+    let records = (0..n)
+        .map(|i| FakeRecord::new(&syssn(i), &format!("K{i}"), "800101", 300, &["0000"], t))
+        .collect();
     let fake = FakeQfpay::start(records).await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
-    let payments: Vec<_> = (0..n).map(|i| qf_payment(&format!("K{i}"), Some(&syssn(i)), "800101", 300, t)).collect();
+    let payments: Vec<_> = (0..n)
+        .map(|i| qf_payment(&format!("K{i}"), Some(&syssn(i)), "800101", 300, t))
+        .collect();
     h.register(&payments).await;
     let (a, b) = (h.engine(), h.engine());
     let scope = payrecon::reconcile::RunScope {
@@ -232,6 +346,10 @@ async fn two_concurrent_passes_never_ask_twice_about_one_payment() {
     let mut asked: Vec<&String> = queries.iter().collect();
     asked.sort();
     asked.dedup();
-    assert_eq!(asked.len(), queries.len(), "a payment was asked about twice");
+    assert_eq!(
+        asked.len(),
+        queries.len(),
+        "a payment was asked about twice"
+    );
     assert_eq!(queries.len(), n);
 }

@@ -42,7 +42,11 @@ fn parse_provider(s: &str) -> Result<Provider, String> {
 pub fn describe(s: &RunSummary, dry_run: bool) -> String {
     let c = s.counters;
     let states: Vec<String> = s.decided.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let what = if dry_run { "dry run (nothing written)" } else { "pass" };
+    let what = if dry_run {
+        "dry run (nothing written)"
+    } else {
+        "pass"
+    };
     let id = s.run_id.map(|i| format!(" {i}")).unwrap_or_default();
     let mut line = format!(
         "{what}{id}: {} claimed, {} checked, {} finalized, {} gateway calls, {} errors, {} reversals sent",

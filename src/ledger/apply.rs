@@ -86,7 +86,8 @@ impl Ledger {
                      in_progress_since = COALESCE(in_progress_since, ?8),
                      updated_at = ?9,
                      lease_owner = NULL,
-                     lease_expires_at = NULL
+                     lease_expires_at = NULL,
+                     last_run_id = COALESCE(?12, last_run_id)
                  WHERE id = ?10 AND lease_owner = ?11
                    AND NOT (state NOT IN ('pending', 'in_progress', 'reversing')
                             AND ?1 IN ('pending', 'in_progress', 'reversing'))",
@@ -102,6 +103,7 @@ impl Ledger {
             .bind(&now_s)
             .bind(u.id.0)
             .bind(owner)
+            .bind(run_id)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {

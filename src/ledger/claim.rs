@@ -20,6 +20,8 @@ pub struct ClaimScope {
     pub provider: Option<Provider>,
     /// Ignore `next_check_at` (CLI `--all`): every open payment is due.
     pub ignore_schedule: bool,
+    /// The claiming run: payments it already decided are not claimed again.
+    pub run_id: Option<i64>,
 }
 
 /// A payment claimed by a pass: everything the engine needs to plan, call and decide.
@@ -105,17 +107,16 @@ impl Claimed {
     }
 }
 
-/// The due, open, unleased payments of a scope, in id order (parameters ?1–?6).
-const DUE: &str = "SELECT id FROM payments
-     WHERE state IN ('pending', 'in_progress', 'reversing')
+/// The due, open, unleased payments of a scope not yet decided by run ?7, in id order
+/// (parameters ?1–?7).
+const DUE_WHERE: &str = "state IN ('pending', 'in_progress', 'reversing')
+       AND (?7 IS NULL OR last_run_id IS NULL OR last_run_id <> ?7)
        AND id > ?1
        AND (?2 OR next_check_at <= ?3)
        AND (lease_owner IS NULL OR lease_expires_at <= ?3)
        AND (?4 IS NULL OR account = ?4)
        AND (?5 IS NULL OR provider = ?5)
-       AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?3)
-     ORDER BY id
-     LIMIT ?6";
+       AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?3)";
 
 const CLAIMED_COLUMNS: &str =
     "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
@@ -137,6 +138,7 @@ fn bind_due<'q>(
         .bind(scope.account.as_deref())
         .bind(scope.provider.map(Provider::as_str))
         .bind(i64::from(limit))
+        .bind(scope.run_id)
 }
 
 impl Ledger {
@@ -156,8 +158,9 @@ impl Ledger {
         let until =
             to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
         let sql = format!(
-            "UPDATE payments SET lease_owner = ?7, lease_expires_at = ?8
-             WHERE id IN ({DUE}) RETURNING {CLAIMED_COLUMNS}"
+            "UPDATE payments SET lease_owner = ?8, lease_expires_at = ?9
+             WHERE id IN (SELECT id FROM payments WHERE {DUE_WHERE} ORDER BY id LIMIT ?6)
+             RETURNING {CLAIMED_COLUMNS}"
         );
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = bind_due(
@@ -188,7 +191,9 @@ impl Ledger {
         limit: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, LedgerError> {
-        let sql = format!("SELECT {CLAIMED_COLUMNS} FROM payments WHERE id IN ({DUE}) ORDER BY id");
+        let sql = format!(
+            "SELECT {CLAIMED_COLUMNS} FROM payments WHERE {DUE_WHERE} ORDER BY id LIMIT ?6"
+        );
         let rows = bind_due(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
             scope,
@@ -199,6 +204,82 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Claimed::from_row).collect()
+    }
+
+    /// Claims the due payments of `account` whose gateway id or order number is among the
+    /// given keys: the payments a page of a window sweep is about.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_keys(
+        &self,
+        owner: &str,
+        scope: &ClaimScope,
+        account: &str,
+        refs: &[&str],
+        orders: &[&str],
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Claimed>, LedgerError> {
+        let until =
+            to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+        let sql = format!(
+            "UPDATE payments SET lease_owner = ?8, lease_expires_at = ?9
+             WHERE id IN (
+                 SELECT id FROM payments
+                 WHERE account = ?10
+                   AND (provider_ref IN (SELECT value FROM json_each(?11))
+                        OR out_trade_no IN (SELECT value FROM json_each(?12)))
+                   AND {DUE_WHERE}
+                 LIMIT ?6)
+             RETURNING {CLAIMED_COLUMNS}"
+        );
+        let refs = serde_json::to_string(refs).unwrap_or_else(|_| "[]".into());
+        let orders = serde_json::to_string(orders).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = bind_due(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            scope,
+            0,
+            u32::MAX,
+            now,
+        )
+        .bind(owner)
+        .bind(&until)
+        .bind(account)
+        .bind(refs)
+        .bind(orders)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(Claimed::from_row).collect()
+    }
+
+    /// Calls `f(account, created_at, has_gateway_id)` for every due payment of the scope, in
+    /// id order, without loading them all: the input of window planning.
+    pub async fn for_each_due(
+        &self,
+        scope: &ClaimScope,
+        now: DateTime<Utc>,
+        mut f: impl FnMut(&str, DateTime<Utc>, bool),
+    ) -> Result<(), LedgerError> {
+        use futures::TryStreamExt;
+        let sql = format!(
+            "SELECT account, created_at, provider_ref IS NOT NULL AS has_ref FROM payments
+             WHERE provider = 'qfpay' AND {DUE_WHERE} ORDER BY id LIMIT ?6"
+        );
+        let mut rows = bind_due(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            scope,
+            0,
+            u32::MAX,
+            now,
+        )
+        .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            let created: String = r.get("created_at");
+            let created = from_db(&created).ok_or_else(|| corrupt("created_at", &created))?;
+            f(r.get("account"), created, r.get("has_ref"));
+        }
+        Ok(())
     }
 
     /// How many payments of `account` were created in `[from, to]` (any state): the ledger's

@@ -13,7 +13,7 @@ use crate::gateway::transport::http_client;
 #[derive(Debug, Clone)]
 pub(crate) enum Gateway {
     Qfpay {
-        client: QfpayClient,
+        client: Box<QfpayClient>,
         account: Box<QfpayAccount>,
     },
     Ecpay {
@@ -65,7 +65,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Vec<AccountRuntime>, GatewayE
             schedule: schedule_for(a),
             gateway: match a {
                 Account::Qfpay(q) => Gateway::Qfpay {
-                    client: q.client(http.clone()),
+                    client: Box::new(q.client(http.clone())),
                     account: Box::new(q.clone()),
                 },
                 Account::Ecpay(e) => Gateway::Ecpay {

@@ -33,10 +33,9 @@ impl Matcher {
             .provider_ref
             .as_ref()
             .and_then(|r| self.by_ref.get(r.as_str()))
+            && claimed[*i].kind == obs.kind
         {
-            if claimed[*i].kind == obs.kind {
-                return Some(*i);
-            }
+            return Some(*i);
         }
         let i = *self
             .by_order

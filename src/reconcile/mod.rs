@@ -9,6 +9,7 @@ pub mod plan;
 mod qfpay_pass;
 mod reversal;
 pub mod update;
+mod window_sweep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,6 +119,14 @@ impl Reconciler {
         })
     }
 
+    /// The timezone of a configured QFPay account.
+    pub(crate) fn qfpay_timezone(&self, account: &str) -> Option<chrono::FixedOffset> {
+        self.accounts.iter().find_map(|r| match &r.gateway {
+            Gateway::Qfpay { account: a, .. } if r.name.as_str() == account => Some(a.timezone),
+            _ => None,
+        })
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
@@ -194,7 +203,14 @@ impl Reconciler {
             account: scope.account.clone(),
             provider: scope.provider,
             ignore_schedule: scope.all,
+            run_id,
         };
+        // Dense windows first, swept page by page across the whole backlog; then the rest in
+        // id-ordered chunks (skipping what the sweeps decided).
+        if scope.strategy == Strategy::Planned && !scope.dry_run {
+            window_sweep::sweep_dense_windows(self, scope, &claim_scope, run_id, shutdown, summary)
+                .await?;
+        }
         let mut after = 0;
         loop {
             if shutdown.is_cancelled() {
@@ -291,32 +307,81 @@ impl Reconciler {
                 }
             };
             summary.counters.calls += calls;
-            for (i, until) in postponed {
-                updates.push(update::postpone(&chunk[i], until));
-            }
-            let mut account_error: Option<Arc<GatewayError>> = None;
-            for (i, answer) in answers {
-                let c = &chunk[i];
-                let u = match &answer {
-                    Answer::Seen(obs) => {
-                        update::from_observation(c, obs, &rt.schedule, ctx.now, ctx.jitter())
-                    }
-                    Answer::Failed(e) => {
-                        summary.counters.errors += 1;
-                        if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
-                            account_error.get_or_insert_with(|| e.clone());
-                        }
-                        update::from_call_error(c, e, &rt.schedule, ctx.now, ctx.jitter())
-                    }
-                };
-                let u = self.last_resort(ctx, scope, rt, c, u, summary).await;
-                updates.push(u);
-            }
-            if let Some(e) = account_error {
-                self.pause(ctx, scope, rt, &e, summary).await?;
-            }
+            updates.extend(
+                self.decide(ctx, scope, rt, chunk, answers, postponed, summary)
+                    .await?,
+            );
         }
         Ok(updates)
+    }
+
+    /// Turns one account's answers into updates: decisions, last resorts, and a pause of the
+    /// account when an answer says the account itself is in trouble.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn decide(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        rt: &AccountRuntime,
+        chunk: &[Claimed],
+        answers: HashMap<usize, Answer>,
+        postponed: Vec<(usize, DateTime<Utc>)>,
+        summary: &mut RunSummary,
+    ) -> Result<Vec<PaymentUpdate>, ReconcileError> {
+        let mut updates = Vec::with_capacity(answers.len() + postponed.len());
+        for (i, until) in postponed {
+            updates.push(update::postpone(&chunk[i], until));
+        }
+        let mut account_error: Option<Arc<GatewayError>> = None;
+        for (i, answer) in answers {
+            let c = &chunk[i];
+            let u = match &answer {
+                Answer::Seen(obs) => {
+                    update::from_observation(c, obs, &rt.schedule, ctx.now, ctx.jitter())
+                }
+                Answer::Failed(e) => {
+                    summary.counters.errors += 1;
+                    if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
+                        account_error.get_or_insert_with(|| e.clone());
+                    }
+                    update::from_call_error(c, e, &rt.schedule, ctx.now, ctx.jitter())
+                }
+            };
+            let u = self.last_resort(ctx, scope, rt, c, u, summary).await;
+            updates.push(u);
+        }
+        if let Some(e) = account_error {
+            self.pause(ctx, scope, rt, &e, summary).await?;
+        }
+        Ok(updates)
+    }
+
+    /// Counts a chunk's updates into the summary and applies them (not in a dry run).
+    pub(crate) async fn commit(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        updates: &[PaymentUpdate],
+        summary: &mut RunSummary,
+    ) -> Result<(), ReconcileError> {
+        for u in updates {
+            *summary
+                .decided
+                .entry(u.state.as_str().to_string())
+                .or_default() += 1;
+            if u.state.is_final() {
+                summary.counters.finalized += 1;
+            }
+            if u.checked {
+                summary.counters.checked += 1;
+            }
+        }
+        if !scope.dry_run {
+            self.ledger
+                .apply(&self.owner, ctx.run_id, updates, ctx.now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Applies the last-resort policy to a payment still open after this pass's answer.

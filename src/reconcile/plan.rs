@@ -33,14 +33,55 @@ pub enum Strategy {
     PerPayment,
 }
 
-/// Due payments of one account created in one calendar month (account time).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MonthGroup {
-    /// Indexes into the claimed slice.
-    pub members: Vec<usize>,
+/// Due payments of one account created in one calendar month (account time): how many, how
+/// many have a `syssn`, and their creation span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthAggregate {
+    pub month_start: DateTime<Utc>,
+    pub next_month: DateTime<Utc>,
+    pub count: usize,
     pub with_syssn: usize,
-    pub window_start: DateTime<Utc>,
-    pub window_end: DateTime<Utc>,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+impl MonthAggregate {
+    pub fn new(created_at: DateTime<Utc>, tz: FixedOffset) -> Self {
+        let (month_start, next_month) = month_bounds(created_at, tz);
+        Self {
+            month_start,
+            next_month,
+            count: 0,
+            with_syssn: 0,
+            first: created_at,
+            last: created_at,
+        }
+    }
+
+    pub fn add(&mut self, created_at: DateTime<Utc>, has_syssn: bool) {
+        self.count += 1;
+        self.with_syssn += usize::from(has_syssn);
+        self.first = self.first.min(created_at);
+        self.last = self.last.max(created_at);
+    }
+
+    /// The sweep window: the creation span widened by [`WINDOW_MARGIN`], clipped to the month
+    /// and to now. Both ends inclusive.
+    pub fn window(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let start = (self.first - WINDOW_MARGIN).max(self.month_start);
+        let last_second = self.next_month - chrono::Duration::seconds(1);
+        let end = (self.last + WINDOW_MARGIN)
+            .min(last_second)
+            .min(now)
+            .max(start);
+        (start, end)
+    }
+
+    /// Whether sweeping the window is cheaper than looking the payments up by id.
+    pub fn prefer_sweep(&self, estimated_records: u64, batch: u32) -> bool {
+        let ids = id_lookup_calls(self.with_syssn, self.count - self.with_syssn, batch);
+        sweep_calls(estimated_records) < ids
+    }
 }
 
 pub fn id_lookup_calls(with_syssn: usize, without_syssn: usize, batch: u32) -> u64 {
@@ -57,14 +98,8 @@ pub fn estimate_records(ledger_count: u64, last_sweep_count: Option<u64>) -> u64
     (ledger_count + ledger_count / 4).max(last_sweep_count.unwrap_or(0))
 }
 
-/// Whether sweeping `g`'s window is cheaper than looking its members up by id.
-pub fn prefer_sweep(g: &MonthGroup, estimated_records: u64, batch: u32) -> bool {
-    let ids = id_lookup_calls(g.with_syssn, g.members.len() - g.with_syssn, batch);
-    sweep_calls(estimated_records) < ids
-}
-
 /// First instant of the month containing `t` (in `tz`), and of the next month, as UTC.
-fn month_bounds(t: DateTime<Utc>, tz: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
+pub fn month_bounds(t: DateTime<Utc>, tz: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
     let local = t.with_timezone(&tz);
     let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).unwrap_or_default();
     let next = first
@@ -78,51 +113,34 @@ fn month_bounds(t: DateTime<Utc>, tz: FixedOffset) -> (DateTime<Utc>, DateTime<U
     (at(first), at(next))
 }
 
+/// Claimed payments of one account grouped by calendar month of creation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonthGroup {
+    /// Indexes into the claimed slice.
+    pub members: Vec<usize>,
+    pub aggregate: MonthAggregate,
+}
+
 /// Groups claimed payments by calendar month of creation, in the account's timezone.
-pub fn group_by_month(
-    claimed: &[Claimed],
-    members: &[usize],
-    tz: FixedOffset,
-    now: DateTime<Utc>,
-) -> Vec<MonthGroup> {
-    let mut groups: Vec<(DateTime<Utc>, DateTime<Utc>, MonthGroup)> = Vec::new();
+pub fn group_by_month(claimed: &[Claimed], members: &[usize], tz: FixedOffset) -> Vec<MonthGroup> {
+    let mut groups: Vec<MonthGroup> = Vec::new();
     for &i in members {
         let c = &claimed[i];
-        let (start, next) = month_bounds(c.created_at, tz);
-        let slot = match groups.iter_mut().find(|(s, ..)| *s == start) {
-            Some(slot) => slot,
+        let (start, _) = month_bounds(c.created_at, tz);
+        let g = match groups.iter().position(|g| g.aggregate.month_start == start) {
+            Some(k) => &mut groups[k],
             None => {
-                groups.push((
-                    start,
-                    next,
-                    MonthGroup {
-                        members: Vec::new(),
-                        with_syssn: 0,
-                        window_start: c.created_at,
-                        window_end: c.created_at,
-                    },
-                ));
+                groups.push(MonthGroup {
+                    members: Vec::new(),
+                    aggregate: MonthAggregate::new(c.created_at, tz),
+                });
                 groups.last_mut().expect("just pushed")
             }
         };
-        let g = &mut slot.2;
         g.members.push(i);
-        g.with_syssn += usize::from(c.provider_ref.is_some());
-        g.window_start = g.window_start.min(c.created_at);
-        g.window_end = g.window_end.max(c.created_at);
+        g.aggregate.add(c.created_at, c.provider_ref.is_some());
     }
     groups
-        .into_iter()
-        .map(|(start, next, mut g)| {
-            let last_second = next - chrono::Duration::seconds(1);
-            g.window_start = (g.window_start - WINDOW_MARGIN).max(start);
-            g.window_end = (g.window_end + WINDOW_MARGIN)
-                .min(last_second)
-                .min(now)
-                .max(g.window_start);
-            g
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -153,23 +171,21 @@ mod tests {
         }
     }
 
+    fn aggregate(count: usize) -> MonthAggregate {
+        let tz = FixedOffset::east_opt(8 * 3600).unwrap();
+        let mut a = MonthAggregate::new(Utc::now(), tz);
+        for _ in 0..count {
+            a.add(Utc::now(), true);
+        }
+        a
+    }
+
     #[test]
     fn a_dense_day_is_swept_and_a_sparse_month_is_looked_up_by_id() {
-        let dense = MonthGroup {
-            members: (0..20_000).collect(),
-            with_syssn: 20_000,
-            window_start: Utc::now(),
-            window_end: Utc::now(),
-        };
         assert_eq!(sweep_calls(25_000), 251);
-        assert!(prefer_sweep(&dense, 25_000, 4));
-        let sparse = MonthGroup {
-            members: (0..50).collect(),
-            with_syssn: 50,
-            ..dense
-        };
+        assert!(aggregate(20_000).prefer_sweep(25_000, 4));
         assert_eq!(id_lookup_calls(50, 0, 4), 13);
-        assert!(!prefer_sweep(&sparse, 100_000, 4));
+        assert!(!aggregate(50).prefer_sweep(100_000, 4));
     }
 
     #[test]
@@ -192,7 +208,7 @@ mod tests {
             .with_timezone(&Utc);
         let claimed = vec![claimed_at(a, true), claimed_at(b, false)];
         let now = b + chrono::Duration::days(1);
-        let groups = group_by_month(&claimed, &[0, 1], tz, now);
+        let groups = group_by_month(&claimed, &[0, 1], tz);
         assert_eq!(groups.len(), 2);
         // October's window ends at the last second of October, November's starts at its first.
         let oct_end = tz
@@ -203,9 +219,17 @@ mod tests {
             .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(groups[0].window_end, oct_end);
-        assert_eq!(groups[1].window_start, nov_start);
-        assert_eq!(groups[1].window_end, b + WINDOW_MARGIN);
-        assert_eq!((groups[0].with_syssn, groups[1].with_syssn), (1, 0));
+        assert_eq!(groups[0].aggregate.window(now).1, oct_end);
+        assert_eq!(
+            groups[1].aggregate.window(now),
+            (nov_start, b + WINDOW_MARGIN)
+        );
+        assert_eq!(
+            (
+                groups[0].aggregate.with_syssn,
+                groups[1].aggregate.with_syssn
+            ),
+            (1, 0)
+        );
     }
 }

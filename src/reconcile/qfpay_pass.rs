@@ -30,16 +30,17 @@ pub(crate) async fn check(
     match ctx.strategy {
         Strategy::PerPayment => lookups.extend_from_slice(members),
         Strategy::Planned => {
-            for g in plan::group_by_month(claimed, members, client.timezone(), ctx.now) {
+            for g in plan::group_by_month(claimed, members, client.timezone()) {
                 let account = claimed[g.members[0]].account.as_str();
+                let (start, end) = g.aggregate.window(ctx.now);
                 let in_ledger = ctx
                     .ledger
-                    .count_created_between(account, g.window_start, g.window_end)
+                    .count_created_between(account, start, end)
                     .await
                     .unwrap_or(u64::MAX);
                 let estimate = plan::estimate_records(in_ledger, None);
-                if plan::prefer_sweep(&g, estimate, batch_size) {
-                    calls += sweep(client, &g, claimed, &matcher, &mut answers).await;
+                if g.aggregate.prefer_sweep(estimate, batch_size) {
+                    calls += sweep(client, (start, end), claimed, &matcher, &mut answers).await;
                 }
                 lookups.extend(g.members.iter().filter(|i| !answers.contains_key(i)));
             }
@@ -63,13 +64,13 @@ pub(crate) async fn check(
 /// on an error the sweep stops and the unmatched members fall back to id lookups.
 async fn sweep(
     client: &QfpayClient,
-    g: &plan::MonthGroup,
+    (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
     claimed: &[Claimed],
     matcher: &Matcher,
     answers: &mut HashMap<usize, Answer>,
 ) -> u64 {
     // WindowQuery is half-open: end + 1 s includes the window's last second.
-    let query = WindowQuery::new(g.window_start, g.window_end + chrono::Duration::seconds(1));
+    let query = WindowQuery::new(start, end + chrono::Duration::seconds(1));
     let mut pager = client.sweep(query);
     let mut calls = 0;
     loop {

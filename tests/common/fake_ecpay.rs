@@ -5,8 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use payrecon::gateway::ecpay::{decrypt_json, encrypt_json, DataKey, RequestEnvelope, ResponseEnvelope};
 use payrecon::gateway::ecpay::envelope::RpHeader;
+use payrecon::gateway::ecpay::{
+    DataKey, RequestEnvelope, ResponseEnvelope, decrypt_json, encrypt_json,
+};
 use serde_json::json;
 
 use super::{EC_IV, EC_KEY};
@@ -41,7 +43,10 @@ impl FakeEcpay {
                 let key = DataKey::new(EC_KEY.as_bytes(), EC_IV.as_bytes()).unwrap();
                 let env = RequestEnvelope::parse(&req.utf8_lossy_body().unwrap()).unwrap();
                 let data = decrypt_json(&env.data, &key).unwrap();
-                let no = data["MerchantTradeNo"].as_str().unwrap_or_default().to_string();
+                let no = data["MerchantTradeNo"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let mut st = s.lock().unwrap();
                 st.calls.push((no.clone(), Instant::now()));
                 let answer = match st.scripts.get_mut(&no) {
@@ -77,6 +82,12 @@ impl FakeEcpay {
     }
 
     pub fn calls(&self, no: &str) -> usize {
-        self.state.lock().unwrap().calls.iter().filter(|(n, _)| n == no).count()
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(n, _)| n == no)
+            .count()
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
 pub struct FakeRecord {
@@ -40,7 +40,9 @@ fn tz() -> FixedOffset {
 }
 
 fn local(t: DateTime<Utc>) -> String {
-    t.with_timezone(&tz()).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&tz())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 fn parse_local(s: &str) -> Option<DateTime<Utc>> {
@@ -51,7 +53,14 @@ fn parse_local(s: &str) -> Option<DateTime<Utc>> {
 }
 
 impl FakeRecord {
-    pub fn new(syssn: &str, out_trade_no: &str, pay_type: &str, txamt: i64, script: &[&str], sysdtm: DateTime<Utc>) -> Self {
+    pub fn new(
+        syssn: &str,
+        out_trade_no: &str,
+        pay_type: &str,
+        txamt: i64,
+        script: &[&str],
+        sysdtm: DateTime<Utc>,
+    ) -> Self {
         Self {
             syssn: syssn.into(),
             out_trade_no: out_trade_no.into(),
@@ -64,7 +73,10 @@ impl FakeRecord {
     }
 
     fn code(&self) -> String {
-        self.script.front().cloned().unwrap_or_else(|| "1143".into())
+        self.script
+            .front()
+            .cloned()
+            .unwrap_or_else(|| "1143".into())
     }
 
     fn answer(&mut self) -> Value {
@@ -88,20 +100,32 @@ fn form(body: &[u8]) -> HashMap<String, String> {
 fn query(state: &mut FakeState, f: &HashMap<String, String>) -> Value {
     state.query_calls += 1;
     let page: usize = f.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let size: usize = f.get("page_size").and_then(|p| p.parse().ok()).unwrap_or(10);
-    let list = |k: &str| -> Option<Vec<String>> { f.get(k).map(|v| v.split(',').map(str::to_string).collect()) };
+    let size: usize = f
+        .get("page_size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10);
+    let list = |k: &str| -> Option<Vec<String>> {
+        f.get(k).map(|v| v.split(',').map(str::to_string).collect())
+    };
     let hits: Vec<usize> = if let Some(ids) = list("syssn") {
         state.queries.push(ids.join(","));
-        (0..state.records.len()).filter(|&i| ids.contains(&state.records[i].syssn)).collect()
+        (0..state.records.len())
+            .filter(|&i| ids.contains(&state.records[i].syssn))
+            .collect()
     } else if let Some(ids) = list("out_trade_no") {
         state.queries.push(ids.join(","));
-        (0..state.records.len()).filter(|&i| ids.contains(&state.records[i].out_trade_no)).collect()
+        (0..state.records.len())
+            .filter(|&i| ids.contains(&state.records[i].out_trade_no))
+            .collect()
     } else {
         state.queries.push("window".into());
         let from = f.get("start_time").and_then(|s| parse_local(s)).unwrap();
         let to = f.get("end_time").and_then(|s| parse_local(s)).unwrap();
         (0..state.records.len())
-            .filter(|&i| state.records[i].sysdtm >= from && state.records[i].sysdtm <= to + chrono::Duration::seconds(1))
+            .filter(|&i| {
+                state.records[i].sysdtm >= from
+                    && state.records[i].sysdtm <= to + chrono::Duration::seconds(1)
+            })
             .collect()
     };
     let data: Vec<Value> = hits
@@ -114,9 +138,17 @@ fn query(state: &mut FakeState, f: &HashMap<String, String>) -> Value {
 }
 
 fn reversal(state: &mut FakeState, f: &HashMap<String, String>) -> Value {
-    let key = f.get("syssn").or(f.get("out_trade_no")).cloned().unwrap_or_default();
+    let key = f
+        .get("syssn")
+        .or(f.get("out_trade_no"))
+        .cloned()
+        .unwrap_or_default();
     *state.reversals.entry(key.clone()).or_default() += 1;
-    let Some(r) = state.records.iter_mut().find(|r| r.syssn == key || r.out_trade_no == key) else {
+    let Some(r) = state
+        .records
+        .iter_mut()
+        .find(|r| r.syssn == key || r.out_trade_no == key)
+    else {
         return json!({"respcd": "1136", "resperr": "no such order"});
     };
     if r.code() == "0000" {
@@ -136,7 +168,10 @@ impl FakeQfpay {
         }));
         let (s1, s2) = (state.clone(), state.clone());
         server
-            .mock("POST", mockito::Matcher::Regex("^/trade/v1/(query|reversal|close)$".into()))
+            .mock(
+                "POST",
+                mockito::Matcher::Regex("^/trade/v1/(query|reversal|close)$".into()),
+            )
             .with_status_code_from_request(move |_| s1.lock().unwrap().fail_with.unwrap_or(200))
             .with_header("content-type", "application/json")
             .with_body_from_request(move |req| {
@@ -146,7 +181,11 @@ impl FakeQfpay {
                     return b"upstream error".to_vec();
                 }
                 let f = form(req.body().unwrap());
-                let v = if req.path().ends_with("query") { query(&mut st, &f) } else { reversal(&mut st, &f) };
+                let v = if req.path().ends_with("query") {
+                    query(&mut st, &f)
+                } else {
+                    reversal(&mut st, &f)
+                };
                 v.to_string().into_bytes()
             })
             .expect_at_least(0)
@@ -164,6 +203,12 @@ impl FakeQfpay {
     }
 
     pub fn reversals(&self, key: &str) -> usize {
-        self.state.lock().unwrap().reversals.get(key).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .reversals
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 }

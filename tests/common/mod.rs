@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use payrecon::config::{self, Settings};
-use payrecon::domain::{AccountName, Currency, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
+use payrecon::domain::{
+    AccountName, Currency, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind,
+};
 use payrecon::ledger::{self, Ledger, NewPayment, PaymentRow};
 use payrecon::reconcile::{Reconciler, RunScope, RunSummary};
 use tokio_util::sync::CancellationToken;
@@ -25,8 +27,12 @@ pub struct Harness {
     pub ledger: Ledger,
 }
 
-/// A config with a QFPay account `hk` and an ECPay account `tw` at the given URLs.
+/// A config with a QFPay account `hk` (plus `extra` keys) and an ECPay account `tw`.
 pub async fn harness(qf_url: &str, ec_url: &str, extra: &str) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         r#"
@@ -43,6 +49,7 @@ client_key = "{QF_KEY}"
 batch_size = 4
 rate_per_second = 100
 rate_per_minute = 400
+{extra}
 [[accounts]]
 name = "tw"
 provider = "ecpay"
@@ -51,15 +58,20 @@ merchant_id = "3002607"
 hash_key = "{EC_KEY}"
 hash_iv = "{EC_IV}"
 rate_per_minute = 6000
-{extra}
 "#,
         ledger = dir.path().join("l.db").display()
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap();
     let settings = config::load(Some(&path)).unwrap();
-    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10)).await.unwrap();
-    Harness { dir, settings, ledger }
+    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
+        .await
+        .unwrap();
+    Harness {
+        dir,
+        settings,
+        ledger,
+    }
 }
 
 impl Harness {
@@ -73,7 +85,10 @@ impl Harness {
             trigger: "test",
             ..RunScope::default()
         };
-        engine.run_once(&scope, &CancellationToken::new()).await.unwrap()
+        engine
+            .run_once(&scope, &CancellationToken::new())
+            .await
+            .unwrap()
     }
 
     pub async fn register(&self, payments: &[NewPayment]) {
@@ -82,16 +97,32 @@ impl Harness {
     }
 
     pub async fn payment(&self, out_trade_no: &str) -> PaymentRow {
-        self.ledger.find_payments(out_trade_no).await.unwrap().remove(0)
+        self.ledger
+            .find_payments(out_trade_no)
+            .await
+            .unwrap()
+            .remove(0)
     }
 
     pub async fn event_kinds(&self, out_trade_no: &str) -> Vec<String> {
         let p = self.payment(out_trade_no).await;
-        self.ledger.events(p.id).await.unwrap().into_iter().map(|e| e.kind).collect()
+        self.ledger
+            .events(p.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
     }
 }
 
-pub fn qf_payment(no: &str, syssn: Option<&str>, pay_type: &str, amount: i64, created_at: DateTime<Utc>) -> NewPayment {
+pub fn qf_payment(
+    no: &str,
+    syssn: Option<&str>,
+    pay_type: &str,
+    amount: i64,
+    created_at: DateTime<Utc>,
+) -> NewPayment {
     NewPayment {
         account: AccountName::parse("hk").unwrap(),
         provider: Provider::Qfpay,
