@@ -17,6 +17,7 @@ fn payment(no: &str, amount: i64) -> NewPayment {
         pay_type: None,
         amount: Money::new(amount, Currency::parse("HKD").unwrap()).unwrap(),
         created_at: Utc::now(),
+        expires_at: None,
     }
 }
 

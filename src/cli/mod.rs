@@ -8,6 +8,7 @@ mod discrepancies;
 mod import;
 mod ledger;
 mod output;
+mod pay;
 mod reconcile;
 mod track;
 
@@ -55,6 +56,8 @@ pub enum Command {
     Run,
     /// One reconcile pass over due payments.
     Reconcile(reconcile::ReconcileArgs),
+    /// Create a QFPay payment (ledger row first, then the call) and print its pay_url.
+    Pay(pay::PayArgs),
     /// Register one payment to reconcile.
     Track(track::TrackArgs),
     /// Register payments from a .jsonl or .csv file (all-or-nothing).
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Run => daemon::run(&settings).await,
         Command::Reconcile(args) => reconcile::run(&settings, args).await,
+        Command::Pay(args) => pay::run(&settings, args).await,
         Command::Track(args) => track::run(&settings, args).await,
         Command::Import(args) => import::run(&settings, args).await,
         Command::Ledger(cmd) => ledger::run(&settings, cmd).await,

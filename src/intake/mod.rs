@@ -4,9 +4,11 @@
 //! problem is rejected whole.
 
 mod file;
+mod pay;
 mod record;
 
 pub use file::{FileFormat, read_file};
+pub use pay::{PayError, PayOrder, PayResult, create_qfpay_payment};
 pub use record::{RecordFields, RowError, validate_record};
 
 pub use crate::ledger::NewPayment;

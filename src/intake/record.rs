@@ -256,6 +256,7 @@ pub fn validate_record(
             pay_type,
             amount: Money { minor, currency },
             created_at,
+            expires_at: None,
         }),
         _ => Err(vec![RowError {
             line,

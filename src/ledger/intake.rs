@@ -18,6 +18,8 @@ pub struct NewPayment {
     pub pay_type: Option<PayType>,
     pub amount: Money,
     pub created_at: DateTime<Utc>,
+    /// When the order stops being payable (QFPay `expired_time`), if known.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What registering a batch did. When `conflicts` is non-empty nothing was written.
@@ -47,8 +49,8 @@ impl Ledger {
             let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
                                        amount, currency, state, next_check_at, created_at,
-                                       registered_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
+                                       registered_at, updated_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
                  ON CONFLICT (account, kind, out_trade_no) DO NOTHING
                  RETURNING id",
             )
@@ -64,6 +66,7 @@ impl Ledger {
             .bind(to_db(p.created_at))
             .bind(&now_s)
             .bind(&now_s)
+            .bind(p.expires_at.map(to_db))
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = inserted {

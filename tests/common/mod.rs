@@ -132,6 +132,7 @@ pub fn qf_payment(
         pay_type: Some(PayType::parse(pay_type).unwrap()),
         amount: Money::new(amount, Currency::parse("HKD").unwrap()).unwrap(),
         created_at,
+        expires_at: None,
     }
 }
 
@@ -145,6 +146,7 @@ pub fn ec_payment(no: &str, amount: i64, created_at: DateTime<Utc>) -> NewPaymen
         pay_type: None,
         amount: Money::new(amount, Currency::parse("TWD").unwrap()).unwrap(),
         created_at,
+        expires_at: None,
     }
 }
 
