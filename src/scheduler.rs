@@ -1,4 +1,5 @@
-//! The daemon: tokio-cron-scheduler jobs that trigger reconcile passes and lease clean-up,
+//! The daemon: tokio-cron-scheduler jobs that trigger reconcile passes, window sweeps and
+//! lease clean-up,
 //! systemd readiness and watchdog notifications, and an orderly shutdown.
 //!
 //! The jobs hold no logic: each calls [`Reconciler::run_once`] like the CLI does. A job never
@@ -66,6 +67,20 @@ pub async fn run(
         .add(Job::new_async(schedule.reconcile.as_str(), move |_, _| {
             let (e, g, s) = (e.clone(), g.clone(), s.clone());
             Box::pin(async move { guarded_pass(&e, &g, &s).await })
+        })?)
+        .await?;
+
+    let (e, g) = (engine.clone(), Arc::new(Mutex::new(())));
+    sched
+        .add(Job::new_async(schedule.sweep.as_str(), move |_, _| {
+            let (e, g) = (e.clone(), g.clone());
+            Box::pin(async move {
+                let Ok(_running) = g.try_lock() else {
+                    tracing::debug!("previous sweep still running; skipping this tick");
+                    return;
+                };
+                e.sweep_closed_windows(Utc::now()).await;
+            })
         })?)
         .await?;
 

@@ -10,6 +10,7 @@ mod ledger;
 mod output;
 mod pay;
 mod reconcile;
+mod sweep;
 mod track;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub enum Command {
     Run,
     /// One reconcile pass over due payments.
     Reconcile(reconcile::ReconcileArgs),
+    /// Sweep a closed QFPay window and report discrepancies.
+    Sweep(sweep::SweepArgs),
     /// Create a QFPay payment (ledger row first, then the call) and print its pay_url.
     Pay(pay::PayArgs),
     /// Register one payment to reconcile.
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Run => daemon::run(&settings).await,
         Command::Reconcile(args) => reconcile::run(&settings, args).await,
+        Command::Sweep(args) => sweep::run(&settings, args).await,
         Command::Pay(args) => pay::run(&settings, args).await,
         Command::Track(args) => track::run(&settings, args).await,
         Command::Import(args) => import::run(&settings, args).await,

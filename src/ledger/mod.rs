@@ -11,6 +11,7 @@ mod connect;
 mod intake;
 mod queries;
 mod runs;
+mod sweeps;
 pub mod time;
 
 pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate};
@@ -19,6 +20,7 @@ pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};
+pub use sweeps::{KnownPayment, SweepCursor};
 
 use sqlx::SqlitePool;
 

@@ -8,6 +8,7 @@ mod matching;
 pub mod plan;
 mod qfpay_pass;
 mod reversal;
+pub mod sweep;
 pub mod update;
 mod window_sweep;
 

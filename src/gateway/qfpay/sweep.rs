@@ -79,6 +79,14 @@ impl<'a> WindowPager<'a> {
         }
     }
 
+    /// Continues a sweep saved earlier: the next call reads `page` of month piece `index`
+    /// (a cursor saved after each page makes a crashed sweep resume where it stopped).
+    pub fn resume_at(mut self, index: usize, page: u32) -> Self {
+        self.index = index;
+        self.page = page.max(1);
+        self
+    }
+
     /// The month pieces this sweep will query, in order.
     pub fn windows(&self) -> &[LocalWindow] {
         &self.windows

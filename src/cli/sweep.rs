@@ -1,0 +1,113 @@
+//! `payrecon sweep`: walk a closed QFPay window and print the discrepancy report.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use clap::Args;
+
+use super::{EX_DATAERR, open_ledger};
+use crate::config::{Account, Settings};
+use crate::reconcile::Reconciler;
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// A configured QFPay account.
+    #[arg(long)]
+    pub account: String,
+    /// Window start: RFC 3339, "YYYY-MM-DD hh:mm:ss" or "YYYY-MM-DD" (account time).
+    #[arg(long)]
+    pub from: String,
+    /// Window end (exclusive), same formats; must be in the past.
+    #[arg(long)]
+    pub to: String,
+}
+
+/// Parses a time in the formats `--from`/`--to` accept.
+fn parse_time(s: &str, tz: FixedOffset) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN))
+        })?;
+    tz.from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, ExitCode> {
+    let Some(Account::Qfpay(account)) = settings.account(&args.account) else {
+        eprintln!(
+            "payrecon: --account: {:?} is not a configured QFPay account",
+            args.account
+        );
+        return Err(ExitCode::from(EX_DATAERR));
+    };
+    let parse = |flag: &str, s: &str| {
+        parse_time(s, account.timezone).ok_or_else(|| {
+            eprintln!("payrecon: --{flag}: {s:?} is not RFC 3339, \"YYYY-MM-DD hh:mm:ss\" or \"YYYY-MM-DD\"");
+            ExitCode::from(EX_DATAERR)
+        })
+    };
+    let (from, to) = (parse("from", &args.from)?, parse("to", &args.to)?);
+    let ledger = open_ledger(settings).await?;
+    let engine = Reconciler::new(ledger.clone(), settings).map_err(|e| {
+        eprintln!("payrecon: {e}");
+        ExitCode::FAILURE
+    })?;
+    let result = engine.sweep(&args.account, from, to).await;
+    ledger.close().await;
+    let report = result.map_err(|e| {
+        eprintln!("payrecon: {e}");
+        ExitCode::FAILURE
+    })?;
+    println!(
+        "swept {} {} – {}: {} gateway records in {} calls; {} matched the ledger, {} open ones made due",
+        args.account, from, to, report.records, report.calls, report.matched, report.made_due
+    );
+    if report.already_complete_pieces > 0 {
+        println!(
+            "  ({} month piece(s) were already swept; delete their sweep_cursors rows to sweep again)",
+            report.already_complete_pieces
+        );
+    }
+    for (title, list) in [
+        (
+            "missing in ledger (gateway records the merchant never registered)",
+            &report.missing_in_ledger,
+        ),
+        (
+            "missing at gateway (registered payments the gateway never had)",
+            &report.missing_at_gateway,
+        ),
+        (
+            "contradictions (final states or amounts the gateway disagrees with)",
+            &report.contradictions,
+        ),
+    ] {
+        println!("{title}: {}", list.len());
+        for d in list {
+            println!("  {d}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_times_accept_rfc3339_local_times_and_dates() {
+        let tz = FixedOffset::east_opt(8 * 3600).unwrap();
+        let want = Utc.with_ymd_and_hms(2026, 11, 21, 16, 0, 0).unwrap();
+        assert_eq!(parse_time("2026-11-22", tz), Some(want));
+        assert_eq!(parse_time("2026-11-22 00:00:00", tz), Some(want));
+        assert_eq!(parse_time("2026-11-21T16:00:00Z", tz), Some(want));
+        assert_eq!(parse_time("yesterday", tz), None);
+    }
+}
