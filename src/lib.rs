@@ -14,6 +14,9 @@
 //! - [`config`]: layered settings (defaults → file → `PAYRECON__…` env), validated into typed
 //!   account settings; the only module that reads files named by the operator's config.
 //! - [`intake`]: parsing and validating payments to track (CLI `track`, `import` files).
+//! - [`sandbox`]: the built-in simulated QFPay and ECPay gateways (axum on loopback) with
+//!   seeded, time-evolving scenarios, rate limits, fault injection and call counters, for tests,
+//!   the demo, the benchmark and `payrecon sandbox`.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
@@ -24,4 +27,5 @@ pub mod gateway;
 pub mod intake;
 pub mod ledger;
 pub mod reconcile;
+pub mod sandbox;
 pub mod telemetry;
