@@ -15,8 +15,7 @@ use crate::config::{EcpayAccount, EcpayQueryApi, QfpayAccount, SignType};
 use crate::domain::{AccountName, Provider, RetrySchedule};
 
 /// A QFPay account for `app_code`/`client_key` at `base_url`, with payrecon's defaults
-/// (documented rate limits, batches of 4, MD5) and response signatures required (the sandbox
-/// always signs).
+/// (documented rate limits, batches of 4, MD5, response signatures checked when present).
 pub fn qfpay_account(
     name: &str,
     base_url: url::Url,
@@ -31,7 +30,7 @@ pub fn qfpay_account(
         mchid: None,
         timezone: chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset"),
         sign_type: SignType::Md5,
-        require_response_signature: true,
+        require_response_signature: false,
         rate_per_second: 100,
         rate_per_minute: 400,
         batch_size: 4,

@@ -1,6 +1,7 @@
 //! The QFPay endpoints on the wire (qfpay.md §1.2–1.5): form parameters from the body (or the
 //! query string of a GET), `X-QF-APPCODE` + `X-QF-SIGN` verified with the client's own signing
-//! code (`1108` on mismatch), and every answer signed with `X-QF-SIGN` = MD5(raw body + key).
+//! code (`1108` on mismatch, answered unsigned), and every other answer signed with
+//! `X-QF-SIGN` = MD5(raw body + key) (qfpay.md §1.5, verified 2018 vector).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,9 +110,11 @@ async fn serve(
             answer(&app, &out, key, plan)
         }
         _ => {
+            // Unsigned: the caller evidently does not hold the key on file, and an answer it
+            // cannot verify would hide the 1108 behind a signature error.
             app.stats.mishap(Mishap::SignatureRejected);
             let body = error_body(SIGNATURE_ERROR, "签名错误 signature error");
-            answer(&app, &body, key, plan)
+            answer(&app, &body, None, plan)
         }
     }
 }
