@@ -7,6 +7,7 @@ mod discrepancies;
 mod import;
 mod ledger;
 mod output;
+mod sandbox;
 mod track;
 
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum Command {
     Config(config_check::ConfigCommand),
     /// Create or upgrade the ledger schema (also done automatically by every command).
     Migrate,
+    /// Serve the simulated QFPay and ECPay gateways on loopback until interrupted.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Ledger(cmd) => ledger::run(&settings, cmd).await,
         Command::Discrepancies(cmd) => discrepancies::run(&settings, cmd).await,
         Command::Migrate => migrate(&settings).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
         Command::Config(_) => unreachable!("handled above"),
     };
     result.unwrap_or_else(|code| code)
