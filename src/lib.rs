@@ -17,6 +17,9 @@
 //! - [`reconcile`]: the one reconcile pass (`Reconciler::run_once`): claim, plan, call,
 //!   decide, apply, last-resort reversal.
 //! - [`scheduler`]: the daemon: cron jobs that trigger passes, systemd notifications, shutdown.
+//! - [`sandbox`]: the built-in simulated QFPay and ECPay gateways (axum on loopback) with
+//!   seeded, time-evolving scenarios, rate limits, fault injection and call counters, for tests,
+//!   the demo, the benchmark and `payrecon sandbox`.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
@@ -27,5 +30,6 @@ pub mod gateway;
 pub mod intake;
 pub mod ledger;
 pub mod reconcile;
+pub mod sandbox;
 pub mod scheduler;
 pub mod telemetry;

@@ -10,6 +10,7 @@ mod ledger;
 mod output;
 mod pay;
 mod reconcile;
+mod sandbox;
 mod sweep;
 mod track;
 
@@ -76,6 +77,8 @@ pub enum Command {
     Config(config_check::ConfigCommand),
     /// Create or upgrade the ledger schema (also done automatically by every command).
     Migrate,
+    /// Serve the simulated QFPay and ECPay gateways on loopback until interrupted.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
@@ -125,6 +128,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Ledger(cmd) => ledger::run(&settings, cmd).await,
         Command::Discrepancies(cmd) => discrepancies::run(&settings, cmd).await,
         Command::Migrate => migrate(&settings).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
         Command::Config(_) => unreachable!("handled above"),
     };
     result.unwrap_or_else(|code| code)

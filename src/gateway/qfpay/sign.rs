@@ -23,17 +23,16 @@ pub enum SignType {
     Sha256,
 }
 
-/// Parameters as they are signed and sent: sorted by name, empty values already dropped.
-pub(crate) type SortedParams<'a> = &'a [(&'static str, String)];
-
 /// The `k=v&k=v` part of the signed string, without the key. Values are raw (unencoded).
-pub(crate) fn canonical(params: SortedParams<'_>) -> String {
+/// `params` must be sorted by name (byte order); empty values are skipped. Names are `&'static
+/// str` in the client and owned strings in the sandbox, which verifies requests with this code.
+pub(crate) fn canonical<K: AsRef<str>>(params: &[(K, String)]) -> String {
     let mut out = String::new();
     for (name, value) in params.iter().filter(|(_, v)| !v.is_empty()) {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(name);
+        out.push_str(name.as_ref());
         out.push('=');
         out.push_str(value);
     }
@@ -60,8 +59,8 @@ fn digest_hex(sign_type: SignType, parts: &[&[u8]]) -> String {
 }
 
 /// The `X-QF-SIGN` value for a request with these (sorted) parameters.
-pub(crate) fn sign_request(
-    params: SortedParams<'_>,
+pub(crate) fn sign_request<K: AsRef<str>>(
+    params: &[(K, String)],
     key: &SecretString,
     sign_type: SignType,
 ) -> String {

@@ -1,0 +1,252 @@
+//! The QFPay endpoints on the wire (qfpay.md §1.2–1.5): form parameters from the body (or the
+//! query string of a GET), `X-QF-APPCODE` + `X-QF-SIGN` verified with the client's own signing
+//! code (`1108` on mismatch, answered unsigned), and every other answer signed with
+//! `X-QF-SIGN` = MD5(raw body + key) (qfpay.md §1.5, verified 2018 vector).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+use serde_json::Value;
+
+use super::faults::FaultPlan;
+use super::qfpay_book::error_body;
+use super::server::App;
+use super::stats::{CallKind, Mishap};
+use crate::gateway::qfpay::sign::{self, SignType};
+
+/// `1108`: signature error (also an unknown app code: the key cannot be found).
+pub const SIGNATURE_ERROR: &str = "1108";
+
+/// The request's form parameters, sorted by name (byte order) as they are signed.
+fn params(method: &Method, uri: &Uri, body: &[u8]) -> BTreeMap<String, String> {
+    let raw: &[u8] = if method == Method::GET {
+        uri.query().unwrap_or_default().as_bytes()
+    } else {
+        body
+    };
+    form_urlencoded::parse(raw).into_owned().collect()
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Whether `X-QF-SIGN` is the signature of these parameters under `key` (hex case ignored).
+fn verify(headers: &HeaderMap, params: &BTreeMap<String, String>, key: &SecretString) -> bool {
+    let sign_type = match header_text(headers, "x-qf-signtype") {
+        Some(t) if t.eq_ignore_ascii_case("sha256") => SignType::Sha256,
+        _ => SignType::Md5,
+    };
+    let pairs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    header_text(headers, "x-qf-sign")
+        .is_some_and(|given| sign::sign_request(&pairs, key, sign_type).eq_ignore_ascii_case(given))
+}
+
+/// Serialises, applies the malformed / bad-signature faults, and signs (when a key is known).
+fn answer(app: &App, body: &Value, key: Option<&SecretString>, plan: FaultPlan) -> Response {
+    let mut text = body.to_string();
+    if plan.malformed {
+        app.stats.mishap(Mishap::Malformed);
+        let mut cut = text.len() / 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        text.clone(),
+    )
+        .into_response();
+    if let Some(key) = key {
+        let signed_with = if plan.bad_signature {
+            app.stats.mishap(Mishap::BadSignature);
+            SecretString::from("not-the-client-key".to_string())
+        } else {
+            key.clone()
+        };
+        let sig = sign::response_signature(text.as_bytes(), &signed_with, SignType::Md5);
+        if let Ok(v) = HeaderValue::from_str(&sig) {
+            response.headers_mut().insert("x-qf-sign", v);
+        }
+    }
+    response
+}
+
+/// The shared path of every QFPay endpoint: merchant, gate, signature, then `op`.
+async fn serve(
+    app: Arc<App>,
+    kind: impl FnOnce(&BTreeMap<String, String>) -> CallKind,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    op: impl FnOnce(&App, &str, &BTreeMap<String, String>) -> Value,
+) -> Response {
+    let params = params(&method, &uri, &body);
+    let app_code = header_text(&headers, "x-qf-appcode")
+        .unwrap_or_default()
+        .to_string();
+    let plan = match app.gate(kind(&params), &app_code).await {
+        Ok(plan) => plan,
+        Err(response) => return response,
+    };
+    let key = app.qfpay_keys.get(&app_code);
+    match key {
+        Some(k) if verify(&headers, &params, k) => {
+            let out = op(&app, &app_code, &params);
+            answer(&app, &out, key, plan)
+        }
+        _ => {
+            // Unsigned: the caller evidently does not hold the key on file, and an answer it
+            // cannot verify would hide the 1108 behind a signature error.
+            app.stats.mishap(Mishap::SignatureRejected);
+            let body = error_body(SIGNATURE_ERROR, "签名错误 signature error");
+            answer(&app, &body, None, plan)
+        }
+    }
+}
+
+fn fixed(kind: CallKind) -> impl FnOnce(&BTreeMap<String, String>) -> CallKind {
+    move |_| kind
+}
+
+pub(crate) async fn payment(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        app,
+        fixed(CallKind::QfpayPayment),
+        method,
+        uri,
+        headers,
+        body,
+        |app, code, p| {
+            let now = app.state.clock().now();
+            let seq = &app.state.shared.seq;
+            app.state
+                .with_qfpay_mut(code, |b| b.create_payment(p, now, seq))
+                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
+        },
+    )
+    .await
+}
+
+pub(crate) async fn query(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = |p: &BTreeMap<String, String>| {
+        let has = |k: &str| p.get(k).is_some_and(|v| !v.trim().is_empty());
+        if has("syssn") || has("out_trade_no") {
+            CallKind::QfpayQueryById
+        } else {
+            CallKind::QfpayQueryWindow
+        }
+    };
+    serve(app, kind, method, uri, headers, body, |app, code, p| {
+        let now = app.state.clock().now();
+        let (body, n) = app
+            .state
+            .with_qfpay(code, |b| b.query(p, now))
+            .unwrap_or_else(|| (error_body(SIGNATURE_ERROR, "unknown app code"), 0));
+        app.stats.records_returned(n);
+        body
+    })
+    .await
+}
+
+async fn cancel(
+    app: Arc<App>,
+    close: bool,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = if close {
+        CallKind::QfpayClose
+    } else {
+        CallKind::QfpayReversal
+    };
+    serve(
+        app,
+        fixed(kind),
+        method,
+        uri,
+        headers,
+        body,
+        |app, code, p| {
+            let now = app.state.clock().now();
+            let seq = &app.state.shared.seq;
+            app.state
+                .with_qfpay_mut(code, |b| b.cancel(p, close, now, seq))
+                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
+        },
+    )
+    .await
+}
+
+pub(crate) async fn reversal(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    cancel(app, false, method, uri, headers, body).await
+}
+
+pub(crate) async fn close(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    cancel(app, true, method, uri, headers, body).await
+}
+
+pub(crate) async fn refund(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        app,
+        fixed(CallKind::QfpayRefund),
+        method,
+        uri,
+        headers,
+        body,
+        |app, code, p| {
+            let now = app.state.clock().now();
+            let seq = &app.state.shared.seq;
+            app.state
+                .with_qfpay_mut(code, |b| b.refund(p, now, seq))
+                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
+        },
+    )
+    .await
+}
