@@ -20,11 +20,13 @@
 //! - [`sandbox`]: the built-in simulated QFPay and ECPay gateways (axum on loopback) with
 //!   seeded, time-evolving scenarios, rate limits, fault injection and call counters, for tests,
 //!   the demo, the benchmark and `payrecon sandbox`.
+//! - [`demo`]: `payrecon demo`, the whole job on the sandbox with a self-check.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod gateway;
 pub mod intake;

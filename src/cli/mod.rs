@@ -4,6 +4,7 @@
 
 mod config_check;
 mod daemon;
+mod demo;
 mod discrepancies;
 mod import;
 mod ledger;
@@ -58,6 +59,8 @@ pub enum Command {
     Run,
     /// One reconcile pass over due payments.
     Reconcile(reconcile::ReconcileArgs),
+    /// The whole job on the built-in sandbox gateways: about two thousand payments settled.
+    Demo(demo::DemoArgs),
     /// Sweep a closed QFPay window and report discrepancies.
     Sweep(sweep::SweepArgs),
     /// Create a QFPay payment (ledger row first, then the call) and print its pay_url.
@@ -121,6 +124,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Run => daemon::run(&settings).await,
         Command::Reconcile(args) => reconcile::run(&settings, args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Sweep(args) => sweep::run(&settings, args).await,
         Command::Pay(args) => pay::run(&settings, args).await,
         Command::Track(args) => track::run(&settings, args).await,

@@ -118,9 +118,12 @@ impl Ledger {
                 insert_event(&mut tx, u.id, run_id, e, &now_s).await?;
             }
             for d in &u.discrepancies {
+                // One discrepancy of a kind per payment: a mismatch seen on every poll of an
+                // open payment is reported once.
                 sqlx::query(
                     "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
-                     SELECT id, account, ?, ?, ?, ? FROM payments WHERE id = ?",
+                     SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
+                       AND NOT EXISTS (SELECT 1 FROM discrepancies WHERE payment_id = ?5 AND kind = ?1)",
                 )
                 .bind(d.kind.as_str())
                 .bind(&d.detail)

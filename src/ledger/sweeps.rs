@@ -152,19 +152,24 @@ impl Ledger {
         .await?)
     }
 
-    /// Whether an open or resolved discrepancy of this kind already names `key` (so repeated
-    /// sweeps do not report the same record twice).
+    /// Whether a discrepancy of this kind (open or resolved) is already recorded for the payment,
+    /// or, for records the ledger does not have, already names `key`: repeated sweeps and passes
+    /// do not report the same thing twice.
     pub async fn discrepancy_exists(
         &self,
         account: &str,
+        payment_id: Option<i64>,
         kind: &str,
         key: &str,
     ) -> Result<bool, LedgerError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM discrepancies WHERE account = ? AND kind = ? AND instr(detail, ?) > 0",
+            "SELECT COUNT(*) FROM discrepancies
+             WHERE account = ?1 AND kind = ?2
+               AND (payment_id = ?3 OR (?3 IS NULL AND instr(detail, ?4) > 0))",
         )
         .bind(account)
         .bind(kind)
+        .bind(payment_id)
         .bind(key)
         .fetch_one(&self.pool)
         .await?;

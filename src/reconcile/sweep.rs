@@ -328,7 +328,7 @@ impl Reconciler {
     ) -> Result<(), SweepError> {
         if !self
             .ledger
-            .discrepancy_exists(account, kind.as_str(), key)
+            .discrepancy_exists(account, payment, kind.as_str(), key)
             .await?
         {
             let d = NewDiscrepancy {

@@ -36,7 +36,7 @@ fn discrepancy_detail(
     obs: &Observation,
     next: PaymentState,
 ) -> String {
-    match kind {
+    let what = match kind {
         DiscrepancyKind::AmountMismatch => format!(
             "gateway amount {} differs from the ledger's {} {}",
             obs.amount_minor.unwrap_or_default(),
@@ -49,17 +49,18 @@ fn discrepancy_detail(
             c.currency
         ),
         DiscrepancyKind::FinalStateChanged => format!(
-            "final state {} contradicted by the gateway ({}): now {}",
-            c.state, obs.provider_code, next
+            "final state {} contradicted by the gateway ({}): now {next}",
+            c.state, obs.provider_code
         ),
         DiscrepancyKind::GatewayReopened => format!(
-            "gateway reports {} ({}) for a payment the ledger holds as {}",
-            "in progress", obs.provider_code, c.state
+            "gateway reports in progress ({}) for a payment the ledger holds as {}",
+            obs.provider_code, c.state
         ),
         DiscrepancyKind::MissingInLedger | DiscrepancyKind::MissingAtGateway => {
-            format!("{kind:?} for {}", c.out_trade_no)
+            kind.as_str().to_string()
         }
-    }
+    };
+    format!("{} {}: {what}", c.account, c.out_trade_no)
 }
 
 /// The update for a gateway answer about `c`.
