@@ -249,23 +249,7 @@ impl Reconciler {
                 concurrency: self.settings.concurrency as usize,
             };
             let updates = self.process_chunk(&ctx, scope, &chunk, summary).await?;
-            for u in &updates {
-                *summary
-                    .decided
-                    .entry(u.state.as_str().to_string())
-                    .or_default() += 1;
-                if u.state.is_final() {
-                    summary.counters.finalized += 1;
-                }
-                if u.checked {
-                    summary.counters.checked += 1;
-                }
-            }
-            if !scope.dry_run {
-                self.ledger
-                    .apply(&self.owner, run_id, &updates, now)
-                    .await?;
-            }
+            self.commit(&ctx, scope, &updates, summary).await?;
         }
     }
 
