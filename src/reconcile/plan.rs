@@ -95,7 +95,9 @@ pub fn sweep_calls(estimated_records: u64) -> u64 {
 
 /// The larger of the two estimates described in the module doc.
 pub fn estimate_records(ledger_count: u64, last_sweep_count: Option<u64>) -> u64 {
-    (ledger_count + ledger_count / 4).max(last_sweep_count.unwrap_or(0))
+    ledger_count
+        .saturating_add(ledger_count / 4)
+        .max(last_sweep_count.unwrap_or(0))
 }
 
 /// First instant of the month containing `t` (in `tz`), and of the next month, as UTC.
@@ -192,6 +194,8 @@ mod tests {
     fn the_estimate_takes_the_larger_of_ledger_and_last_sweep() {
         assert_eq!(estimate_records(100, None), 125);
         assert_eq!(estimate_records(100, Some(400)), 400);
+        // An unknown count (u64::MAX) means "do not sweep", not an overflow.
+        assert_eq!(estimate_records(u64::MAX, None), u64::MAX);
     }
 
     #[test]
