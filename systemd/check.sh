@@ -70,6 +70,15 @@ if [ -n "$out" ]; then
     echo "$out"
     status=1
 fi
+# verify does not complain about a timer whose Unit= names no unit here: check that too.
+for timer in systemd/*.timer; do
+    target="$(sed -n 's/^Unit=//p' "$timer")"
+    target="${target:-$(basename "$timer" .timer).service}"
+    if [ ! -f "systemd/$target" ]; then
+        echo "FAIL: $timer starts $target, which is not in systemd/"
+        status=1
+    fi
+done
 [ "$status" -eq 0 ] && echo "ok"
 
 echo "== systemd-analyze security --offline=yes (threshold $MAX_EXPOSURE)"
