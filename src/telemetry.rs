@@ -40,10 +40,7 @@ pub fn init(format: LogFormat, level: &str) {
                     .event_format(SyslogPriority(lines))
                     .try_init()
             } else {
-                builder
-                    .with_ansi(on_terminal)
-                    .with_target(false)
-                    .try_init()
+                builder.with_ansi(on_terminal).with_target(false).try_init()
             }
         }
     };

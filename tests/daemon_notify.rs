@@ -137,10 +137,7 @@ timezone = "+08:00"
         );
     }
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success(), "kill -TERM {pid} failed");
     assert!(
         wait_for(

@@ -63,12 +63,18 @@ fn an_inherited_journal_stream_for_another_file_keeps_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let text = pass_log(dir.path(), Some("1:1"), &[]);
     let line = text.lines().next().unwrap();
-    assert!(!line.starts_with('<'), "priority prefix off journald: {line:?}");
+    assert!(
+        !line.starts_with('<'),
+        "priority prefix off journald: {line:?}"
+    );
     assert!(
         line.starts_with(&format!("{}-", chrono_year())),
         "no timestamp: {line:?}"
     );
-    assert!(!line.contains('\u{1b}'), "ANSI escape off a terminal: {line:?}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "ANSI escape off a terminal: {line:?}"
+    );
 }
 
 #[test]
@@ -76,8 +82,8 @@ fn log_format_json_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let text = pass_log(dir.path(), None, &["--log-format", "json"]);
     for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
         assert_eq!(v["level"], "INFO", "{line}");
         assert!(v["timestamp"].is_string(), "{line}");
     }
