@@ -329,3 +329,38 @@ fn environment_variables_override_the_file() {
     assert!(Path::new(&other).exists());
     assert!(!env.path("ledger.db").exists());
 }
+
+#[test]
+fn output_into_a_closed_pipe_is_not_an_error() {
+    use std::process::Stdio;
+    let env = Env::new();
+    let file = env.file("sample.jsonl", GOOD);
+    assert!(
+        env.run(&["import", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for args in [
+        vec!["ledger", "show", "A1"],
+        vec!["ledger", "list", "--format", "json"],
+        vec!["ledger", "stats"],
+    ] {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(env.path("payrecon.toml"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before anything is read, like `| head -0`.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -6,10 +6,11 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::open_ledger;
-use super::output::{Format, RowPrinter};
+use super::output::{Format, RowPrinter, emit};
 use crate::config::Settings;
 use crate::domain::PaymentState;
 use crate::ledger::{ListFilter, time};
+use crate::outln;
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
@@ -67,48 +68,65 @@ async fn list(
         .for_each_payment(&filter, |row| printer.row(row))
         .await
         .map_err(failed)?;
-    printer.finish().map_err(failed)?;
+    match printer.finish() {
+        // The reader went away (`| head`): not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(failed(e)),
+        _ => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, ExitCode> {
+    let mut out = String::new();
     let payments = ledger.find_payments(key).await.map_err(failed)?;
     if payments.is_empty() {
         eprintln!("payrecon: no payment with id or out_trade_no {key:?}");
         return Err(ExitCode::FAILURE);
     }
     for p in payments {
-        println!(
+        outln!(
+            out,
             "payment {} ({} {} {})",
-            p.id, p.account, p.kind, p.out_trade_no
+            p.id,
+            p.account,
+            p.kind,
+            p.out_trade_no
         );
-        println!("  state          {}", p.state);
-        println!("  amount         {} {}", p.amount, p.currency);
-        println!("  provider       {}", p.provider);
-        println!(
+        outln!(out, "  state          {}", p.state);
+        outln!(out, "  amount         {} {}", p.amount, p.currency);
+        outln!(out, "  provider       {}", p.provider);
+        outln!(
+            out,
             "  provider_ref   {}",
             p.provider_ref.as_deref().unwrap_or("-")
         );
-        println!("  pay_type       {}", p.pay_type.as_deref().unwrap_or("-"));
-        println!(
+        outln!(
+            out,
+            "  pay_type       {}",
+            p.pay_type.as_deref().unwrap_or("-")
+        );
+        outln!(
+            out,
             "  provider_code  {}",
             p.provider_code.as_deref().unwrap_or("-")
         );
-        println!("  attempts       {}", p.attempts);
-        println!(
+        outln!(out, "  attempts       {}", p.attempts);
+        outln!(
+            out,
             "  next_check_at  {}",
             p.next_check_at.as_deref().unwrap_or("- (final)")
         );
-        println!("  created_at     {}", p.created_at);
-        println!("  updated_at     {}", p.updated_at);
-        println!("  history:");
+        outln!(out, "  created_at     {}", p.created_at);
+        outln!(out, "  updated_at     {}", p.updated_at);
+        outln!(out, "  history:");
         for e in ledger.events(p.id).await.map_err(failed)? {
             let transition = match (&e.from_state, &e.to_state) {
                 (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
                 (_, Some(b)) => b.clone(),
                 _ => String::new(),
             };
-            println!(
+            outln!(
+                out,
                 "    {}  {:<16} {:<24} {} {}",
                 e.at,
                 e.kind,
@@ -117,22 +135,24 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
                 e.message.as_deref().unwrap_or("")
             );
             if !e.evidence.is_null() && e.evidence != serde_json::json!({}) {
-                println!("      evidence: {}", e.evidence);
+                outln!(out, "      evidence: {}", e.evidence);
             }
         }
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn stats(ledger: &crate::ledger::Ledger) -> Result<ExitCode, ExitCode> {
+    let mut out = String::new();
     let now = Utc::now();
     let s = ledger.stats(&time::to_db(now)).await.map_err(failed)?;
-    println!("payments by account and state:");
+    outln!(out, "payments by account and state:");
     if s.by_state.is_empty() {
-        println!("  (none)");
+        outln!(out, "  (none)");
     }
     for c in &s.by_state {
-        println!("  {:<16} {:<20} {:>8}", c.account, c.state, c.count);
+        outln!(out, "  {:<16} {:<20} {:>8}", c.account, c.state, c.count);
     }
     match &s.oldest_open {
         Some(p) => {
@@ -144,23 +164,31 @@ async fn stats(ledger: &crate::ledger::Ledger) -> Result<ExitCode, ExitCode> {
                     .to_string()
                 })
                 .unwrap_or_else(|| "?".into());
-            println!(
+            outln!(
+                out,
                 "oldest open payment: {} ({} {}, {}), created {} ago",
-                p.id, p.account, p.out_trade_no, p.state, age
+                p.id,
+                p.account,
+                p.out_trade_no,
+                p.state,
+                age
             );
         }
-        None => println!("oldest open payment: none"),
+        None => outln!(out, "oldest open payment: none"),
     }
-    println!(
+    outln!(
+        out,
         "gateway calls spent: {} over {} run(s)",
-        s.gateway_calls, s.runs
+        s.gateway_calls,
+        s.runs
     );
-    println!("open discrepancies: {}", s.open_discrepancies);
+    outln!(out, "open discrepancies: {}", s.open_discrepancies);
     if s.paused_accounts.is_empty() {
-        println!("paused accounts: none");
+        outln!(out, "paused accounts: none");
     }
     for (account, until, reason) in &s.paused_accounts {
-        println!("paused account: {account} until {until} ({reason})");
+        outln!(out, "paused account: {account} until {until} ({reason})");
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

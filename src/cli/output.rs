@@ -4,6 +4,32 @@ use std::io::Write;
 
 use clap::ValueEnum;
 
+/// Appends one formatted line to a `String` (writing to a `String` cannot fail).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Prints `text` on stdout. A reader that went away (`| head`) is not an error.
+pub fn emit(text: &str) -> Result<(), std::process::ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => {
+            eprintln!("payrecon: cannot write the output: {e}");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
 use crate::ledger::PaymentRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
