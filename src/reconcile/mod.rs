@@ -3,6 +3,7 @@
 //! resort. Cron, the CLI and tests all go through [`Reconciler::run_once`].
 
 mod accounts;
+mod decisions;
 mod ecpay_pass;
 mod matching;
 pub mod plan;
@@ -20,13 +21,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ReconcileSettings, Settings};
-use crate::domain::{
-    CancelRoute, LastResort, LastResortPolicy, OpenPayment, Provider, RecordKind, last_resort,
-};
-use crate::gateway::{ErrorClass, GatewayError};
-use crate::ledger::{
-    ClaimScope, Claimed, Ledger, LedgerError, NewEvent, PaymentUpdate, RunCounters,
-};
+use crate::domain::{LastResortPolicy, Provider};
+use crate::gateway::GatewayError;
+use crate::ledger::{ClaimScope, Claimed, Ledger, LedgerError, PaymentUpdate, RunCounters};
 use accounts::{AccountRuntime, Gateway};
 pub use plan::Strategy;
 
@@ -298,180 +295,5 @@ impl Reconciler {
             );
         }
         Ok(updates)
-    }
-
-    /// Turns one account's answers into updates: decisions, last resorts, and a pause of the
-    /// account when an answer says the account itself is in trouble.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn decide(
-        &self,
-        ctx: &PassContext<'_>,
-        scope: &RunScope,
-        rt: &AccountRuntime,
-        chunk: &[Claimed],
-        answers: HashMap<usize, Answer>,
-        postponed: Vec<(usize, DateTime<Utc>)>,
-        summary: &mut RunSummary,
-    ) -> Result<Vec<PaymentUpdate>, ReconcileError> {
-        let mut updates = Vec::with_capacity(answers.len() + postponed.len());
-        for (i, until) in postponed {
-            updates.push(update::postpone(&chunk[i], until));
-        }
-        let mut account_error: Option<Arc<GatewayError>> = None;
-        for (i, answer) in answers {
-            let c = &chunk[i];
-            let u = match &answer {
-                Answer::Seen(obs) => {
-                    update::from_observation(c, obs, &rt.schedule, ctx.now, ctx.jitter())
-                }
-                Answer::Failed(e) => {
-                    summary.counters.errors += 1;
-                    if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
-                        account_error.get_or_insert_with(|| e.clone());
-                    }
-                    update::from_call_error(c, e, &rt.schedule, ctx.now, ctx.jitter())
-                }
-            };
-            let u = self.last_resort(ctx, scope, rt, c, u, summary).await;
-            updates.push(u);
-        }
-        if let Some(e) = account_error {
-            self.pause(ctx, scope, rt, &e, summary).await?;
-        }
-        Ok(updates)
-    }
-
-    /// Counts a chunk's updates into the summary and applies them (not in a dry run).
-    pub(crate) async fn commit(
-        &self,
-        ctx: &PassContext<'_>,
-        scope: &RunScope,
-        updates: &[PaymentUpdate],
-        summary: &mut RunSummary,
-    ) -> Result<(), ReconcileError> {
-        for u in updates {
-            *summary
-                .decided
-                .entry(u.state.as_str().to_string())
-                .or_default() += 1;
-            if u.state.is_final() {
-                summary.counters.finalized += 1;
-            }
-            if u.checked {
-                summary.counters.checked += 1;
-            }
-        }
-        if !scope.dry_run {
-            self.ledger
-                .apply(&self.owner, ctx.run_id, updates, ctx.now)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Applies the last-resort policy to a payment still open after this pass's answer.
-    async fn last_resort(
-        &self,
-        ctx: &PassContext<'_>,
-        scope: &RunScope,
-        rt: &AccountRuntime,
-        c: &Claimed,
-        u: PaymentUpdate,
-        summary: &mut RunSummary,
-    ) -> PaymentUpdate {
-        if u.state.is_final() {
-            return u;
-        }
-        let (client, route) = match &rt.gateway {
-            Gateway::Qfpay { client, account } if c.kind == RecordKind::Payment => (
-                Some(client),
-                Some(
-                    c.pay_type
-                        .as_ref()
-                        .map_or(CancelRoute::NotCancellable, |p| account.cancel_route(p)),
-                ),
-            ),
-            _ => (None, None),
-        };
-        let facts = OpenPayment {
-            state: u.state,
-            pay_type: c.pay_type.as_ref(),
-            route,
-            created_at: c.created_at,
-            registered_at: c.registered_at,
-            expires_at: c.expires_at,
-            reversal_requested: c.reversal_requested_at.is_some(),
-        };
-        match last_resort(&facts, &self.policy, ctx.now) {
-            LastResort::Wait => u,
-            LastResort::NeedsReview(why) => {
-                tracing::error!(payment = c.id.0, account = %c.account, out_trade_no = %c.out_trade_no, why, "payment needs review");
-                update::to_review(u, why)
-            }
-            LastResort::WouldReverse(r) => {
-                let mut u = u;
-                u.events.push(NewEvent {
-                    kind: "reversal_dry_run",
-                    from_state: Some(u.state),
-                    to_state: Some(u.state),
-                    provider_code: None,
-                    message: Some(format!("reversal.mode = dry-run: would {r:?} now")),
-                    evidence: serde_json::json!({}),
-                });
-                tracing::info!(payment = c.id.0, route = ?r, "dry-run: would reverse");
-                u
-            }
-            LastResort::Reverse(_) if scope.dry_run => {
-                tracing::info!(payment = c.id.0, "--dry-run: would reverse");
-                u
-            }
-            LastResort::Reverse(r) => {
-                let Some(client) = client else { return u };
-                let (u, calls, sent) = reversal::reverse(ctx, client, &rt.schedule, c, r, u).await;
-                summary.counters.calls += calls;
-                summary.reversals_sent += u64::from(sent);
-                u
-            }
-        }
-    }
-
-    /// Keeps the engine away from an account after an account-level error or a rate limit.
-    async fn pause(
-        &self,
-        ctx: &PassContext<'_>,
-        scope: &RunScope,
-        rt: &AccountRuntime,
-        e: &GatewayError,
-        summary: &mut RunSummary,
-    ) -> Result<(), ReconcileError> {
-        let wait = match (e, &rt.gateway) {
-            (
-                GatewayError::RateLimited {
-                    retry_after: Some(d),
-                    ..
-                },
-                _,
-            ) => *d,
-            (GatewayError::RateLimited { .. }, Gateway::Ecpay { account, .. }) => {
-                account.pause_after_403
-            }
-            (GatewayError::RateLimited { .. }, Gateway::Qfpay { .. }) => {
-                std::time::Duration::from_secs(60)
-            }
-            _ => std::time::Duration::from_secs(15 * 60),
-        };
-        let until = ctx.now + chrono::Duration::from_std(wait).unwrap_or_default();
-        if e.class() == ErrorClass::Account {
-            tracing::error!(account = %rt.name, error = %e, %until, "account error: pausing the account; an operator must check its credentials or merchant status");
-        } else {
-            tracing::warn!(account = %rt.name, error = %e, %until, "rate limited: pausing the account");
-        }
-        summary.paused_accounts.push(rt.name.to_string());
-        if !scope.dry_run {
-            self.ledger
-                .pause_account(rt.name.as_str(), until, &e.to_string(), ctx.now)
-                .await?;
-        }
-        Ok(())
     }
 }
