@@ -42,16 +42,20 @@ fn view(state: PaymentState) -> LedgerView {
     }
 }
 
-fn error() -> impl Strategy<Value = GatewayError> {
-    prop_oneof![
-        "[ -~]{0,30}".prop_map(|d| GatewayError::Transport { gateway: "qfpay", detail: d }),
-        (100u16..600).prop_map(|s| GatewayError::HttpStatus { gateway: "ecpay", status: s }),
-        Just(GatewayError::RateLimited { gateway: "qfpay", status: 429, retry_after: None }),
-        Just(GatewayError::BadSignature { gateway: "qfpay" }),
-        "[ -~]{0,30}".prop_map(|d| GatewayError::Malformed { gateway: "ecpay", detail: d }),
-        "[0-9]{4}".prop_map(|c| GatewayError::Account { gateway: "qfpay", code: c, detail: String::new() }),
-        "[0-9]{4}".prop_map(|c| GatewayError::Rejected { gateway: "qfpay", code: c, detail: String::new() }),
-    ]
+fn error() -> impl Strategy<Value = (u8, String, u16)> {
+    (0u8..7, "[ -~]{0,30}", 100u16..600)
+}
+
+fn make_error((which, text, status): (u8, String, u16)) -> GatewayError {
+    match which {
+        0 => GatewayError::Transport { gateway: "qfpay", detail: text },
+        1 => GatewayError::HttpStatus { gateway: "ecpay", status },
+        2 => GatewayError::RateLimited { gateway: "qfpay", status: 429, retry_after: None },
+        3 => GatewayError::BadSignature { gateway: "qfpay" },
+        4 => GatewayError::Malformed { gateway: "ecpay", detail: text },
+        5 => GatewayError::Account { gateway: "qfpay", code: text, detail: String::new() },
+        _ => GatewayError::Rejected { gateway: "qfpay", code: text, detail: String::new() },
+    }
 }
 
 fn claimed(state: PaymentState, provider: Provider) -> Claimed {
@@ -128,7 +132,7 @@ proptest! {
         let provider = if ecpay { Provider::Ecpay } else { Provider::Qfpay };
         let c = claimed(s, provider);
         let now = c.created_at + chrono::Duration::minutes(30);
-        let u = from_call_error(&c, &e, &RetrySchedule::default_for(provider), now, jitter);
+        let u = from_call_error(&c, &make_error(e), &RetrySchedule::default_for(provider), now, jitter);
         prop_assert_eq!(u.state, s);
         prop_assert!(!u.checked);
         prop_assert!(u.provider_code.is_none() && u.provider_ref.is_none() && u.discrepancies.is_empty());

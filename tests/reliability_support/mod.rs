@@ -249,7 +249,7 @@ pub async fn world(mix: Mix, knobs: Knobs, seed: u64) -> World {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (config, ledger) = write_config(dir.path(), &sandbox.base_url(), &knobs);
+    let (config, ledger) = write_config(dir.path(), sandbox.base_url().as_str(), &knobs);
     let w = World {
         dir,
         sandbox,
