@@ -9,15 +9,18 @@ mod reliability_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use payrecon::sandbox::{
-    BulkOutcome, CallKind, DEV_ECPAY_MERCHANT_ID, DEV_QFPAY_APP_CODE, Faults,
-};
+use payrecon::sandbox::{BulkOutcome, CallKind, DEV_ECPAY_MERCHANT_ID, DEV_QFPAY_APP_CODE, Faults};
 use reliability_support::*;
 use sqlx::Row;
 
 fn assert_clean(name: &str, log: &str) {
     let lower = log.to_lowercase();
-    for bad in ["database is locked", "sqlite_busy", "panicked", "database table is locked"] {
+    for bad in [
+        "database is locked",
+        "sqlite_busy",
+        "panicked",
+        "database table is locked",
+    ] {
         assert!(!lower.contains(bad), "{name} reported {bad:?}:\n{log}");
     }
 }
@@ -54,7 +57,10 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
         let (sa, sb) = (a.wait().unwrap(), b.wait().unwrap());
         for (status, log) in [(sa, &logs[0]), (sb, &logs[1])] {
             let text = std::fs::read_to_string(log).unwrap();
-            assert!(status.success(), "a one-off pass failed ({status:?}):\n{text}");
+            assert!(
+                status.success(),
+                "a one-off pass failed ({status:?}):\n{text}"
+            );
             assert_clean("reconcile --once", &text);
         }
         let (bad, _) = w.mismatches().await;
@@ -101,7 +107,9 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
                 double.push(format!("{}: named in {n} QFPay id lookups", p.out_trade_no));
             }
         } else {
-            let v = state.qfpay_payment(DEV_QFPAY_APP_CODE, &p.out_trade_no).unwrap();
+            let v = state
+                .qfpay_payment(DEV_QFPAY_APP_CODE, &p.out_trade_no)
+                .unwrap();
             assert!(v.reversal_calls + v.close_calls <= 1, "{v:?}");
         }
         if settled_at_once {
@@ -116,7 +124,10 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
             .unwrap();
             let (attempts, obs): (i64, i64) = (row.get("attempts"), row.get("obs"));
             if attempts != 1 || obs != 1 {
-                double.push(format!("{}: {attempts} attempts, {obs} observations", p.out_trade_no));
+                double.push(format!(
+                    "{}: {attempts} attempts, {obs} observations",
+                    p.out_trade_no
+                ));
             }
         }
     }

@@ -70,7 +70,9 @@ async fn sigkill_at_random_points_loses_nothing_and_never_reverses_twice() {
         assert!(!err.contains("panicked"), "round {round} panicked:\n{err}");
     }
     let killing = started.elapsed();
-    let settle_passes = w.settle(Duration::from_secs(if long { 300 } else { 90 })).await;
+    let settle_passes = w
+        .settle(Duration::from_secs(if long { 300 } else { 90 }))
+        .await;
     let (bad, stranded) = w.mismatches().await;
     assert!(bad.is_empty(), "{bad:?}");
     let events = w.assert_invariants().await;

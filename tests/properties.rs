@@ -5,8 +5,8 @@
 
 use chrono::{TimeZone, Utc};
 use payrecon::domain::{
-    AccountName, Currency, DiscrepancyKind, LedgerView, Observation, OutTradeNo, Outcome, PaymentId,
-    PaymentState, Provider, RecordKind, RetrySchedule, decide,
+    AccountName, Currency, DiscrepancyKind, LedgerView, Observation, OutTradeNo, Outcome,
+    PaymentId, PaymentState, Provider, RecordKind, RetrySchedule, decide,
 };
 use payrecon::gateway::GatewayError;
 use payrecon::ledger::Claimed;
@@ -26,7 +26,11 @@ fn observation() -> impl Strategy<Value = Observation> {
         "[0-9A-Za-z_]{0,8}",
     )
         .prop_map(|(outcome, refund, amount, currency, code)| {
-            let kind = if refund { RecordKind::Refund } else { RecordKind::Payment };
+            let kind = if refund {
+                RecordKind::Refund
+            } else {
+                RecordKind::Payment
+            };
             let mut o = Observation::new(kind, outcome, code);
             o.amount_minor = amount;
             o.currency = currency.map(|c| Currency::parse(c).unwrap());
@@ -48,13 +52,34 @@ fn error() -> impl Strategy<Value = (u8, String, u16)> {
 
 fn make_error((which, text, status): (u8, String, u16)) -> GatewayError {
     match which {
-        0 => GatewayError::Transport { gateway: "qfpay", detail: text },
-        1 => GatewayError::HttpStatus { gateway: "ecpay", status },
-        2 => GatewayError::RateLimited { gateway: "qfpay", status: 429, retry_after: None },
+        0 => GatewayError::Transport {
+            gateway: "qfpay",
+            detail: text,
+        },
+        1 => GatewayError::HttpStatus {
+            gateway: "ecpay",
+            status,
+        },
+        2 => GatewayError::RateLimited {
+            gateway: "qfpay",
+            status: 429,
+            retry_after: None,
+        },
         3 => GatewayError::BadSignature { gateway: "qfpay" },
-        4 => GatewayError::Malformed { gateway: "ecpay", detail: text },
-        5 => GatewayError::Account { gateway: "qfpay", code: text, detail: String::new() },
-        _ => GatewayError::Rejected { gateway: "qfpay", code: text, detail: String::new() },
+        4 => GatewayError::Malformed {
+            gateway: "ecpay",
+            detail: text,
+        },
+        5 => GatewayError::Account {
+            gateway: "qfpay",
+            code: text,
+            detail: String::new(),
+        },
+        _ => GatewayError::Rejected {
+            gateway: "qfpay",
+            code: text,
+            detail: String::new(),
+        },
     }
 }
 

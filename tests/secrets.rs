@@ -23,7 +23,11 @@ const WRONG: [&str; 3] = [
 
 fn assert_clean(what: &str, text: &str, secrets: &[&str]) {
     for s in secrets {
-        assert!(!text.contains(s), "{what} contains a secret ({} chars in)", text.find(s).unwrap());
+        assert!(
+            !text.contains(s),
+            "{what} contains a secret ({} chars in)",
+            text.find(s).unwrap()
+        );
     }
 }
 
@@ -54,7 +58,10 @@ async fn no_secret_reaches_logs_errors_or_the_ledger_even_at_trace_level() {
         let o = trace(&["reconcile", "--once"], &w.config);
         assert!(o.status.success(), "{}", text(&o));
         let t = text(&o);
-        assert!(t.contains("TRACE") || t.contains("DEBUG"), "not at trace level:\n{t}");
+        assert!(
+            t.contains("TRACE") || t.contains("DEBUG"),
+            "not at trace level:\n{t}"
+        );
         assert_clean("reconcile --once at trace", &t, &all_secrets);
         log_bytes += t.len();
         outputs += 1;
@@ -73,8 +80,26 @@ async fn no_secret_reaches_logs_errors_or_the_ledger_even_at_trace_level() {
         &["discrepancies", "list"][..],
         &["config", "check"][..],
         &["reconcile", "--once", "--all", "--dry-run"][..],
-        &["sweep", "--account", "hk", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T01:00:00Z"][..],
-        &["track", "--account", "hk", "--out-trade-no", "", "--amount", "x", "--currency", "HKD"][..],
+        &[
+            "sweep",
+            "--account",
+            "hk",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-01T01:00:00Z",
+        ][..],
+        &[
+            "track",
+            "--account",
+            "hk",
+            "--out-trade-no",
+            "",
+            "--amount",
+            "x",
+            "--currency",
+            "HKD",
+        ][..],
     ] {
         let o = trace(args, &w.config);
         let t = text(&o);
@@ -93,11 +118,36 @@ async fn no_secret_reaches_logs_errors_or_the_ledger_even_at_trace_level() {
     let wrong_cfg = w.dir.path().join("wrong.toml");
     std::fs::write(&wrong_cfg, wrong).unwrap();
     let track = trace(
-        &["track", "--account", "hk", "--out-trade-no", "WRONGKEY1", "--amount", "100", "--currency", "HKD", "--pay-type", "800101"],
+        &[
+            "track",
+            "--account",
+            "hk",
+            "--out-trade-no",
+            "WRONGKEY1",
+            "--amount",
+            "100",
+            "--currency",
+            "HKD",
+            "--pay-type",
+            "800101",
+        ],
         &wrong_cfg,
     );
     assert!(track.status.success(), "{}", text(&track));
-    for args in [&["reconcile", "--once", "--all"][..], &["pay", "--account", "hk", "--amount", "100", "--currency", "HKD", "--pay-type", "801512"][..]] {
+    for args in [
+        &["reconcile", "--once", "--all"][..],
+        &[
+            "pay",
+            "--account",
+            "hk",
+            "--amount",
+            "100",
+            "--currency",
+            "HKD",
+            "--pay-type",
+            "801512",
+        ][..],
+    ] {
         let o = trace(args, &wrong_cfg);
         let t = text(&o);
         assert_clean(&format!("wrong keys {args:?}"), &t, &all_secrets);
@@ -130,7 +180,10 @@ async fn no_secret_reaches_logs_errors_or_the_ledger_even_at_trace_level() {
             }
         }
     }
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     let mut files = 0;
     for entry in std::fs::read_dir(w.dir.path()).unwrap() {

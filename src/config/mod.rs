@@ -255,7 +255,9 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
         // whole into every problem line (its own problem says it is too long).
         let label: String = match a.name.as_deref() {
             None => "?".into(),
-            Some(n) if n.chars().count() > 64 => format!("{}…", n.chars().take(64).collect::<String>()),
+            Some(n) if n.chars().count() > 64 => {
+                format!("{}…", n.chars().take(64).collect::<String>())
+            }
             Some(n) => n.into(),
         };
         let mut p = Problems::new(format!("accounts[{i}] ({label})"), &mut list);

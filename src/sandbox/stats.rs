@@ -155,7 +155,9 @@ impl Stats {
     pub(crate) fn looked_up<'a>(&self, merchant: &str, ids: impl IntoIterator<Item = &'a str>) {
         self.with(|s| {
             for id in ids {
-                *s.lookups_by_id.entry(format!("{merchant}/{id}")).or_default() += 1;
+                *s.lookups_by_id
+                    .entry(format!("{merchant}/{id}"))
+                    .or_default() += 1;
             }
         });
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use payrecon::sandbox::{
     BulkOutcome, BulkSpec, DEV_ECPAY_HASH_IV, DEV_ECPAY_HASH_KEY, DEV_ECPAY_MERCHANT_ID,
-    DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, EcpayStatus, Faults, OutcomeMix, RateLimits,
-    Sandbox, SandboxConfig, SandboxHandle,
+    DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, EcpayStatus, Faults, OutcomeMix, RateLimits, Sandbox,
+    SandboxConfig, SandboxHandle,
 };
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -205,9 +205,18 @@ pub async fn world(mix: Mix, knobs: Knobs, seed: u64) -> World {
             never_completes: 0,
         }
     };
-    push(QF, state.seed_qfpay_bulk(DEV_QFPAY_APP_CODE, &qf_old).unwrap());
+    push(
+        QF,
+        state.seed_qfpay_bulk(DEV_QFPAY_APP_CODE, &qf_old).unwrap(),
+    );
 
-    let mut qf_fresh = spec("QF", mix.qf_fresh, now - chrono::Duration::seconds(4), 3, seed);
+    let mut qf_fresh = spec(
+        "QF",
+        mix.qf_fresh,
+        now - chrono::Duration::seconds(4),
+        3,
+        seed,
+    );
     qf_fresh.mix = OutcomeMix {
         paid: 0,
         failed: 0,
@@ -217,7 +226,9 @@ pub async fn world(mix: Mix, knobs: Knobs, seed: u64) -> World {
     qf_fresh.pending_for = Duration::from_secs(12);
     push(
         QF,
-        state.seed_qfpay_bulk(DEV_QFPAY_APP_CODE, &qf_fresh).unwrap(),
+        state
+            .seed_qfpay_bulk(DEV_QFPAY_APP_CODE, &qf_fresh)
+            .unwrap(),
     );
 
     let mut ec_old = spec("EO", mix.ec_old, old, 20 * 60, seed ^ 0xEC);
@@ -233,7 +244,13 @@ pub async fn world(mix: Mix, knobs: Knobs, seed: u64) -> World {
             .seed_ecpay_bulk(DEV_ECPAY_MERCHANT_ID, &ec_old)
             .unwrap(),
     );
-    let mut ec_fresh = spec("EF", mix.ec_fresh, now - chrono::Duration::seconds(2), 2, seed);
+    let mut ec_fresh = spec(
+        "EF",
+        mix.ec_fresh,
+        now - chrono::Duration::seconds(2),
+        2,
+        seed,
+    );
     ec_fresh.mix = OutcomeMix {
         paid: 0,
         failed: 0,
@@ -513,7 +530,10 @@ impl World {
             }
             if is_final(&state) {
                 let next: Option<String> = r.get("next_check_at");
-                assert!(next.is_none(), "payment {id} is {state} but still scheduled");
+                assert!(
+                    next.is_none(),
+                    "payment {id} is {state} but still scheduled"
+                );
             }
         }
         let cancelled_twice = self

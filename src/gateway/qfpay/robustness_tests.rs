@@ -8,7 +8,9 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::response::{parse_envelope, record_observation};
-use super::sign::{SignType, SignatureCheck, canonical, check_response, response_signature, sign_request};
+use super::sign::{
+    SignType, SignatureCheck, canonical, check_response, response_signature, sign_request,
+};
 use crate::gateway::{ErrorClass, GatewayError};
 
 /// The client's path from bytes to observations, without the socket.
@@ -37,7 +39,10 @@ fn every_truncation_of_a_good_body_is_a_malformed_answer_not_a_panic() {
             continue;
         };
         let e = read(prefix).expect_err("a cut body cannot be a whole answer");
-        assert!(matches!(e, GatewayError::Malformed { .. }), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, GatewayError::Malformed { .. }),
+            "cut at {cut}: {e}"
+        );
         assert_eq!(e.class(), ErrorClass::Retryable);
     }
 }
@@ -48,18 +53,36 @@ fn a_corpus_of_broken_bodies_gives_clear_errors() {
         ("empty", b"".to_vec()),
         ("html error page", b"<html>502 Bad Gateway</html>".to_vec()),
         ("not utf-8", vec![0xff, 0xfe, b'{', 0x80, b'}']),
-        ("utf-8 bom", "\u{feff}{\"respcd\":\"0000\"}".as_bytes().to_vec()),
+        (
+            "utf-8 bom",
+            "\u{feff}{\"respcd\":\"0000\"}".as_bytes().to_vec(),
+        ),
         ("json array", b"[1,2,3]".to_vec()),
         ("json string", b"\"0000\"".to_vec()),
         ("null", b"null".to_vec()),
         ("no respcd", br#"{"data":[]}"#.to_vec()),
         ("empty respcd", br#"{"respcd":"  ","data":[]}"#.to_vec()),
         ("respcd object", br#"{"respcd":{"a":1},"data":[]}"#.to_vec()),
-        ("data is a string", br#"{"respcd":"0000","data":"nope"}"#.to_vec()),
-        ("data holds numbers", br#"{"respcd":"0000","data":[1,2]}"#.to_vec()),
-        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes()),
-        ("huge number", br#"{"respcd":"0000","data":[{"txamt":1e999999}]}"#.to_vec()),
-        ("duplicate keys", br#"{"respcd":"0000","respcd":"1143","data":[]}"#.to_vec()),
+        (
+            "data is a string",
+            br#"{"respcd":"0000","data":"nope"}"#.to_vec(),
+        ),
+        (
+            "data holds numbers",
+            br#"{"respcd":"0000","data":[1,2]}"#.to_vec(),
+        ),
+        (
+            "deep nesting",
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+        ),
+        (
+            "huge number",
+            br#"{"respcd":"0000","data":[{"txamt":1e999999}]}"#.to_vec(),
+        ),
+        (
+            "duplicate keys",
+            br#"{"respcd":"0000","respcd":"1143","data":[]}"#.to_vec(),
+        ),
         ("trailing garbage", format!("{GOOD}xyz").into_bytes()),
     ];
     for (name, body) in corpus {
@@ -68,7 +91,11 @@ fn a_corpus_of_broken_bodies_gives_clear_errors() {
             Err(e) => {
                 let text = e.to_string();
                 assert!(!text.is_empty(), "{name}");
-                assert!(text.len() < 2_000, "{name}: error text is {} bytes", text.len());
+                assert!(
+                    text.len() < 2_000,
+                    "{name}: error text is {} bytes",
+                    text.len()
+                );
             }
         }
     }
@@ -197,15 +224,29 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
         "[ -~]{0,12}".prop_map(Value::String),
-        prop_oneof![Just("0000"), Just("1143"), Just("1205"), Just("1108"), Just("payment"), Just("refund")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("0000"),
+            Just("1143"),
+            Just("1205"),
+            Just("1108"),
+            Just("payment"),
+            Just("refund")
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 48, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("respcd".to_string()), Just("data".to_string()), Just("txamt".to_string()),
-                    Just("syssn".to_string()), Just("order_type".to_string()), Just("cancel".to_string()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("respcd".to_string()),
+                    Just("data".to_string()),
+                    Just("txamt".to_string()),
+                    Just("syssn".to_string()),
+                    Just("order_type".to_string()),
+                    Just("cancel".to_string()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..6
             )
