@@ -32,11 +32,11 @@ async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_o
         // small part of what the pass needs at the pace payrecon is configured for (6,000/min), so
         // 403 bursts come and go.
         limits: RateLimits {
-            ecpay_per_minute: Some(150),
+            ecpay_per_minute: Some(200),
             ..RateLimits::default()
         },
         account: "retry_for = \"1s\"\nrequest_timeout = \"400ms\"\n".into(),
-        ecpay: "pause_after_403 = \"1s\"\n".into(),
+        ecpay: "pause_after_403 = \"1s\"\nrate_per_minute = 300\n".into(),
         ..Knobs::default()
     };
     let mix = Mix {

@@ -190,7 +190,6 @@ pub fn read_file(
         FileFormat::Jsonl => jsonl_records(reader, &mut errors, &mut accept),
         FileFormat::Csv => csv_records(reader, &mut errors, &mut accept),
     }
-    drop(accept);
     if errors.is_empty() && payments.is_empty() {
         errors.push(file_error(0, format!("{}: no records", path.display())));
     }

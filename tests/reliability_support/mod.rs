@@ -145,13 +145,17 @@ hash_key = "{DEV_ECPAY_HASH_KEY}"
 hash_iv = "{DEV_ECPAY_HASH_IV}"
 first_query_after = "1s"
 nopay_interval = "2s"
-rate_per_minute = 6000
-{account}{ecpay}
+{ecpay_rate}{account}{ecpay}
 "#,
         ledger = ledger.display(),
         reconcile = knobs.reconcile,
         account = knobs.account,
         ecpay = knobs.ecpay,
+        ecpay_rate = if knobs.ecpay.contains("rate_per_minute") {
+            ""
+        } else {
+            "rate_per_minute = 6000\n"
+        },
     );
     let path = dir.join("payrecon.toml");
     std::fs::write(&path, toml).unwrap();
