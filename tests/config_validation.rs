@@ -234,3 +234,11 @@ fn an_unknown_key_or_missing_file_fails_to_load() {
     let err = config::load(Some(&dir.path().join("missing.toml"))).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn an_over_long_account_name_is_reported_without_echoing_it_whole() {
+    let long = "h".repeat(10_000);
+    let lines = problems(&QFPAY.replace("name = \"hk\"", &format!("name = \"{long}\"")));
+    assert!(has(&lines, "longer than 64 characters"), "{lines:?}");
+    assert!(lines.iter().all(|l| l.len() < 400), "{lines:?}");
+}

@@ -26,8 +26,18 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, Exi
     }
     let now = Utc::now();
     let rows = read_file(&args.file, settings, now).map_err(|errors| {
-        for e in &errors {
+        // A file that is wrong throughout is reported by its first problems, not line by line
+        // for millions of lines.
+        const SHOWN_ERRORS: usize = 100;
+        for e in errors.iter().take(SHOWN_ERRORS) {
             eprintln!("{}: {e}", args.file.display());
+        }
+        if errors.len() > SHOWN_ERRORS {
+            eprintln!(
+                "{}: ... and {} more problem(s)",
+                args.file.display(),
+                errors.len() - SHOWN_ERRORS
+            );
         }
         eprintln!(
             "payrecon: {} problem(s); nothing was imported",

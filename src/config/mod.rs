@@ -251,7 +251,15 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let mut accounts = Vec::new();
     let mut seen = HashSet::new();
     for (i, a) in raw.accounts.iter().enumerate() {
-        let label = a.name.as_deref().unwrap_or("?");
+        // The label only helps find the account; an absurdly long name is cut, not echoed
+        // whole into every problem line (its own problem says it is too long).
+        let label: String = match a.name.as_deref() {
+            None => "?".into(),
+            Some(n) if n.chars().count() > 64 => {
+                format!("{}…", n.chars().take(64).collect::<String>())
+            }
+            Some(n) => n.into(),
+        };
         let mut p = Problems::new(format!("accounts[{i}] ({label})"), &mut list);
         let name = match p
             .required("name", a.name.as_ref())

@@ -36,9 +36,13 @@ fn file_error(line: usize, reason: impl Into<String>) -> RowError {
     }
 }
 
-/// Reads records with their line numbers; malformed lines become errors, not panics.
-fn jsonl_records(reader: impl BufRead, errors: &mut Vec<RowError>) -> Vec<(usize, RecordFields)> {
-    let mut out = Vec::new();
+/// Reads records with their line numbers and hands each to `sink` as soon as it is read (so
+/// a big file is never held as parsed JSON); malformed lines become errors, not panics.
+fn jsonl_records(
+    reader: impl BufRead,
+    errors: &mut Vec<RowError>,
+    sink: &mut dyn FnMut(usize, RecordFields, &mut Vec<RowError>),
+) {
     for (i, chunk) in reader.split(b'\n').enumerate() {
         let line = i + 1;
         let bytes = match chunk {
@@ -57,18 +61,18 @@ fn jsonl_records(reader: impl BufRead, errors: &mut Vec<RowError>) -> Vec<(usize
             continue;
         }
         match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => out.push((line, map.into_iter().collect())),
+            Ok(Value::Object(map)) => sink(line, map.into_iter().collect(), errors),
             Ok(_) => errors.push(file_error(line, "must be a JSON object")),
             Err(e) => errors.push(file_error(line, format!("not valid JSON: {e}"))),
         }
     }
-    out
 }
 
 fn csv_records(
     reader: impl std::io::Read,
     errors: &mut Vec<RowError>,
-) -> Vec<(usize, RecordFields)> {
+    sink: &mut dyn FnMut(usize, RecordFields, &mut Vec<RowError>),
+) {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(reader);
@@ -79,10 +83,9 @@ fn csv_records(
             .collect(),
         Err(e) => {
             errors.push(file_error(1, format!("cannot read the header row: {e}")));
-            return Vec::new();
+            return;
         }
     };
-    let mut out = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line() as usize;
@@ -117,10 +120,9 @@ fn csv_records(
             }
         }
         if !bad_utf8 {
-            out.push((line, fields));
+            sink(line, fields, errors);
         }
     }
-    out
 }
 
 /// Reads and validates a whole import file. `Err` carries every problem found; nothing is
@@ -147,13 +149,11 @@ pub fn read_file(
     })?;
     let reader = std::io::BufReader::new(file);
     let mut errors = Vec::new();
-    let records = match format {
-        FileFormat::Jsonl => jsonl_records(reader, &mut errors),
-        FileFormat::Csv => csv_records(reader, &mut errors),
-    };
-    let mut payments = Vec::with_capacity(records.len());
+    let mut payments = Vec::new();
     let mut first_line: HashMap<(String, &'static str, String), usize> = HashMap::new();
-    for (line, rec) in records {
+    // Each record is validated as it is read: only the validated payments are kept, never
+    // the whole file as parsed JSON (a 100 MB file must not cost gigabytes).
+    let mut accept = |line: usize, rec: RecordFields, errors: &mut Vec<RowError>| {
         match validate_record(&rec, line, settings, now) {
             Ok(p) => {
                 let key = (
@@ -172,11 +172,23 @@ pub fn read_file(
                     });
                 } else {
                     first_line.insert(key, line);
-                    payments.push((line, p));
+                    // Once the file is known to be bad, keep only what finds more problems.
+                    if errors.is_empty() {
+                        payments.push((line, p));
+                    } else if !payments.is_empty() {
+                        payments = Vec::new();
+                    }
                 }
             }
-            Err(e) => errors.extend(e),
+            Err(e) => {
+                errors.extend(e);
+                payments = Vec::new();
+            }
         }
+    };
+    match format {
+        FileFormat::Jsonl => jsonl_records(reader, &mut errors, &mut accept),
+        FileFormat::Csv => csv_records(reader, &mut errors, &mut accept),
     }
     if errors.is_empty() && payments.is_empty() {
         errors.push(file_error(0, format!("{}: no records", path.display())));

@@ -118,6 +118,9 @@ async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
         .and_then(Value::as_str)
         .unwrap_or(&merchant)
         .to_string();
+    if let Some(no) = data.get("MerchantTradeNo").and_then(Value::as_str) {
+        app.stats.looked_up(&inner, [no]);
+    }
     let out = app.state.with_ecpay(&inner, |book| match kind {
         CallKind::EcpayCashier => book.cashier(&inner, &data, now),
         _ => book.credit_detail(&data, now),

@@ -165,6 +165,12 @@ pub(crate) async fn query(
     };
     serve(app, kind, method, uri, headers, body, |app, code, p| {
         let now = app.state.clock().now();
+        for list in ["syssn", "out_trade_no"] {
+            if let Some(ids) = p.get(list) {
+                let ids = ids.split(',').map(str::trim).filter(|s| !s.is_empty());
+                app.stats.looked_up(code, ids);
+            }
+        }
         let (body, n) = app
             .state
             .with_qfpay(code, |b| b.query(p, now))

@@ -69,6 +69,12 @@ pub struct StatsSnapshot {
     pub stale_timestamps: u64,
     /// QFPay query records returned, summed over all pages.
     pub qfpay_records_returned: u64,
+    /// Id lookups that reached a merchant's book, per `merchant/id`: each QFPay query names
+    /// every `syssn` / `out_trade_no` in its lists, each ECPay query its `MerchantTradeNo`.
+    /// Tests read it to prove that no payment was asked about twice when once was enough.
+    /// Left out of the JSON endpoint, which would grow with every id.
+    #[serde(skip)]
+    pub lookups_by_id: BTreeMap<String, u64>,
 }
 
 impl StatsSnapshot {
@@ -84,6 +90,14 @@ impl StatsSnapshot {
             .filter(|(k, _)| k.is_qfpay() == qfpay)
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// How many id lookups that reached the merchant's book named `id`.
+    pub fn lookups(&self, merchant: &str, id: &str) -> u64 {
+        self.lookups_by_id
+            .get(&format!("{merchant}/{id}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Calls of one kind for one merchant.
@@ -138,6 +152,16 @@ impl Stats {
         });
     }
 
+    pub(crate) fn looked_up<'a>(&self, merchant: &str, ids: impl IntoIterator<Item = &'a str>) {
+        self.with(|s| {
+            for id in ids {
+                *s.lookups_by_id
+                    .entry(format!("{merchant}/{id}"))
+                    .or_default() += 1;
+            }
+        });
+    }
+
     pub(crate) fn records_returned(&self, n: usize) {
         self.with(|s| s.qfpay_records_returned += n as u64);
     }
@@ -163,7 +187,12 @@ mod tests {
         s.call(CallKind::QfpayReversal, "B");
         s.call(CallKind::EcpayCashier, "3002607");
         s.mishap(Mishap::RateLimited429);
+        s.looked_up("A", ["X1", "X2"]);
+        s.looked_up("A", ["X1"]);
         let snap = s.snapshot();
+        assert_eq!(snap.lookups("A", "X1"), 2);
+        assert_eq!(snap.lookups("A", "X2"), 1);
+        assert_eq!(snap.lookups("B", "X1"), 0);
         assert_eq!(snap.count(CallKind::QfpayQueryById), 2);
         assert_eq!(snap.merchant_count("A", CallKind::QfpayQueryById), 2);
         assert_eq!(snap.merchant_count("B", CallKind::QfpayQueryById), 0);

@@ -21,6 +21,8 @@ mod lookup;
 mod payment;
 mod request;
 mod response;
+#[cfg(test)]
+mod robustness_tests;
 mod sweep;
 
 pub use cancel::{CancelAnswer, CancelOutcome, CancelRequest, CancelTarget};

@@ -1,0 +1,163 @@
+//! Two processes at once (issue 8 item 2): the daemon (`payrecon run`) and two one-off
+//! `reconcile --once` passes, started again and again, work the same ledger against the
+//! sandbox. No payment is asked about twice when one answer settled it (the sandbox counts
+//! every id lookup per payment), nothing is reversed twice, every process exits cleanly and
+//! none of them ever reports `database is locked`.
+
+mod reliability_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use payrecon::sandbox::{BulkOutcome, CallKind, DEV_ECPAY_MERCHANT_ID, DEV_QFPAY_APP_CODE, Faults};
+use reliability_support::*;
+use sqlx::Row;
+
+fn assert_clean(name: &str, log: &str) {
+    let lower = log.to_lowercase();
+    for bad in [
+        "database is locked",
+        "sqlite_busy",
+        "panicked",
+        "database table is locked",
+    ] {
+        assert!(!lower.contains(bad), "{name} reported {bad:?}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work() {
+    let knobs = Knobs {
+        // Calls take a little while, so the three processes' passes overlap for seconds.
+        faults: Faults {
+            latency: Duration::from_millis(5),
+            ..Faults::none()
+        },
+        // Longer than any chunk's calls: a lease must never expire under a live pass here.
+        reconcile: "lease = \"60s\"\nchunk_size = 50\n".into(),
+        ..Knobs::default()
+    };
+    let mix = Mix {
+        qf_old: 1_500,
+        qf_fresh: 0,
+        ec_old: 700,
+        ec_fresh: 0,
+        open_ones: true,
+    };
+    let w = world(mix, knobs, seed(0xC0C0)).await;
+    let daemon_log = w.dir.path().join("daemon.log");
+    let mut daemon = w.spawn(&["run"], &daemon_log);
+    let started = Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let logs = [1, 2].map(|i| w.dir.path().join(format!("once-{rounds}-{i}.log")));
+        let mut a = w.spawn(&["reconcile", "--once"], &logs[0]);
+        let mut b = w.spawn(&["reconcile", "--once"], &logs[1]);
+        let (sa, sb) = (a.wait().unwrap(), b.wait().unwrap());
+        for (status, log) in [(sa, &logs[0]), (sb, &logs[1])] {
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(
+                status.success(),
+                "a one-off pass failed ({status:?}):\n{text}"
+            );
+            assert_clean("reconcile --once", &text);
+        }
+        let (bad, _) = w.mismatches().await;
+        if bad.is_empty() && rounds >= 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not settled: {bad:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = daemon.wait().unwrap();
+    let daemon_text = std::fs::read_to_string(&daemon_log).unwrap();
+    assert!(status.success(), "daemon exit {status:?}:\n{daemon_text}");
+    assert_clean("the daemon", &daemon_text);
+
+    w.assert_invariants().await;
+    let stats = w.sandbox.stats();
+    let state = w.sandbox.state();
+    let pool = w.pool().await;
+    let mut double = Vec::new();
+    let mut lookups_checked = 0;
+    for p in &w.payments {
+        let settled_at_once = matches!(p.outcome, BulkOutcome::Paid | BulkOutcome::Failed);
+        if p.account == EC {
+            // One query settles every ECPay order of this mix.
+            let n = stats.lookups(DEV_ECPAY_MERCHANT_ID, &p.out_trade_no);
+            lookups_checked += 1;
+            if n != 1 {
+                double.push(format!("{}: {n} ECPay queries", p.out_trade_no));
+            }
+        } else if settled_at_once {
+            // Settled by a window page (0 lookups) or one id lookup, never two.
+            let n = stats.lookups(DEV_QFPAY_APP_CODE, &p.provider_ref)
+                + stats.lookups(DEV_QFPAY_APP_CODE, &p.out_trade_no);
+            lookups_checked += 1;
+            if n > 1 {
+                double.push(format!("{}: named in {n} QFPay id lookups", p.out_trade_no));
+            }
+        } else {
+            let v = state
+                .qfpay_payment(DEV_QFPAY_APP_CODE, &p.out_trade_no)
+                .unwrap();
+            assert!(v.reversal_calls + v.close_calls <= 1, "{v:?}");
+        }
+        if settled_at_once {
+            let row = sqlx::query(
+                "SELECT attempts, (SELECT COUNT(*) FROM events e WHERE e.payment_id = p.id AND e.kind = 'observed') AS obs
+                 FROM payments p WHERE account = ? AND out_trade_no = ?",
+            )
+            .bind(p.account)
+            .bind(&p.out_trade_no)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            let (attempts, obs): (i64, i64) = (row.get("attempts"), row.get("obs"));
+            if attempts != 1 || obs != 1 {
+                double.push(format!(
+                    "{}: {attempts} attempts, {obs} observations",
+                    p.out_trade_no
+                ));
+            }
+        }
+    }
+    let runs: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT owner, status, claimed FROM runs WHERE claimed > 0")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let failed_runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'failed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(double.is_empty(), "double work:\n{}", double.join("\n"));
+    assert_eq!(failed_runs, 0, "a pass failed");
+    let owners: std::collections::BTreeSet<_> = runs.iter().map(|r| &r.0).collect();
+    eprintln!(
+        "concurrency: {} payments, {rounds} rounds of 2 one-offs beside the daemon, {} passes that \
+         claimed work by {} processes, {lookups_checked} payments' lookups checked, {} reversals, \
+         {} window pages, {} id lookups, {} ECPay queries",
+        w.payments.len(),
+        runs.len(),
+        owners.len(),
+        w.reversals(),
+        stats.count(CallKind::QfpayQueryWindow),
+        stats.count(CallKind::QfpayQueryById),
+        stats.count(CallKind::EcpayCreditDetail),
+    );
+    assert!(
+        owners.len() >= 3,
+        "the processes did not all get work, so nothing was proven: {runs:?}"
+    );
+}
