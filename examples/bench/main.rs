@@ -28,7 +28,8 @@
 //! and client pacing lifted: the call-count comparison and raw throughput), then again with
 //! limits on (the sandbox enforces QFPay 100/s + 400/min and ECPay 60/min; the client paces to
 //! QFPay 400/min and ECPay 30/min) wherever the rate-limit bound of the limits-off run's calls
-//! is at most `--max-limited` (default 240 s). `on` / `off` force one setting for everything.
+//! is at most `--max-limited` (default 240 s, 2 s with `--quick`). `on` / `off` force one
+//! setting for everything.
 
 mod scenario;
 
@@ -39,9 +40,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use payrecon::reconcile::Strategy;
 use payrecon::sandbox::{CallKind, Faults, RateLimits, Sandbox, SandboxConfig, StatsSnapshot};
-use scenario::{
-    BoxError, ECPAY_PER_MINUTE, EngineRun, QFPAY_PER_MINUTE, Scenario, strategy_name,
-};
+use scenario::{BoxError, ECPAY_PER_MINUTE, EngineRun, QFPAY_PER_MINUTE, Scenario, strategy_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StrategyArg {
@@ -73,9 +72,10 @@ struct Args {
     /// Small versions of every scenario (a few seconds in all).
     #[arg(long)]
     quick: bool,
-    /// `--limits auto`: run with limits on only where the rate-limit bound is at most this.
-    #[arg(long, default_value = "240s", value_parser = humantime::parse_duration)]
-    max_limited: Duration,
+    /// `--limits auto`: run with limits on only where the rate-limit bound is at most this
+    /// (default 240 s; 2 s with `--quick`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_limited: Option<Duration>,
     /// Internal: run the engine on this config and print one result line.
     #[arg(long, hide = true)]
     child: Option<PathBuf>,
@@ -245,7 +245,9 @@ async fn parent(args: &Args) -> Result<(), BoxError> {
         StrategyArg::PerPayment => &[Strategy::PerPayment],
         StrategyArg::Both => &[Strategy::Planned, Strategy::PerPayment],
     };
-    let root = tempfile::Builder::new().prefix("payrecon-bench-").tempdir()?;
+    let root = tempfile::Builder::new()
+        .prefix("payrecon-bench-")
+        .tempdir()?;
     println!(
         "payrecon bench: {} scenario(s), strategy {:?}, limits {:?}, latency {:?}{}",
         selected.len(),
@@ -323,7 +325,10 @@ async fn run_scenario(
         if args.limits == LimitsArg::Auto {
             let off = rows.last().expect("the limits-off run was just pushed");
             let bound = off.bound_secs();
-            if bound <= args.max_limited.as_secs_f64() {
+            let max = args
+                .max_limited
+                .unwrap_or(Duration::from_secs(if args.quick { 2 } else { 240 }));
+            if bound <= max.as_secs_f64() {
                 let row =
                     run_one(args, s, strategy, true, &config, &state, &template, root).await?;
                 row.print();
@@ -335,7 +340,7 @@ async fn run_scenario(
                     strategy_name(strategy),
                     bound,
                     bound / 60.0,
-                    args.max_limited
+                    max
                 );
             }
         }

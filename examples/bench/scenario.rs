@@ -168,7 +168,10 @@ pub fn seed(
     let state = SandboxState::new(config);
     let (month, month_len) = previous_month(now);
     let (start, span) = match s.span {
-        Span::OneDay => (month + chrono::Duration::days(9), Duration::from_secs(86_400)),
+        Span::OneDay => (
+            month + chrono::Duration::days(9),
+            Duration::from_secs(86_400),
+        ),
         Span::OneMonth => (month, month_len),
     };
     let mut spec = BulkSpec::new("BN", s.gateway_records, start, span);
