@@ -208,6 +208,12 @@ impl Ledger {
 
     /// Claims the due payments of `account` whose gateway id or order number is among the
     /// given keys: the payments a page of a window sweep is about.
+    ///
+    /// The candidates are found through the key indexes (`payments_by_ref`, and the unique
+    /// `(account, kind, out_trade_no)`), and `NOT INDEXED` stops SQLite from walking
+    /// `payments_by_state` instead: that plan visited every due payment of the account for
+    /// each page, so a sweep of a backlog of n due payments cost O(n²) row visits
+    /// (docs/PERFORMANCE.md).
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_keys(
         &self,
@@ -224,10 +230,15 @@ impl Ledger {
         let sql = format!(
             "UPDATE payments SET lease_owner = ?8, lease_expires_at = ?9
              WHERE id IN (
-                 SELECT id FROM payments
-                 WHERE account = ?10
-                   AND (provider_ref IN (SELECT value FROM json_each(?11))
-                        OR out_trade_no IN (SELECT value FROM json_each(?12)))
+                 SELECT id FROM payments NOT INDEXED
+                 WHERE id IN (
+                         SELECT id FROM payments
+                         WHERE account = ?10
+                           AND provider_ref IN (SELECT value FROM json_each(?11))
+                         UNION ALL
+                         SELECT id FROM payments
+                         WHERE account = ?10 AND kind IN ('payment', 'refund')
+                           AND out_trade_no IN (SELECT value FROM json_each(?12)))
                    AND {DUE_WHERE}
                  LIMIT ?6)
              RETURNING {CLAIMED_COLUMNS}"

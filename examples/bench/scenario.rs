@@ -1,0 +1,480 @@
+//! The benchmark's scenarios and its engine driver, shared by `examples/bench/main.rs` and
+//! `tests/bench_smoke.rs` (which includes this file by path, so it uses only `payrecon::` items
+//! and std, never `super::`).
+//!
+//! A scenario is a seeded gateway (the in-process sandbox) plus a ledger built from it: the
+//! due payments registered through [`Ledger::register`], and optionally final history rows
+//! bulk-inserted with SQL. Every due payment is already final at the gateway (paid or failed),
+//! so the benchmark measures reconciliation, not waiting for payments to complete.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
+use payrecon::config::{self, Account, Settings};
+use payrecon::domain::{
+    AccountName, Currency, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind,
+};
+use payrecon::ledger::{self, Ledger, NewPayment};
+use payrecon::reconcile::{Reconciler, RunScope, Strategy};
+use payrecon::sandbox::{
+    BulkOutcome, BulkSpec, DEV_ECPAY_HASH_IV, DEV_ECPAY_HASH_KEY, DEV_ECPAY_MERCHANT_ID,
+    DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, OutcomeMix, SandboxConfig, SandboxState,
+    SeededRecord,
+};
+use tokio_util::sync::CancellationToken;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// QFPay's documented per-merchant limit (qfpay.md §6), and payrecon's default pace for ECPay
+/// (ECPay publishes no number; the sandbox allows 60/min).
+pub const QFPAY_PER_MINUTE: f64 = 400.0;
+pub const ECPAY_PER_MINUTE: f64 = 30.0;
+
+/// Registration batch: one `Ledger::register` transaction.
+pub const REGISTER_BATCH: usize = 5_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gateway {
+    Qfpay,
+    Ecpay,
+}
+
+/// Where the seeded gateway records fall in time (all in the previous calendar month, account
+/// time +08:00, so windows never reach into the future).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// Day 10 of the previous month.
+    OneDay,
+    /// The whole previous month.
+    OneMonth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub gateway: Gateway,
+    /// Records seeded at the gateway.
+    pub gateway_records: usize,
+    /// Of those, how many are registered in the ledger as due (spread evenly over the seed).
+    pub due: usize,
+    /// Whether the gateway records that are not due are in the ledger too, as final rows (a
+    /// ledger that holds the merchant's history). Otherwise the gateway knows payments the
+    /// ledger never saw (other channels), which the planner's ×1.25 estimate allows for.
+    pub history_from_gateway: bool,
+    /// Synthetic final QFPay rows in the 12 months before, not at the gateway (ledger size).
+    pub old_history: usize,
+    pub span: Span,
+}
+
+impl Scenario {
+    pub fn ledger_rows(&self) -> usize {
+        let gw_history = if self.history_from_gateway {
+            self.gateway_records - self.due
+        } else {
+            0
+        };
+        self.due + gw_history + self.old_history
+    }
+}
+
+/// Every scenario, full size (issue 6 item 3) or `quick` (a few seconds, for CI smoke runs).
+pub fn scenarios(quick: bool) -> Vec<Scenario> {
+    let k = |full: usize, small: usize| if quick { small } else { full };
+    vec![
+        Scenario {
+            name: "dense",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(25_000, 1_250),
+            due: k(20_000, 1_000),
+            history_from_gateway: false,
+            old_history: 0,
+            span: Span::OneDay,
+        },
+        Scenario {
+            name: "sparse",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(100_000, 5_000),
+            due: 50,
+            history_from_gateway: true,
+            old_history: 0,
+            span: Span::OneMonth,
+        },
+        Scenario {
+            name: "sparse-thin",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(100_000, 5_000),
+            due: 50,
+            history_from_gateway: false,
+            old_history: 0,
+            span: Span::OneMonth,
+        },
+        Scenario {
+            name: "ecpay",
+            gateway: Gateway::Ecpay,
+            gateway_records: k(1_000, 100),
+            due: k(1_000, 100),
+            history_from_gateway: false,
+            old_history: 0,
+            span: Span::OneDay,
+        },
+        Scenario {
+            name: "ledger-1m",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(125_000, 1_250),
+            due: k(100_000, 1_000),
+            history_from_gateway: false,
+            old_history: k(900_000, 9_000),
+            span: Span::OneMonth,
+        },
+    ]
+}
+
+fn tz() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// The first instant of the previous calendar month (account time), and its length.
+pub fn previous_month(now: DateTime<Utc>) -> (DateTime<Utc>, Duration) {
+    let local = now.with_timezone(&tz()).date_naive();
+    let this = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("day 1 exists");
+    let prev = this
+        .checked_sub_months(chrono::Months::new(1))
+        .expect("a month before exists");
+    let at = |d: NaiveDate| {
+        tz().from_local_datetime(&d.and_time(chrono::NaiveTime::MIN))
+            .single()
+            .expect("+08:00 has no gaps")
+            .to_utc()
+    };
+    let (start, end) = (at(prev), at(this));
+    (start, (end - start).to_std().unwrap_or_default())
+}
+
+/// Whether seeded record `i` of `n` is one of the `due` registered ones (evenly spread; the
+/// seed's creation times are random, so this is a random sample in time).
+pub fn is_due(i: usize, n: usize, due: usize) -> bool {
+    (i * due) / n != ((i + 1) * due) / n
+}
+
+/// Seeds the scenario's gateway records into a fresh sandbox state.
+pub fn seed(
+    s: &Scenario,
+    config: &SandboxConfig,
+    now: DateTime<Utc>,
+) -> Result<(SandboxState, Vec<SeededRecord>), BoxError> {
+    let state = SandboxState::new(config);
+    let (month, month_len) = previous_month(now);
+    let (start, span) = match s.span {
+        Span::OneDay => (
+            month + chrono::Duration::days(9),
+            Duration::from_secs(86_400),
+        ),
+        Span::OneMonth => (month, month_len),
+    };
+    let mut spec = BulkSpec::new("BN", s.gateway_records, start, span);
+    spec.mix = OutcomeMix {
+        paid: 90,
+        failed: 10,
+        pending_then_paid: 0,
+        never_completes: 0,
+    };
+    let records = match s.gateway {
+        Gateway::Qfpay => state.seed_qfpay_bulk(DEV_QFPAY_APP_CODE, &spec)?,
+        Gateway::Ecpay => {
+            spec.prefix = "BE".into();
+            spec.currency = "TWD".into();
+            state.seed_ecpay_bulk(DEV_ECPAY_MERCHANT_ID, &spec)?
+        }
+    };
+    Ok((state, records))
+}
+
+/// How long building a ledger took, by part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerBuild {
+    pub registered: usize,
+    pub register_time: Duration,
+    pub history: usize,
+    pub history_time: Duration,
+}
+
+fn new_payment(s: &Scenario, r: &SeededRecord) -> Result<NewPayment, BoxError> {
+    let (account, provider, currency) = match s.gateway {
+        Gateway::Qfpay => ("hk", Provider::Qfpay, "HKD"),
+        Gateway::Ecpay => ("tw", Provider::Ecpay, "TWD"),
+    };
+    Ok(NewPayment {
+        account: AccountName::parse(account)?,
+        provider,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse(&r.out_trade_no, provider)?,
+        // The merchant knows QFPay's syssn (the payment was created, its answer lost); ECPay
+        // orders are asked by MerchantTradeNo.
+        provider_ref: match s.gateway {
+            Gateway::Qfpay => Some(ProviderRef::parse(&r.provider_ref)?),
+            Gateway::Ecpay => None,
+        },
+        pay_type: r.pay_type.as_deref().map(PayType::parse).transpose()?,
+        amount: Money::new(r.amount_minor, Currency::parse(currency)?)?,
+        created_at: r.created_at,
+        expires_at: None,
+    })
+}
+
+/// Builds the scenario's ledger at `path` (which must not exist) and closes it cleanly (WAL
+/// checkpointed), so the file can be copied for each run.
+pub async fn build_ledger(
+    s: &Scenario,
+    records: &[SeededRecord],
+    path: &Path,
+) -> Result<LedgerBuild, BoxError> {
+    let ledger = ledger::open(path, Duration::from_secs(30)).await?;
+    let mut build = LedgerBuild::default();
+    let n = records.len();
+    let due: Vec<NewPayment> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| is_due(*i, n, s.due))
+        .map(|(_, r)| new_payment(s, r))
+        .collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    for batch in due.chunks(REGISTER_BATCH) {
+        let report = ledger.register(batch, Utc::now()).await?;
+        if !report.conflicts.is_empty() {
+            return Err(format!("registration conflicts: {:?}", report.conflicts).into());
+        }
+        build.registered += report.inserted.len();
+    }
+    build.register_time = t.elapsed();
+    let t = Instant::now();
+    if s.history_from_gateway {
+        let history: Vec<&SeededRecord> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !is_due(*i, n, s.due))
+            .map(|(_, r)| r)
+            .collect();
+        build.history += insert_gateway_history(&ledger, s, &history).await?;
+    }
+    if s.old_history > 0 {
+        build.history += insert_old_history(&ledger, s.old_history).await?;
+    }
+    build.history_time = t.elapsed();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(ledger.pool())
+        .await?;
+    ledger.close().await;
+    Ok(build)
+}
+
+/// Final rows for gateway records the ledger already settled (one statement per 10,000 rows,
+/// values passed as JSON). No events: the engine never reads history's events.
+async fn insert_gateway_history(
+    ledger: &Ledger,
+    s: &Scenario,
+    history: &[&SeededRecord],
+) -> Result<usize, BoxError> {
+    let (account, provider, currency) = match s.gateway {
+        Gateway::Qfpay => ("hk", "qfpay", "HKD"),
+        Gateway::Ecpay => ("tw", "ecpay", "TWD"),
+    };
+    let now = ledger::time::to_db(Utc::now());
+    for chunk in history.chunks(10_000) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|r| {
+                let (state, code) = match r.outcome {
+                    BulkOutcome::Failed => ("failed", "1205"),
+                    _ => ("succeeded", "0000"),
+                };
+                serde_json::json!([
+                    r.out_trade_no,
+                    r.provider_ref,
+                    r.pay_type,
+                    r.amount_minor,
+                    state,
+                    code,
+                    ledger::time::to_db(r.created_at),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
+                                   amount, currency, state, provider_code, attempts,
+                                   next_check_at, created_at, registered_at, updated_at)
+             SELECT ?1, ?2, 'payment', json_extract(j.value, '$[0]'),
+                    json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'),
+                    json_extract(j.value, '$[3]'), ?3, json_extract(j.value, '$[4]'),
+                    json_extract(j.value, '$[5]'), 1, NULL, json_extract(j.value, '$[6]'), ?4, ?4
+             FROM json_each(?5) AS j",
+        )
+        .bind(account)
+        .bind(provider)
+        .bind(currency)
+        .bind(&now)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(ledger.pool())
+        .await?;
+    }
+    Ok(history.len())
+}
+
+/// `count` synthetic settled QFPay rows spread over the 12 months before the previous month:
+/// they make the ledger big without being due or at the gateway. Generated by SQL in
+/// transactions of 100,000 rows (registering them one by one would dominate the setup).
+async fn insert_old_history(ledger: &Ledger, count: usize) -> Result<usize, BoxError> {
+    let (month, _) = previous_month(Utc::now());
+    let from = (month - chrono::Duration::days(360)).timestamp() as f64;
+    let step = 360.0 * 86_400.0 / count.max(1) as f64;
+    let now = ledger::time::to_db(Utc::now());
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(100_000);
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?2)
+             INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
+                                   amount, currency, state, provider_code, attempts,
+                                   next_check_at, created_at, registered_at, updated_at)
+             SELECT 'hk', 'qfpay', 'payment', printf('HIST%08d', i), printf('2025HIST%018d', i),
+                    '800101', 100 + (i * 7919) % 100000, 'HKD', 'succeeded', '0000', 1, NULL,
+                    strftime('%Y-%m-%dT%H:%M:%fZ', ?3 + i * ?4, 'unixepoch'), ?5, ?5
+             FROM seq",
+        )
+        .bind(done as i64)
+        .bind((done + n) as i64)
+        .bind(from)
+        .bind(step)
+        .bind(&now)
+        .execute(ledger.pool())
+        .await?;
+        done += n;
+    }
+    Ok(count)
+}
+
+/// A config for the dev accounts at `base_url` with a ledger at `ledger_path`, as payrecon's
+/// own loader builds it (`config/dev.toml`'s credentials, built-in defaults otherwise).
+pub fn config_toml(base_url: &str, ledger_path: &Path) -> String {
+    format!(
+        r#"[ledger]
+path = "{ledger}"
+
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{base_url}"
+app_code = "{DEV_QFPAY_APP_CODE}"
+client_key = "{DEV_QFPAY_CLIENT_KEY}"
+timezone = "+08:00"
+
+[[accounts]]
+name = "tw"
+provider = "ecpay"
+base_url = "{base_url}"
+merchant_id = "{DEV_ECPAY_MERCHANT_ID}"
+hash_key = "{DEV_ECPAY_HASH_KEY}"
+hash_iv = "{DEV_ECPAY_HASH_IV}"
+"#,
+        ledger = ledger_path.display()
+    )
+}
+
+/// Loads `config_path` through payrecon's loader; with `limits = false` lifts the client-side
+/// pacing (which the loader caps at the documented limits) so nothing waits.
+pub fn load_settings(config_path: &Path, limits: bool) -> Result<Settings, BoxError> {
+    let mut settings = config::load(Some(config_path))?;
+    if !limits {
+        for a in &mut settings.accounts {
+            match a {
+                Account::Qfpay(q) => {
+                    q.rate_per_second = u32::MAX;
+                    q.rate_per_minute = u32::MAX;
+                }
+                Account::Ecpay(e) => e.rate_per_minute = u32::MAX,
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// What driving the engine to quiescence did, as seen from inside the engine's process.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct EngineRun {
+    /// `run_once` passes that claimed something.
+    pub passes: u64,
+    pub claimed: u64,
+    pub finalized: u64,
+    /// Calls the engine counted (the sandbox's counters are the truth; this is a cross-check).
+    pub engine_calls: u64,
+    pub errors: u64,
+    /// Open payments left when a pass found nothing due.
+    pub open_left: u64,
+    /// From opening the ledger to the first pass that found nothing due.
+    pub wall_secs: f64,
+    /// `VmHWM` of this process, if readable.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Opens the ledger, builds the engine, and runs `run_once` passes until one claims nothing.
+pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun, BoxError> {
+    let started = Instant::now();
+    let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout).await?;
+    let engine = Reconciler::new(ledger.clone(), settings)?;
+    let scope = RunScope {
+        strategy,
+        trigger: "bench",
+        ..RunScope::default()
+    };
+    let shutdown = CancellationToken::new();
+    let mut run = EngineRun::default();
+    loop {
+        let s = engine.run_once(&scope, &shutdown).await?;
+        if s.counters.claimed == 0 {
+            break;
+        }
+        run.passes += 1;
+        run.claimed += s.counters.claimed;
+        run.finalized += s.counters.finalized;
+        run.engine_calls += s.counters.calls;
+        run.errors += s.counters.errors;
+    }
+    run.wall_secs = started.elapsed().as_secs_f64();
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')",
+    )
+    .fetch_one(ledger.pool())
+    .await?;
+    run.open_left = open.max(0) as u64;
+    ledger.close().await;
+    run.peak_rss_kib = peak_rss_kib();
+    Ok(run)
+}
+
+/// `VmHWM` (peak resident set size) of this process, from `/proc/self/status`.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The strategy's name on the command line and in the table.
+pub fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Planned => "planned",
+        Strategy::PerPayment => "per-payment",
+    }
+}
+
+/// A fresh directory for one run's ledger and config.
+pub fn run_dir(root: &Path, scenario: &str, strategy: Strategy, limits: bool) -> PathBuf {
+    root.join(format!(
+        "{scenario}-{}-{}",
+        strategy_name(strategy),
+        if limits { "on" } else { "off" }
+    ))
+}

@@ -1,0 +1,117 @@
+//! `Ledger::claim_keys`, the claim of a sweep page: it takes exactly the due payments of the
+//! account whose gateway id or order number is on the page, and finds them through the key
+//! indexes rather than by walking every due payment (docs/PERFORMANCE.md).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payrecon::domain::{
+    AccountName, Currency, Money, OutTradeNo, Provider, ProviderRef, RecordKind,
+};
+use payrecon::ledger::{self, ClaimScope, NewPayment};
+
+fn payment(account: &str, no: &str, syssn: Option<&str>, kind: RecordKind) -> NewPayment {
+    NewPayment {
+        account: AccountName::parse(account).unwrap(),
+        provider: Provider::Qfpay,
+        kind,
+        out_trade_no: OutTradeNo::parse(no, Provider::Qfpay).unwrap(),
+        provider_ref: syssn.map(|s| ProviderRef::parse(s).unwrap()),
+        pay_type: None,
+        amount: Money::new(500, Currency::parse("HKD").unwrap()).unwrap(),
+        created_at: Utc::now(),
+        expires_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let r = l
+        .register(
+            &[
+                payment(
+                    "hk",
+                    "A",
+                    Some("20261101000300020000000001"),
+                    RecordKind::Payment,
+                ),
+                payment("hk", "B", None, RecordKind::Payment),
+                payment("hk", "R", None, RecordKind::Refund),
+                payment(
+                    "hk",
+                    "DONE",
+                    Some("20261101000300020000000004"),
+                    RecordKind::Payment,
+                ),
+                payment("hk", "NOTASKED", None, RecordKind::Payment),
+                payment(
+                    "other",
+                    "B",
+                    Some("20261101000300020000000006"),
+                    RecordKind::Payment,
+                ),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.inserted.len(), 6);
+    sqlx::query(
+        "UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no = 'DONE'",
+    )
+    .execute(l.pool())
+    .await
+    .unwrap();
+    let scope = ClaimScope::default();
+    let now = Utc::now();
+    let claimed = l
+        .claim_keys(
+            "me",
+            &scope,
+            "hk",
+            // A by syssn, DONE (final, not due), the other account's syssn, an unknown one.
+            &[
+                "20261101000300020000000001",
+                "20261101000300020000000004",
+                "20261101000300020000000006",
+                "20261101000300029999999999",
+            ],
+            // B (also named in account "other"), the refund R, and A again by order number.
+            &["B", "R", "A"],
+            now,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(String, &str)> = claimed
+        .iter()
+        .map(|c| (c.out_trade_no.as_str().to_string(), c.account.as_str()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("A".to_string(), "hk"),
+            ("B".to_string(), "hk"),
+            ("R".to_string(), "hk")
+        ]
+    );
+    // Leased now: a second page naming them again claims nothing.
+    let again = l
+        .claim_keys(
+            "other-pass",
+            &scope,
+            "hk",
+            &[],
+            &["A", "B", "R"],
+            now,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+}
