@@ -353,3 +353,27 @@ async fn two_concurrent_passes_never_ask_twice_about_one_payment() {
     );
     assert_eq!(queries.len(), n);
 }
+
+#[tokio::test]
+async fn a_sweep_that_finds_more_records_than_estimated_gives_way_to_id_lookups() {
+    let t = minutes_ago(30);
+    // The ledger knows 10 payments; the gateway holds 2,010 records in the same window, so the
+    // estimate (12 records: one page) is wrong by two hundred pages.
+    let mut records: Vec<FakeRecord> = (0..10)
+        .map(|i| FakeRecord::new(&syssn(i), &format!("E{i}"), "800101", 500, &["0000"], t))
+        .collect();
+    records.extend(
+        (10..2010)
+            .map(|i| FakeRecord::new(&syssn(i), &format!("X{i}"), "800101", 500, &["0000"], t)),
+    );
+    let fake = FakeQfpay::start(records).await;
+    let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
+    let payments: Vec<_> = (0..10)
+        .map(|i| qf_payment(&format!("E{i}"), Some(&syssn(i)), "800101", 500, t))
+        .collect();
+    h.register(&payments).await;
+    let summary = h.pass(&h.engine()).await;
+    assert_eq!(summary.counters.finalized, 10);
+    // At most as many pages as the id lookups would cost (⌈10/4⌉ = 3), then the lookups.
+    assert!(fake.query_calls() <= 6, "{} calls", fake.query_calls());
+}

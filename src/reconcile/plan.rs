@@ -15,6 +15,10 @@
 //! clipped to the calendar month (windows never cross a month, qfpay.md §2.1) and to now.
 //! Payments the sweep does not find are looked up by id in the same pass, so the margin affects
 //! cost, never correctness.
+//!
+//! The estimate can be wrong (the gateway may hold far more records than the ledger knows of),
+//! so a sweep stops after as many pages as the id lookups would have cost and leaves the rest to
+//! them: a wrong estimate costs at most twice the id lookups, never a walk through a whole month.
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
 
@@ -77,10 +81,14 @@ impl MonthAggregate {
         (start, end)
     }
 
+    /// What looking every payment up by id would cost.
+    pub fn id_calls(&self, batch: u32) -> u64 {
+        id_lookup_calls(self.with_syssn, self.count - self.with_syssn, batch)
+    }
+
     /// Whether sweeping the window is cheaper than looking the payments up by id.
     pub fn prefer_sweep(&self, estimated_records: u64, batch: u32) -> bool {
-        let ids = id_lookup_calls(self.with_syssn, self.count - self.with_syssn, batch);
-        sweep_calls(estimated_records) < ids
+        sweep_calls(estimated_records) < self.id_calls(batch)
     }
 }
 

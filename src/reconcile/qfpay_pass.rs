@@ -40,7 +40,16 @@ pub(crate) async fn check(
                     .unwrap_or(u64::MAX);
                 let estimate = plan::estimate_records(in_ledger, None);
                 if g.aggregate.prefer_sweep(estimate, batch_size) {
-                    calls += sweep(client, (start, end), claimed, &matcher, &mut answers).await;
+                    let budget = g.aggregate.id_calls(batch_size);
+                    calls += sweep(
+                        client,
+                        (start, end),
+                        budget,
+                        claimed,
+                        &matcher,
+                        &mut answers,
+                    )
+                    .await;
                 }
                 lookups.extend(g.members.iter().filter(|i| !answers.contains_key(i)));
             }
@@ -60,11 +69,13 @@ pub(crate) async fn check(
     (answers, calls)
 }
 
-/// Sweeps one month group's window; returns calls spent. Matching records become answers;
-/// on an error the sweep stops and the unmatched members fall back to id lookups.
+/// Sweeps one month group's window, at most `budget` pages; returns calls spent. Matching
+/// records become answers; on an error or an exhausted budget the sweep stops and the
+/// unmatched members fall back to id lookups.
 async fn sweep(
     client: &QfpayClient,
     (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    budget: u64,
     claimed: &[Claimed],
     matcher: &Matcher,
     answers: &mut HashMap<usize, Answer>,
@@ -73,7 +84,7 @@ async fn sweep(
     let query = WindowQuery::new(start, end + chrono::Duration::seconds(1));
     let mut pager = client.sweep(query);
     let mut calls = 0;
-    loop {
+    while calls < budget {
         calls += 1;
         match pager.next_page().await {
             Ok(Some(page)) => {

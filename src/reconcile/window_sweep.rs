@@ -62,7 +62,15 @@ pub(crate) async fn sweep_dense_windows(
         }
         tracing::info!(%account, due = agg.count, %start, %end, estimate, "sweeping a dense window");
         let mut pager = client.sweep(WindowQuery::new(start, end + chrono::Duration::seconds(1)));
+        // Past this many pages the estimate was wrong and id lookups are cheaper (see `plan`).
+        let page_budget = agg.id_calls(cfg.batch_size);
+        let mut pages = 0;
         loop {
+            if pages >= page_budget {
+                tracing::warn!(%account, pages, "the window holds more records than estimated; the rest goes by id lookups");
+                break;
+            }
+            pages += 1;
             if shutdown.is_cancelled() {
                 summary.interrupted = true;
                 return Ok(());
