@@ -6,9 +6,8 @@
 //!   ignore time; lookups by `out_trade_no` carry the month's window (qfpay.md §2.1).
 //! - a window sweep: QFPay returns every record whose `sysdtm` falls in the window, 100 per
 //!   page, with no total count, so paging stops at the first short page:
-//!   `⌊records / 100⌋ + 1` calls. `records` is estimated as the larger of the ledger's own
-//!   payments in that window (×1.25, for refunds and payments the ledger never saw) and what
-//!   the last sweep of an overlapping window actually counted.
+//!   `⌊records / 100⌋ + 1` calls. `records` is estimated from the ledger's own payments in that
+//!   window (×1.25, for refunds and payments the ledger never saw).
 //!
 //! The sweep window is the due payments' creation span widened by [`WINDOW_MARGIN`] on each
 //! side (the gateway's `sysdtm` is close to, not equal to, the merchant's creation time),
@@ -101,11 +100,9 @@ pub fn sweep_calls(estimated_records: u64) -> u64 {
     estimated_records / PAGE_SIZE + 1
 }
 
-/// The larger of the two estimates described in the module doc.
-pub fn estimate_records(ledger_count: u64, last_sweep_count: Option<u64>) -> u64 {
-    ledger_count
-        .saturating_add(ledger_count / 4)
-        .max(last_sweep_count.unwrap_or(0))
+/// The window's estimated record count (module doc): the ledger's count × 1.25, saturating.
+pub fn estimate_records(ledger_count: u64) -> u64 {
+    ledger_count.saturating_add(ledger_count / 4)
 }
 
 /// First instant of the month containing `t` (in `tz`), and of the next month, as UTC.
@@ -199,11 +196,10 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_takes_the_larger_of_ledger_and_last_sweep() {
-        assert_eq!(estimate_records(100, None), 125);
-        assert_eq!(estimate_records(100, Some(400)), 400);
+    fn the_estimate_adds_a_quarter_to_the_ledger_count() {
+        assert_eq!(estimate_records(100), 125);
         // An unknown count (u64::MAX) means "do not sweep", not an overflow.
-        assert_eq!(estimate_records(u64::MAX, None), u64::MAX);
+        assert_eq!(estimate_records(u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub(crate) async fn check(
                     .count_created_between(account, start, end)
                     .await
                     .unwrap_or(u64::MAX);
-                let estimate = plan::estimate_records(in_ledger, None);
+                let estimate = plan::estimate_records(in_ledger);
                 if g.aggregate.prefer_sweep(estimate, batch_size) {
                     let budget = g.aggregate.id_calls(batch_size);
                     calls += sweep(

@@ -56,7 +56,7 @@ pub(crate) async fn sweep_dense_windows(
             .ledger
             .count_created_between(&account, start, end)
             .await?;
-        let estimate = plan::estimate_records(in_ledger, None);
+        let estimate = plan::estimate_records(in_ledger);
         if !agg.prefer_sweep(estimate, cfg.batch_size) {
             continue;
         }
