@@ -107,6 +107,34 @@ impl Claimed {
     }
 }
 
+#[cfg(test)]
+impl Claimed {
+    /// A pending 1000 HKD payment `O1` of account `hk` created at `t`, for unit tests; tests
+    /// change the fields they care about.
+    pub(crate) fn sample(provider: Provider, t: DateTime<Utc>) -> Self {
+        Self {
+            id: PaymentId(7),
+            account: AccountName::parse("hk").expect("valid"),
+            provider,
+            kind: RecordKind::Payment,
+            out_trade_no: OutTradeNo::from_trusted("O1".into()),
+            provider_ref: None,
+            pay_type: None,
+            amount_minor: 1000,
+            currency: Currency::parse("HKD").expect("valid"),
+            state: PaymentState::Pending,
+            attempts: 0,
+            retry_reason: None,
+            retry_repeats: 0,
+            created_at: t,
+            registered_at: t,
+            in_progress_since: None,
+            expires_at: None,
+            reversal_requested_at: None,
+        }
+    }
+}
+
 /// The due, open, unleased payments of a scope not yet decided by run ?7, in id order
 /// (parameters ?1–?7).
 const DUE_WHERE: &str = "state IN ('pending', 'in_progress', 'reversing')

@@ -157,24 +157,8 @@ mod tests {
 
     fn claimed_at(t: DateTime<Utc>, syssn: bool) -> Claimed {
         Claimed {
-            id: PaymentId(1),
-            account: AccountName::parse("hk").unwrap(),
-            provider: Provider::Qfpay,
-            kind: RecordKind::Payment,
-            out_trade_no: OutTradeNo::from_trusted("o".into()),
             provider_ref: syssn.then(|| ProviderRef::from_trusted("2026".into())),
-            pay_type: None,
-            amount_minor: 1,
-            currency: Currency::parse("HKD").unwrap(),
-            state: PaymentState::Pending,
-            attempts: 0,
-            retry_reason: None,
-            retry_repeats: 0,
-            created_at: t,
-            registered_at: t,
-            in_progress_since: None,
-            expires_at: None,
-            reversal_requested_at: None,
+            ..Claimed::sample(Provider::Qfpay, t)
         }
     }
 

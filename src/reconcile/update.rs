@@ -186,24 +186,8 @@ mod tests {
     fn claimed(state: PaymentState, provider: Provider) -> Claimed {
         let t = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
         Claimed {
-            id: PaymentId(7),
-            account: AccountName::parse("a").unwrap(),
-            provider,
-            kind: RecordKind::Payment,
-            out_trade_no: OutTradeNo::from_trusted("O1".into()),
-            provider_ref: None,
-            pay_type: None,
-            amount_minor: 1000,
-            currency: Currency::parse("HKD").unwrap(),
             state,
-            attempts: 0,
-            retry_reason: None,
-            retry_repeats: 0,
-            created_at: t,
-            registered_at: t,
-            in_progress_since: None,
-            expires_at: None,
-            reversal_requested_at: None,
+            ..Claimed::sample(provider, t)
         }
     }
 
