@@ -80,6 +80,10 @@ pub(crate) struct PassContext<'a> {
     pub now: DateTime<Utc>,
     pub strategy: Strategy,
     pub concurrency: usize,
+    /// Whether a chunk may sweep its own windows: only when the pass had no window phase
+    /// (`--dry-run`); otherwise every window worth sweeping was swept (or abandoned as too
+    /// large) before the chunks, and sweeping it again per chunk would repeat pages.
+    pub chunk_sweeps: bool,
 }
 
 impl PassContext<'_> {
@@ -244,6 +248,7 @@ impl Reconciler {
                 now,
                 strategy: scope.strategy,
                 concurrency: self.settings.concurrency as usize,
+                chunk_sweeps: scope.dry_run,
             };
             let updates = self.process_chunk(&ctx, scope, &chunk, summary).await?;
             self.commit(&ctx, scope, &updates, summary).await?;

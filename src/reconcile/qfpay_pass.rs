@@ -29,6 +29,7 @@ pub(crate) async fn check(
     let mut lookups: Vec<usize> = Vec::new();
     match ctx.strategy {
         Strategy::PerPayment => lookups.extend_from_slice(members),
+        Strategy::Planned if !ctx.chunk_sweeps => lookups.extend_from_slice(members),
         Strategy::Planned => {
             for g in plan::group_by_month(claimed, members, client.timezone()) {
                 let account = claimed[g.members[0]].account.as_str();

@@ -128,6 +128,7 @@ pub(crate) async fn sweep_dense_windows(
                 now,
                 strategy: scope.strategy,
                 concurrency: engine.settings.concurrency as usize,
+                chunk_sweeps: false,
             };
             // Claimed by a key but not matched (another record reused the order number): leave
             // them to the id lookups of the second phase.
