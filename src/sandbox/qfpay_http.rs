@@ -5,16 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde_json::Value;
 
 use super::faults::FaultPlan;
-use super::qfpay_book::error_body;
+use super::qfpay_book::{MerchantBook, error_body};
 use super::server::App;
 use super::stats::{CallKind, Mishap};
 use crate::gateway::qfpay::sign::{self, SignType};
@@ -123,6 +125,19 @@ fn fixed(kind: CallKind) -> impl FnOnce(&BTreeMap<String, String>) -> CallKind {
     move |_| kind
 }
 
+/// Runs a state-changing operation on the merchant's book at the sandbox clock's now.
+fn on_book(
+    app: &App,
+    code: &str,
+    op: impl FnOnce(&mut MerchantBook, DateTime<Utc>, &AtomicU64) -> Value,
+) -> Value {
+    let now = app.state.clock().now();
+    let seq = &app.state.shared.seq;
+    app.state
+        .with_qfpay_mut(code, |b| op(b, now, seq))
+        .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
+}
+
 pub(crate) async fn payment(
     State(app): State<Arc<App>>,
     method: Method,
@@ -137,13 +152,7 @@ pub(crate) async fn payment(
         uri,
         headers,
         body,
-        |app, code, p| {
-            let now = app.state.clock().now();
-            let seq = &app.state.shared.seq;
-            app.state
-                .with_qfpay_mut(code, |b| b.create_payment(p, now, seq))
-                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
-        },
+        |app, code, p| on_book(app, code, |b, now, seq| b.create_payment(p, now, seq)),
     )
     .await
 }
@@ -201,13 +210,7 @@ async fn cancel(
         uri,
         headers,
         body,
-        |app, code, p| {
-            let now = app.state.clock().now();
-            let seq = &app.state.shared.seq;
-            app.state
-                .with_qfpay_mut(code, |b| b.cancel(p, close, now, seq))
-                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
-        },
+        |app, code, p| on_book(app, code, |b, now, seq| b.cancel(p, close, now, seq)),
     )
     .await
 }
@@ -246,13 +249,7 @@ pub(crate) async fn refund(
         uri,
         headers,
         body,
-        |app, code, p| {
-            let now = app.state.clock().now();
-            let seq = &app.state.shared.seq;
-            app.state
-                .with_qfpay_mut(code, |b| b.refund(p, now, seq))
-                .unwrap_or_else(|| error_body(SIGNATURE_ERROR, "unknown app code"))
-        },
+        |app, code, p| on_book(app, code, |b, now, seq| b.refund(p, now, seq)),
     )
     .await
 }
