@@ -107,10 +107,13 @@ async fn ecpay_nopay_is_asked_again_exactly_one_interval_later_then_authorized()
         (p.state.as_str(), p.provider_code.as_deref()),
         ("in_progress", Some("error_nopay"))
     );
-    let checked = chrono::DateTime::parse_from_rfc3339(&p.updated_at).unwrap();
+    // Timed from the answer (its event), not from the claim or the write.
+    let answered = h.ledger.events(p.id).await.unwrap().pop().unwrap();
+    assert_eq!(answered.kind, "observed");
+    let answered = chrono::DateTime::parse_from_rfc3339(&answered.at).unwrap();
     let next = chrono::DateTime::parse_from_rfc3339(p.next_check_at.as_deref().unwrap()).unwrap();
     assert_eq!(
-        next - checked,
+        next - answered,
         chrono::Duration::minutes(10),
         "exactly the nopay interval"
     );
@@ -171,6 +174,9 @@ async fn a_stuck_cpm_payment_is_reversed_once_and_confirmed() {
         kinds,
         [
             "registered",
+            // The pass's own answer and the fresh query before the intent: both kept.
+            "observed",
+            "observed",
             "reversal_intent",
             "reversal_accepted",
             "observed"
@@ -208,6 +214,7 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
         .await
         .unwrap();
     let intent = payrecon::ledger::NewEvent {
+        at: now,
         kind: "reversal_intent",
         from_state: None,
         to_state: None,
@@ -217,7 +224,7 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
     };
     assert!(
         h.ledger
-            .mark_reversing("crashed", None, claimed[0].id, &intent, now)
+            .mark_reversing("crashed", None, claimed[0].id, &[intent], now)
             .await
             .unwrap()
     );

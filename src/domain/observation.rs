@@ -63,10 +63,14 @@ pub enum Outcome {
     /// An answer the adapter could not classify (e.g. an unknown ECPay `Status` string).
     /// Never treated as failure.
     Unrecognised,
+    /// The gateway says the money moved (a QFPay record with `respcd` `0000`) but the rest of
+    /// the record is not understood (a `cancel` flag outside 0–5, an unknown `order_type`).
+    /// Never a reversal candidate: an open payment goes to a person with the record.
+    UnrecognisedPaid,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Cancelled,
@@ -76,7 +80,16 @@ impl Outcome {
         Outcome::InProgress,
         Outcome::NotFound,
         Outcome::Unrecognised,
+        Outcome::UnrecognisedPaid,
     ];
+
+    /// Whether this answer may lead to a reversal or close: only "still being paid" and a
+    /// genuine "no record" (the gateway answered, validly signed, and no record carries the
+    /// payment's ids). Everything else, and above all any record that says `0000`, is not
+    /// evidence that cancelling is safe.
+    pub fn permits_cancel(self) -> bool {
+        matches!(self, Outcome::InProgress | Outcome::NotFound)
+    }
 }
 
 /// One gateway record, matched to a ledger payment by `out_trade_no` or `provider_ref`.
@@ -99,6 +112,9 @@ pub struct Observation {
     pub currency: Option<Currency>,
     /// Gateway time of the record in provider-local text (QFPay `sysdtm`, ECPay `AuthTime`).
     pub gateway_time: Option<String>,
+    /// The merchant's own transaction time as the gateway recorded it (QFPay `txdtm`), in
+    /// provider-local text: what a reversal or close must send back.
+    pub merchant_time: Option<String>,
     /// The raw record (already free of secrets), stored in the event row as evidence.
     pub evidence: serde_json::Value,
 }
@@ -117,6 +133,7 @@ impl Observation {
             amount_minor: None,
             currency: None,
             gateway_time: None,
+            merchant_time: None,
             evidence: serde_json::Value::Null,
         }
     }

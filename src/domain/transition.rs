@@ -7,8 +7,11 @@
 //! - a final state the gateway later contradicts (e.g. `reversed`, then `0000`) follows the
 //!   gateway's money truth and is recorded as a discrepancy, except for the normal lifecycle
 //!   (`succeeded` → `partially_refunded` → `refunded`);
-//! - `reversing` only becomes `reversed` when the gateway shows the payment cancelled; a `0000`
-//!   seen while reversing keeps waiting (the reversal may not be visible yet, qfpay.md §2.4);
+//! - `reversing` only becomes `reversed` when the gateway shows the payment cancelled; a record
+//!   that shows it paid and not cancelled (`0000`, `cancel` 0) makes it `succeeded` with a
+//!   `paid_despite_reversal` discrepancy: the customer was charged and the money truth wins;
+//! - a record that says `0000` but is otherwise not understood never lets a payment be
+//!   cancelled: an open payment goes to `needs_review` with the record;
 //! - an amount or currency that differs from the ledger is a discrepancy, whatever the state.
 //!
 //! Transport-class errors never reach this function: they are not observations.
@@ -41,6 +44,11 @@ pub enum DiscrepancyKind {
     MissingInLedger,
     /// A closed sweep window has no gateway record for a ledger payment (sweeps).
     MissingAtGateway,
+    /// We asked the gateway to reverse/close the payment, and it shows the payment paid and
+    /// not cancelled: the customer was charged and the reversal did not take effect.
+    PaidDespiteReversal,
+    /// A record says the money moved (`0000`) but is otherwise not understood.
+    UnrecognisedPaidRecord,
 }
 
 impl DiscrepancyKind {
@@ -52,6 +60,8 @@ impl DiscrepancyKind {
             DiscrepancyKind::GatewayReopened => "gateway_reopened",
             DiscrepancyKind::MissingInLedger => "missing_in_ledger",
             DiscrepancyKind::MissingAtGateway => "missing_at_gateway",
+            DiscrepancyKind::PaidDespiteReversal => "paid_despite_reversal",
+            DiscrepancyKind::UnrecognisedPaidRecord => "unrecognised_paid_record",
         }
     }
 }
@@ -80,7 +90,10 @@ fn final_state_of(outcome: Outcome) -> Option<PaymentState> {
         Outcome::Cancelled | Outcome::Reversed => PaymentState::Cancelled,
         Outcome::Refunded => PaymentState::Refunded,
         Outcome::PartiallyRefunded => PaymentState::PartiallyRefunded,
-        Outcome::InProgress | Outcome::NotFound | Outcome::Unrecognised => return None,
+        Outcome::InProgress
+        | Outcome::NotFound
+        | Outcome::Unrecognised
+        | Outcome::UnrecognisedPaid => return None,
     })
 }
 
@@ -118,6 +131,11 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
             None if obs.outcome == Outcome::InProgress => {
                 (InProgress, Some(RetryReason::InProgress))
             }
+            // Money may have moved and we cannot tell how: a person decides, with the record.
+            None if obs.outcome == Outcome::UnrecognisedPaid => {
+                discrepancies.push(DiscrepancyKind::UnrecognisedPaidRecord);
+                (NeedsReview, None)
+            }
             None => (view.state, Some(retry_reason(obs.outcome))),
         },
         Reversing => match obs.outcome {
@@ -125,11 +143,20 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
             Outcome::Failed => (Failed, None),
             Outcome::Refunded => (Refunded, None),
             Outcome::PartiallyRefunded => (PartiallyRefunded, None),
-            // Not visible yet, or the reversal is still being processed: keep polling.
-            Outcome::Succeeded
-            | Outcome::InProgress
-            | Outcome::NotFound
-            | Outcome::Unrecognised => (Reversing, Some(RetryReason::AwaitingReversal)),
+            // Paid and not cancelled: the reversal did not take effect (or never arrived) and
+            // the customer was charged. The money truth wins; a person is told.
+            Outcome::Succeeded => {
+                discrepancies.push(DiscrepancyKind::PaidDespiteReversal);
+                (Succeeded, None)
+            }
+            // Still being processed, or not visible yet: keep polling.
+            Outcome::InProgress | Outcome::NotFound | Outcome::Unrecognised => {
+                (Reversing, Some(RetryReason::AwaitingReversal))
+            }
+            Outcome::UnrecognisedPaid => {
+                discrepancies.push(DiscrepancyKind::UnrecognisedPaidRecord);
+                (NeedsReview, None)
+            }
         },
         NeedsReview => (final_state_of(obs.outcome).unwrap_or(NeedsReview), None),
         fin => match obs.outcome {
@@ -138,6 +165,13 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
                 (fin, None)
             }
             Outcome::NotFound | Outcome::Unrecognised => (fin, None),
+            // A ledger that says the money did not move, and a record that says `0000`.
+            Outcome::UnrecognisedPaid => {
+                if matches!(fin, Failed | Cancelled | Reversed) {
+                    discrepancies.push(DiscrepancyKind::UnrecognisedPaidRecord);
+                }
+                (fin, None)
+            }
             outcome => {
                 let reported = match (fin, outcome) {
                     // Our reversal shows as cancel=1 or as closed: the same fact.
@@ -194,6 +228,7 @@ mod tests {
         (S::Pending, O::InProgress, S::InProgress, None),
         (S::Pending, O::NotFound, S::Pending, None),
         (S::Pending, O::Unrecognised, S::Pending, None),
+        (S::Pending, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
 
         (S::InProgress, O::Succeeded, S::Succeeded, None),
         (S::InProgress, O::Failed, S::Failed, None),
@@ -204,8 +239,9 @@ mod tests {
         (S::InProgress, O::InProgress, S::InProgress, None),
         (S::InProgress, O::NotFound, S::InProgress, None),
         (S::InProgress, O::Unrecognised, S::InProgress, None),
+        (S::InProgress, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
 
-        (S::Reversing, O::Succeeded, S::Reversing, None),
+        (S::Reversing, O::Succeeded, S::Succeeded, Some(D::PaidDespiteReversal)),
         (S::Reversing, O::Failed, S::Failed, None),
         (S::Reversing, O::Cancelled, S::Reversed, None),
         (S::Reversing, O::Reversed, S::Reversed, None),
@@ -214,6 +250,7 @@ mod tests {
         (S::Reversing, O::InProgress, S::Reversing, None),
         (S::Reversing, O::NotFound, S::Reversing, None),
         (S::Reversing, O::Unrecognised, S::Reversing, None),
+        (S::Reversing, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
 
         (S::Succeeded, O::Succeeded, S::Succeeded, None),
         (S::Succeeded, O::Failed, S::Failed, Some(D::FinalStateChanged)),
@@ -224,6 +261,7 @@ mod tests {
         (S::Succeeded, O::InProgress, S::Succeeded, Some(D::GatewayReopened)),
         (S::Succeeded, O::NotFound, S::Succeeded, None),
         (S::Succeeded, O::Unrecognised, S::Succeeded, None),
+        (S::Succeeded, O::UnrecognisedPaid, S::Succeeded, None),
 
         (S::Failed, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::Failed, O::Failed, S::Failed, None),
@@ -234,6 +272,7 @@ mod tests {
         (S::Failed, O::InProgress, S::Failed, Some(D::GatewayReopened)),
         (S::Failed, O::NotFound, S::Failed, None),
         (S::Failed, O::Unrecognised, S::Failed, None),
+        (S::Failed, O::UnrecognisedPaid, S::Failed, Some(D::UnrecognisedPaidRecord)),
 
         (S::Cancelled, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::Cancelled, O::Failed, S::Failed, Some(D::FinalStateChanged)),
@@ -244,6 +283,7 @@ mod tests {
         (S::Cancelled, O::InProgress, S::Cancelled, Some(D::GatewayReopened)),
         (S::Cancelled, O::NotFound, S::Cancelled, None),
         (S::Cancelled, O::Unrecognised, S::Cancelled, None),
+        (S::Cancelled, O::UnrecognisedPaid, S::Cancelled, Some(D::UnrecognisedPaidRecord)),
 
         (S::Reversed, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::Reversed, O::Failed, S::Failed, Some(D::FinalStateChanged)),
@@ -254,6 +294,7 @@ mod tests {
         (S::Reversed, O::InProgress, S::Reversed, Some(D::GatewayReopened)),
         (S::Reversed, O::NotFound, S::Reversed, None),
         (S::Reversed, O::Unrecognised, S::Reversed, None),
+        (S::Reversed, O::UnrecognisedPaid, S::Reversed, Some(D::UnrecognisedPaidRecord)),
 
         (S::Refunded, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::Refunded, O::Failed, S::Failed, Some(D::FinalStateChanged)),
@@ -264,6 +305,7 @@ mod tests {
         (S::Refunded, O::InProgress, S::Refunded, Some(D::GatewayReopened)),
         (S::Refunded, O::NotFound, S::Refunded, None),
         (S::Refunded, O::Unrecognised, S::Refunded, None),
+        (S::Refunded, O::UnrecognisedPaid, S::Refunded, None),
 
         (S::PartiallyRefunded, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::PartiallyRefunded, O::Failed, S::Failed, Some(D::FinalStateChanged)),
@@ -274,6 +316,7 @@ mod tests {
         (S::PartiallyRefunded, O::InProgress, S::PartiallyRefunded, Some(D::GatewayReopened)),
         (S::PartiallyRefunded, O::NotFound, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::Unrecognised, S::PartiallyRefunded, None),
+        (S::PartiallyRefunded, O::UnrecognisedPaid, S::PartiallyRefunded, None),
 
         (S::NeedsReview, O::Succeeded, S::Succeeded, None),
         (S::NeedsReview, O::Failed, S::Failed, None),
@@ -284,6 +327,7 @@ mod tests {
         (S::NeedsReview, O::InProgress, S::NeedsReview, None),
         (S::NeedsReview, O::NotFound, S::NeedsReview, None),
         (S::NeedsReview, O::Unrecognised, S::NeedsReview, None),
+        (S::NeedsReview, O::UnrecognisedPaid, S::NeedsReview, None),
     ];
 
     #[test]
@@ -339,7 +383,7 @@ mod tests {
             Some(RetryReason::NotFound)
         );
         assert_eq!(
-            decide(view(S::Reversing), &obs(O::Succeeded)).retry,
+            decide(view(S::Reversing), &obs(O::InProgress)).retry,
             Some(RetryReason::AwaitingReversal)
         );
     }

@@ -11,6 +11,8 @@ use crate::domain::{DiscrepancyKind, PaymentId, PaymentState, ProviderRef, Retry
 /// One history row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
+    /// When it happened: the time the gateway's answer arrived, or the decision was made.
+    pub at: DateTime<Utc>,
     pub kind: &'static str,
     pub from_state: Option<PaymentState>,
     pub to_state: Option<PaymentState>,
@@ -115,7 +117,7 @@ impl Ledger {
             }
             applied += 1;
             for e in &u.events {
-                insert_event(&mut tx, u.id, run_id, e, &now_s).await?;
+                insert_event(&mut tx, u.id, run_id, e).await?;
             }
             for d in &u.discrepancies {
                 // One discrepancy of a kind per payment: a mismatch seen on every poll of an
@@ -139,15 +141,16 @@ impl Ledger {
     }
 
     /// Writes the intent to reverse *before* any reversal call: state `reversing`,
-    /// `reversal_requested_at` set, an intent event. Returns `false` (and writes nothing) if
-    /// this pass no longer holds the lease, the payment is no longer open, or a reversal was
-    /// ever requested before: the guard against reversing twice, also across crashes.
+    /// `reversal_requested_at` set, and `events` (the history up to and including the intent).
+    /// Returns `false` (and writes nothing) if this pass no longer holds the lease, the payment
+    /// is no longer open, or a reversal was ever requested before: the guard against reversing
+    /// twice, also across crashes.
     pub async fn mark_reversing(
         &self,
         owner: &str,
         run_id: Option<i64>,
         id: PaymentId,
-        event: &NewEvent,
+        events: &[NewEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
         let now_s = to_db(now);
@@ -166,23 +169,11 @@ impl Ledger {
             tx.rollback().await?;
             return Ok(false);
         }
-        insert_event(&mut tx, id, run_id, event, &now_s).await?;
+        for event in events {
+            insert_event(&mut tx, id, run_id, event).await?;
+        }
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Appends one event outside a pass's chunk (e.g. the answer to a reversal call).
-    pub async fn append_event(
-        &self,
-        id: PaymentId,
-        run_id: Option<i64>,
-        event: &NewEvent,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        insert_event(&mut tx, id, run_id, event, &to_db(now)).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Records a discrepancy that is not about one claimed payment (sweeps).
@@ -214,7 +205,6 @@ async fn insert_event(
     id: PaymentId,
     run_id: Option<i64>,
     e: &NewEvent,
-    now_s: &str,
 ) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO events (payment_id, run_id, at, kind, from_state, to_state, provider_code, message, evidence)
@@ -222,7 +212,7 @@ async fn insert_event(
     )
     .bind(id.0)
     .bind(run_id)
-    .bind(now_s)
+    .bind(to_db(e.at))
     .bind(e.kind)
     .bind(e.from_state.map(PaymentState::as_str))
     .bind(e.to_state.map(PaymentState::as_str))

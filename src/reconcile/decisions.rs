@@ -11,9 +11,32 @@ use super::accounts::{AccountRuntime, Gateway};
 use super::{
     Answer, PassContext, ReconcileError, Reconciler, RunScope, RunSummary, reversal, update,
 };
-use crate::domain::{CancelRoute, LastResort, OpenPayment, RecordKind, last_resort};
+use crate::domain::{
+    CancelRoute, DiscrepancyKind, LastResort, OpenPayment, PaymentState, RecordKind, last_resort,
+};
 use crate::gateway::{ErrorClass, GatewayError};
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
+
+/// Says so at error priority when a payment is handed to a person or the gateway contradicts
+/// the money the ledger believed in: these are the alerts an operator acts on.
+fn alert(c: &Claimed, u: &PaymentUpdate) {
+    if u.state == PaymentState::NeedsReview && c.state != PaymentState::NeedsReview {
+        let why = u
+            .events
+            .last()
+            .and_then(|e| e.message.as_deref())
+            .unwrap_or_default();
+        tracing::error!(payment = c.id.0, account = %c.account, out_trade_no = %c.out_trade_no, why, "payment needs review");
+    }
+    for d in &u.discrepancies {
+        if matches!(
+            d.kind,
+            DiscrepancyKind::PaidDespiteReversal | DiscrepancyKind::UnrecognisedPaidRecord
+        ) {
+            tracing::error!(payment = c.id.0, account = %c.account, out_trade_no = %c.out_trade_no, kind = d.kind.as_str(), detail = %d.detail, "money alert");
+        }
+    }
+}
 
 impl Reconciler {
     /// Turns one account's answers into updates: decisions, last resorts, and a pause of the
@@ -36,19 +59,24 @@ impl Reconciler {
         let mut account_error: Option<Arc<GatewayError>> = None;
         for (i, answer) in answers {
             let c = &chunk[i];
-            let u = match &answer {
-                Answer::Seen(obs) => {
-                    update::from_observation(c, obs, &rt.schedule, ctx.now, ctx.jitter())
-                }
-                Answer::Failed(e) => {
+            let (u, at) = match &answer {
+                Answer::Seen(obs, at) => (
+                    update::from_observation(c, obs, &rt.schedule, *at, ctx.jitter()),
+                    *at,
+                ),
+                Answer::Failed(e, at) => {
                     summary.counters.errors += 1;
                     if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
                         account_error.get_or_insert_with(|| e.clone());
                     }
-                    update::from_call_error(c, e, &rt.schedule, ctx.now, ctx.jitter())
+                    (
+                        update::from_call_error(c, e, &rt.schedule, *at, ctx.jitter()),
+                        *at,
+                    )
                 }
             };
-            let u = self.last_resort(ctx, scope, rt, c, u, summary).await;
+            let u = self.last_resort(ctx, scope, rt, c, u, at, summary).await;
+            alert(c, &u);
             updates.push(u);
         }
         if let Some(e) = account_error {
@@ -85,7 +113,9 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Applies the last-resort policy to a payment still open after this pass's answer.
+    /// Applies the last-resort policy to a payment still open after this pass's answer, which
+    /// arrived at `at`.
+    #[allow(clippy::too_many_arguments)]
     async fn last_resort(
         &self,
         ctx: &PassContext<'_>,
@@ -93,6 +123,7 @@ impl Reconciler {
         rt: &AccountRuntime,
         c: &Claimed,
         u: PaymentUpdate,
+        at: DateTime<Utc>,
         summary: &mut RunSummary,
     ) -> PaymentUpdate {
         if u.state.is_final() {
@@ -118,15 +149,13 @@ impl Reconciler {
             expires_at: c.expires_at,
             reversal_requested: c.reversal_requested_at.is_some(),
         };
-        match last_resort(&facts, &self.policy, ctx.now) {
+        match last_resort(&facts, &self.policy, at) {
             LastResort::Wait => u,
-            LastResort::NeedsReview(why) => {
-                tracing::error!(payment = c.id.0, account = %c.account, out_trade_no = %c.out_trade_no, why, "payment needs review");
-                update::to_review(u, why)
-            }
+            LastResort::NeedsReview(why) => update::to_review(u, why, at),
             LastResort::WouldReverse(r) => {
                 let mut u = u;
                 u.events.push(NewEvent {
+                    at,
                     kind: "reversal_dry_run",
                     from_state: Some(u.state),
                     to_state: Some(u.state),

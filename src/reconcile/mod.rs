@@ -27,11 +27,24 @@ use crate::ledger::{ClaimScope, Claimed, Ledger, LedgerError, PaymentUpdate, Run
 use accounts::{AccountRuntime, Gateway};
 pub use plan::Strategy;
 
-/// What one gateway call told us about one payment.
+/// What one gateway call told us about one payment, and when the answer arrived: every next
+/// check and every event is timed from the answer, not from when the payment was claimed (an
+/// answer late in a long chunk would otherwise be re-asked too early).
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Seen(crate::domain::Observation),
-    Failed(Arc<GatewayError>),
+    Seen(crate::domain::Observation, DateTime<Utc>),
+    Failed(Arc<GatewayError>, DateTime<Utc>),
+}
+
+impl Answer {
+    /// An answer that arrived just now.
+    pub fn seen(obs: crate::domain::Observation) -> Self {
+        Answer::Seen(obs, Utc::now())
+    }
+
+    pub fn failed(e: Arc<GatewayError>) -> Self {
+        Answer::Failed(e, Utc::now())
+    }
 }
 
 /// Which payments a pass works on, and how.

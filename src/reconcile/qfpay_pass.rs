@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::matching::Matcher;
@@ -89,9 +90,10 @@ async fn sweep(
         calls += 1;
         match pager.next_page().await {
             Ok(Some(page)) => {
+                let at = chrono::Utc::now();
                 for obs in page.observations {
                     if let Some(i) = matcher.find(claimed, &obs) {
-                        answers.insert(i, Answer::Seen(obs));
+                        answers.insert(i, Answer::Seen(obs, at));
                     }
                 }
             }
@@ -107,6 +109,14 @@ async fn sweep(
         }
     }
     calls
+}
+
+/// The id of `obs` that a lookup by `key` matches on.
+fn carrier(obs: &Observation, key: IdKey) -> Option<&str> {
+    match key {
+        IdKey::Syssn => obs.provider_ref.as_ref().map(|r| r.as_str()),
+        IdKey::OutTradeNo => obs.out_trade_no.as_ref().map(|r| r.as_str()),
+    }
 }
 
 /// Looks `members` up by id (in batches, or one per call for `--strategy per-payment`).
@@ -171,9 +181,14 @@ async fn look_up(
             .or_default()
             .push(i);
     }
-    let mut asked_ok: Vec<usize> = Vec::new();
-    let mut failed: HashMap<usize, Arc<GatewayError>> = HashMap::new();
+    // A member is "not found" only when every batch that asked about it answered and none
+    // carried its ids; one failed batch (e.g. the other month of an order near a month edge)
+    // makes it a failed call, whatever the others said.
+    let mut asked_ok: HashMap<usize, DateTime<Utc>> = HashMap::new();
+    let mut failed: HashMap<usize, (Arc<GatewayError>, DateTime<Utc>)> = HashMap::new();
+    let mut carried: HashMap<usize, (Observation, DateTime<Utc>)> = HashMap::new();
     while let Some((batch, result)) = results.next().await {
+        let at = Utc::now();
         let in_batch: Vec<usize> = batch
             .ids
             .iter()
@@ -188,30 +203,47 @@ async fn look_up(
                     .filter(|o| o.outcome != Outcome::NotFound)
                 {
                     if let Some(i) = matcher.find(claimed, &obs) {
-                        answers.insert(i, Answer::Seen(obs));
+                        answers.insert(i, Answer::Seen(obs, at));
+                    } else if let Some(&i) = carrier(&obs, batch.key)
+                        .and_then(|k| asked.get(&(batch.key, k)))
+                        .and_then(|v| v.first())
+                    {
+                        carried.insert(i, (obs, at));
                     }
                 }
-                asked_ok.extend(in_batch);
+                for i in in_batch {
+                    asked_ok.insert(i, at);
+                }
             }
             Err(e) => {
                 let e = Arc::new(e);
                 for i in in_batch {
-                    failed.insert(i, e.clone());
+                    failed.insert(i, (e.clone(), at));
                 }
             }
         }
     }
-    for i in asked_ok {
+    for (i, (e, at)) in failed {
+        answers.entry(i).or_insert(Answer::Failed(e, at));
+    }
+    for (i, (obs, at)) in carried {
+        // A record carries the payment's id but is not it (another kind, another syssn): not
+        // "no record", and nothing we understand either.
+        answers.entry(i).or_insert_with(|| {
+            let mut odd =
+                Observation::new(claimed[i].kind, Outcome::Unrecognised, obs.provider_code);
+            odd.evidence = obs.evidence;
+            Answer::Seen(odd, at)
+        });
+    }
+    for (i, at) in asked_ok {
         answers.entry(i).or_insert_with(|| {
             let c = &claimed[i];
             let mut obs = Observation::new(c.kind, Outcome::NotFound, "not_found");
             obs.out_trade_no = Some(c.out_trade_no.clone());
             obs.provider_ref = c.provider_ref.clone();
-            Answer::Seen(obs)
+            Answer::Seen(obs, at)
         });
-    }
-    for (i, e) in failed {
-        answers.entry(i).or_insert(Answer::Failed(e));
     }
     calls
 }

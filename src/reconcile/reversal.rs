@@ -1,17 +1,33 @@
-//! The last resort, executed (architecture.md §4 step 6): query once more; if the payment is
-//! still undeterminable, commit the intent (`reversing`) *before* calling reversal/close; read
-//! the answer; then poll the query until the gateway shows it cancelled.
+//! The last resort, executed (architecture notes, "last resort"): query once more; only if that
+//! fresh answer says the payment is still being paid, or genuinely has no record, commit the
+//! intent (`reversing`) *before* calling reversal/close; send the request **once**; read the
+//! answer; then let queries settle it.
+//!
+//! The rules this file keeps (docs/RELIABILITY.md):
+//! - a record that says `0000`, whatever else it says, is never reversed
+//!   ([`Outcome::permits_cancel`]);
+//! - a reversal or close leaves payrecon at most once per payment, ever: the intent row is the
+//!   guard across restarts, and the client never retries the request;
+//! - a lost answer (timeout, 5xx, malformed, bad signature) leaves the payment `reversing`, and
+//!   the query settles it; a refusal is checked by a query before a person is asked.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::PassContext;
 use super::update;
 use crate::domain::{CancelRoute, Observation, Outcome, PaymentState, RetryReason, RetrySchedule};
 use crate::gateway::qfpay::{
-    CancelOutcome, CancelRequest, CancelTarget, IdLookup, OrderLookup, QfpayClient,
+    CancelOutcome, CancelRequest, CancelTarget, IdLookup, OrderLookup, QfpayClient, TIME_FORMAT,
 };
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
 
-/// A fresh single query of `c`; `None` when the call failed (no evidence: do not reverse).
-async fn fresh_query(client: &QfpayClient, c: &Claimed) -> (Option<Observation>, u64) {
+/// A fresh single query of `c` and when its answer arrived; `None` when any call of it failed
+/// (no evidence: do not reverse). A payment near a month edge is asked in both months: a
+/// failure in one of them is a failed query, never "not found".
+async fn fresh_query(
+    client: &QfpayClient,
+    c: &Claimed,
+) -> (Option<(Observation, DateTime<Utc>)>, u64) {
     let lookup = match &c.provider_ref {
         Some(r) => IdLookup::Syssn(vec![r.clone()]),
         None => IdLookup::OutTradeNo(vec![OrderLookup {
@@ -36,7 +52,7 @@ async fn fresh_query(client: &QfpayClient, c: &Claimed) -> (Option<Observation>,
                 }
             }
             Err(e) => {
-                tracing::warn!(payment = c.id.0, error = %e, "fresh query before reversal failed; not reversing now");
+                tracing::warn!(payment = c.id.0, error = %e, "fresh query before or after a reversal failed");
                 return (None, calls);
             }
         }
@@ -44,25 +60,63 @@ async fn fresh_query(client: &QfpayClient, c: &Claimed) -> (Option<Observation>,
     let obs = found.unwrap_or_else(|| {
         let mut o = Observation::new(c.kind, Outcome::NotFound, "not_found");
         o.out_trade_no = Some(c.out_trade_no.clone());
+        o.provider_ref = c.provider_ref.clone();
         o
     });
-    (Some(obs), calls)
+    (Some((obs, Utc::now())), calls)
 }
 
 fn event(
+    at: DateTime<Utc>,
     kind: &'static str,
-    to: PaymentState,
     code: Option<String>,
     message: String,
     evidence: serde_json::Value,
 ) -> NewEvent {
     NewEvent {
+        at,
         kind,
         from_state: Some(PaymentState::Reversing),
-        to_state: Some(to),
+        to_state: Some(PaymentState::Reversing),
         provider_code: code,
         message: Some(message),
         evidence,
+    }
+}
+
+/// `later`, carrying the events and discrepancies of `earlier` first: the pass's own
+/// observation is history too, even when a fresh query follows in the same pass.
+fn after(earlier: PaymentUpdate, mut later: PaymentUpdate) -> PaymentUpdate {
+    let mut events = earlier.events;
+    events.append(&mut later.events);
+    later.events = events;
+    let mut discrepancies = earlier.discrepancies;
+    discrepancies.append(&mut later.discrepancies);
+    later.discrepancies = discrepancies;
+    later.provider_ref = later.provider_ref.or(earlier.provider_ref);
+    later
+}
+
+/// What the cancel request names: the gateway's own record when the fresh query returned it
+/// (its `syssn`, `txamt` and `txdtm`), else what the ledger knows.
+fn cancel_request(client: &QfpayClient, c: &Claimed, fresh: &Observation) -> CancelRequest {
+    let syssn = fresh
+        .provider_ref
+        .clone()
+        .or_else(|| c.provider_ref.clone());
+    let txdtm = fresh
+        .merchant_time
+        .as_deref()
+        .and_then(|t| NaiveDateTime::parse_from_str(t, TIME_FORMAT).ok())
+        .unwrap_or_else(|| client.local_time(c.created_at));
+    CancelRequest {
+        target: match syssn {
+            Some(r) => CancelTarget::Syssn(r),
+            None => CancelTarget::OutTradeNo(c.out_trade_no.clone()),
+        },
+        amount_minor: fresh.amount_minor.unwrap_or(c.amount_minor),
+        txdtm,
+        udid: None,
     }
 }
 
@@ -77,18 +131,20 @@ pub(crate) async fn reverse(
     route: CancelRoute,
     current: PaymentUpdate,
 ) -> (PaymentUpdate, u64, bool) {
-    let (obs, mut calls) = fresh_query(client, c).await;
-    let Some(obs) = obs else {
+    let (answer, mut calls) = fresh_query(client, c).await;
+    let Some((obs, at)) = answer else {
         return (current, calls, false);
     };
-    let fresh = update::from_observation(c, &obs, schedule, ctx.now, ctx.jitter());
-    if fresh.state.is_final() {
-        // The payment settled meanwhile: adopt it, never reverse.
-        return (fresh, calls, false);
+    let fresh = update::from_observation(c, &obs, schedule, at, ctx.jitter());
+    if !obs.outcome.permits_cancel() {
+        // Settled meanwhile (adopt it), or an answer that is no licence to cancel: above all
+        // any `0000`, which the state machine hands to a person when it is not understood.
+        return (after(current, fresh), calls, false);
     }
     let intent = NewEvent {
+        at,
         kind: "reversal_intent",
-        from_state: Some(c.state),
+        from_state: Some(fresh.state),
         to_state: Some(PaymentState::Reversing),
         provider_code: Some(obs.provider_code.clone()),
         message: Some(format!(
@@ -97,48 +153,46 @@ pub(crate) async fn reverse(
         )),
         evidence: obs.evidence.clone(),
     };
+    // The history up to the intent is written with it, in one transaction, before the call.
+    let mut history = after(current, fresh);
+    history.events.push(intent);
     match ctx
         .ledger
-        .mark_reversing(ctx.owner, ctx.run_id, c.id, &intent, ctx.now)
+        .mark_reversing(ctx.owner, ctx.run_id, c.id, &history.events, at)
         .await
     {
         Ok(true) => {}
-        Ok(false) => return (fresh, calls, false),
+        Ok(false) => {
+            history.events.pop();
+            return (history, calls, false);
+        }
         Err(e) => {
             tracing::error!(payment = c.id.0, error = %e, "cannot record the reversal intent; not reversing");
-            return (fresh, calls, false);
+            history.events.pop();
+            return (history, calls, false);
         }
     }
-    let txdtm = client.local_time(c.created_at);
-    let request = CancelRequest {
-        target: match &c.provider_ref {
-            Some(r) => CancelTarget::Syssn(r.clone()),
-            None => CancelTarget::OutTradeNo(c.out_trade_no.clone()),
-        },
-        amount_minor: c.amount_minor,
-        txdtm,
-        udid: None,
-    };
+    let request = cancel_request(client, c, &obs);
     calls += 1;
     let mut u = PaymentUpdate {
         state: PaymentState::Reversing,
         retry: Some((RetryReason::AwaitingReversal, 0)),
-        next_check_at: Some(
-            ctx.now
-                + chrono::Duration::from_std(schedule.awaiting_reversal.initial)
-                    .unwrap_or_default(),
-        ),
+        next_check_at: Some(at + delay(schedule, 0)),
         provider_code: Some(obs.provider_code.clone()),
-        ..fresh
+        // Written with the intent already; discrepancies are written with the update.
+        events: Vec::new(),
+        ..history
     };
-    u.events.clear();
     tracing::warn!(payment = c.id.0, out_trade_no = %c.out_trade_no, ?route, "sending a last-resort reversal");
-    match client.cancel(route, &request).await {
+    let sent = client.cancel(route, &request).await;
+    let answered_at = Utc::now();
+    u.next_check_at = Some(answered_at + delay(schedule, 0));
+    match sent {
         Ok(answer) => {
-            let ev = |kind, to, msg: String| {
+            let ev = |kind, msg: String| {
                 event(
+                    answered_at,
                     kind,
-                    to,
                     Some(answer.code.clone()),
                     msg,
                     answer.evidence.clone(),
@@ -148,38 +202,83 @@ pub(crate) async fn reverse(
                 CancelOutcome::Accepted { syssn, .. } => {
                     u.events.push(ev(
                         "reversal_accepted",
-                        PaymentState::Reversing,
                         format!("accepted as {syssn}; confirming by query"),
                     ));
                 }
                 CancelOutcome::InProgress => {
                     u.events.push(ev(
                         "reversal_in_progress",
-                        PaymentState::Reversing,
                         "still in progress; polling the query".into(),
                     ));
                 }
                 CancelOutcome::NotCancellable { .. } | CancelOutcome::Refused { .. } => {
                     u.events.push(ev(
                         "reversal_refused",
-                        PaymentState::NeedsReview,
-                        format!("gateway refused: {:?}", answer.outcome),
+                        format!(
+                            "gateway refused: {:?}; checking the payment by a query",
+                            answer.outcome
+                        ),
                     ));
-                    tracing::error!(payment = c.id.0, code = %answer.code, "the gateway refused a last-resort reversal; a person must decide");
-                    u = update::to_review(u, "reversal refused by the gateway");
+                    let (checked, more) = check_refusal(ctx, client, schedule, c, u).await;
+                    calls += more;
+                    u = checked;
                 }
             }
         }
         Err(e) => {
-            // Unknown whether it arrived: poll the query; never send it again.
+            // Unknown whether it arrived: the query settles it; it is never sent again.
             u.events.push(event(
+                answered_at,
                 "reversal_call_failed",
-                PaymentState::Reversing,
                 None,
-                e.to_string(),
+                format!("{e}; the answer is lost, the query will tell"),
                 serde_json::json!({}),
             ));
         }
     }
     (u, calls, true)
+}
+
+fn delay(schedule: &RetrySchedule, repeats: u32) -> chrono::Duration {
+    chrono::Duration::from_std(schedule.delay(RetryReason::AwaitingReversal, repeats, 0.5))
+        .unwrap_or_default()
+}
+
+/// After a refusal: what does the payment look like now? An "already cancelled" refusal whose
+/// record shows the cancel is `reversed`; a record paid and not cancelled is `succeeded` with
+/// a discrepancy; anything still open goes to a person. A failed check query leaves it
+/// `reversing`, for the next queries to settle.
+async fn check_refusal(
+    ctx: &PassContext<'_>,
+    client: &QfpayClient,
+    schedule: &RetrySchedule,
+    c: &Claimed,
+    refused: PaymentUpdate,
+) -> (PaymentUpdate, u64) {
+    let (answer, calls) = fresh_query(client, c).await;
+    let Some((obs, at)) = answer else {
+        return (refused, calls);
+    };
+    let reversing = Claimed {
+        state: PaymentState::Reversing,
+        retry_reason: Some(RetryReason::AwaitingReversal),
+        retry_repeats: 0,
+        provider_ref: c.provider_ref.clone().or(refused.provider_ref.clone()),
+        ..c.clone()
+    };
+    let checked = after(
+        refused,
+        update::from_observation(&reversing, &obs, schedule, at, ctx.jitter()),
+    );
+    if checked.state.is_final() {
+        return (checked, calls);
+    }
+    (
+        update::to_review(
+            checked,
+            "the gateway refused the reversal and the payment is still not cancelled",
+            at,
+        ),
+        calls,
+    )
 }

@@ -56,6 +56,16 @@ fn discrepancy_detail(
             "gateway reports in progress ({}) for a payment the ledger holds as {}",
             obs.provider_code, c.state
         ),
+        DiscrepancyKind::PaidDespiteReversal => format!(
+            "a reversal/close was requested, but the gateway shows the payment paid and not \
+             cancelled ({}): the customer was charged",
+            obs.provider_code
+        ),
+        DiscrepancyKind::UnrecognisedPaidRecord => format!(
+            "the gateway record says {} (money moved) but is otherwise not understood; \
+             the ledger holds {}",
+            obs.provider_code, c.state
+        ),
         DiscrepancyKind::MissingInLedger | DiscrepancyKind::MissingAtGateway => {
             kind.as_str().to_string()
         }
@@ -63,7 +73,7 @@ fn discrepancy_detail(
     format!("{} {}: {what}", c.account, c.out_trade_no)
 }
 
-/// The update for a gateway answer about `c`.
+/// The update for a gateway answer about `c` that arrived at `now`.
 pub fn from_observation(
     c: &Claimed,
     obs: &Observation,
@@ -102,6 +112,7 @@ pub fn from_observation(
         next_check_at: retry.map(|r| schedule_at(schedule, r, now, jitter)),
         in_progress_since: (obs.outcome == Outcome::InProgress).then_some(now),
         events: vec![NewEvent {
+            at: now,
             kind: "observed",
             from_state: Some(c.state),
             to_state: Some(d.next),
@@ -113,7 +124,8 @@ pub fn from_observation(
     }
 }
 
-/// The update for a call that produced no evidence: nothing changes but the next check time.
+/// The update for a call that produced no evidence (failed at `now`): nothing changes but the
+/// next check time.
 pub fn from_call_error(
     c: &Claimed,
     err: &GatewayError,
@@ -132,6 +144,7 @@ pub fn from_call_error(
         next_check_at: Some(schedule_at(schedule, retry, now, jitter)),
         in_progress_since: None,
         events: vec![NewEvent {
+            at: now,
             kind: "call_failed",
             from_state: Some(c.state),
             to_state: Some(c.state),
@@ -160,13 +173,15 @@ pub fn postpone(c: &Claimed, until: DateTime<Utc>) -> PaymentUpdate {
     }
 }
 
-/// Hands `u` (already decided for this pass) to a person instead of checking it again.
-pub fn to_review(mut u: PaymentUpdate, why: &str) -> PaymentUpdate {
+/// Hands `u` (already decided for this pass) to a person instead of checking it again; the
+/// decision is made at `at`.
+pub fn to_review(mut u: PaymentUpdate, why: &str, at: DateTime<Utc>) -> PaymentUpdate {
     let from = u.state;
     u.state = PaymentState::NeedsReview;
     u.retry = None;
     u.next_check_at = None;
     u.events.push(NewEvent {
+        at,
         kind: "needs_review",
         from_state: Some(from),
         to_state: Some(PaymentState::NeedsReview),

@@ -25,6 +25,23 @@ pub(crate) const PAYMENT_PATH: &str = "/trade/v1/payment";
 pub(crate) const REVERSAL_PATH: &str = "/trade/v1/reversal";
 pub(crate) const CLOSE_PATH: &str = "/trade/v1/close";
 
+/// One page of a query answer.
+#[derive(Debug)]
+pub(crate) struct QueryPage {
+    pub records: Vec<Value>,
+    /// The top-level `respcd`.
+    pub code: String,
+    /// The page size the gateway used: the `page_size` it echoed when smaller than the one
+    /// sent. A page with this many records is full.
+    pub page_size: usize,
+}
+
+impl QueryPage {
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= self.page_size
+    }
+}
+
 /// HTTP method of a call. `/trade/v1/close` is GET in the newest docs and POST in the 2017/2018
 /// ones (qfpay.md §4.5, CONFLICT); the client uses POST, like every code sample of its sibling
 /// `/trade/v1/reversal`, unless told otherwise with [`QfpayClient::with_close_method`].
@@ -124,22 +141,22 @@ impl QfpayClient {
         WindowPager::new(self, query)
     }
 
-    /// One page of `/trade/v1/query` with `page_size=100`: the records and the top-level code.
-    /// A top-level "does not exist" (1136/1268) is an empty page; other non-success codes are
-    /// errors.
+    /// One page of `/trade/v1/query` with `page_size=100`. A top-level "does not exist"
+    /// (1136/1268) is an empty page; other non-success codes are errors.
     pub(crate) async fn query_page(
         &self,
         base: &Form,
         page: u32,
-    ) -> Result<(Vec<Value>, String), GatewayError> {
+    ) -> Result<QueryPage, GatewayError> {
         let mut form = base.clone();
         form.set("page", page.to_string())
             .set("page_size", PAGE_SIZE.to_string());
         let (env, _) = self.call(CallMethod::Post, QUERY_PATH, &form).await?;
         let code = env.code()?.to_string();
         let echoed = |v: &Option<String>| v.as_deref().and_then(|p| p.trim().parse::<u32>().ok());
+        let echoed_size = echoed(&env.page_size).filter(|&p| p > 0);
         if echoed(&env.page).is_some_and(|p| p != page)
-            || echoed(&env.page_size).is_some_and(|p| p != PAGE_SIZE)
+            || echoed_size.is_some_and(|p| p != PAGE_SIZE)
         {
             tracing::warn!(
                 page,
@@ -148,9 +165,21 @@ impl QfpayClient {
                 "QFPay echoed different paging parameters than were sent"
             );
         }
+        // A gateway that says it used a smaller page is judged by that size: a page of 50
+        // records under `page_size` 50 is full, and the month goes on (a short page against
+        // the 100 asked would end it early and miss records).
+        let page_size = echoed_size.map_or(PAGE_SIZE, |p| p.min(PAGE_SIZE)) as usize;
         match codes::classify(&code) {
-            Some(CodeClass::Success) => Ok((env.records()?.into_iter().cloned().collect(), code)),
-            Some(CodeClass::NotFound) => Ok((Vec::new(), code)),
+            Some(CodeClass::Success) => Ok(QueryPage {
+                records: env.records()?.into_iter().cloned().collect(),
+                code,
+                page_size,
+            }),
+            Some(CodeClass::NotFound) => Ok(QueryPage {
+                records: Vec::new(),
+                code,
+                page_size,
+            }),
             _ => Err(env.request_error(&code)),
         }
     }
@@ -182,6 +211,10 @@ impl QfpayClient {
         }
     }
 
+    /// Sends a reversal or close **once**: never retried, whatever happens. A timeout or 5xx
+    /// does not say whether the gateway applied it, and a second request would be a second
+    /// cancel of the same money (and an "already cancelled" refusal that hides the first).
+    /// The caller settles a lost answer by querying.
     async fn cancel_via(
         &self,
         method: CallMethod,
@@ -189,7 +222,7 @@ impl QfpayClient {
         req: &CancelRequest,
     ) -> Result<CancelAnswer, GatewayError> {
         let form = cancel::cancel_form(req, self.settings.mchid.as_deref());
-        let (env, body) = self.call(method, path, &form).await?;
+        let (env, body) = self.call_once_paced(method, path, &form).await?;
         cancel::parse_cancel(&env, body)
     }
 
@@ -209,8 +242,7 @@ impl QfpayClient {
         payment::parse_payment(&env, body)
     }
 
-    /// A signed call with retries (queries, reversal and close are safe to repeat: a repeated
-    /// cancel of the same `syssn` cannot cancel anything twice).
+    /// A signed call with retries: for queries only, which change nothing at the gateway.
     async fn call(
         &self,
         method: CallMethod,

@@ -118,7 +118,8 @@ pub fn record_outcome(respcd: &str, cancel: Option<&str>, kind: RecordKind) -> O
             (_, "2") => Outcome::Cancelled,
             (_, "3") => Outcome::Refunded,
             (_, "5") => Outcome::PartiallyRefunded,
-            _ => Outcome::Unrecognised,
+            // The money moved, but the flag is unknown: never a reversal candidate.
+            _ => Outcome::UnrecognisedPaid,
         },
         Some(CodeClass::InProgress) => Outcome::InProgress,
         Some(CodeClass::NotFound) => Outcome::NotFound,
@@ -270,7 +271,10 @@ mod tests {
             record_outcome("0000", Some("5"), p),
             Outcome::PartiallyRefunded
         );
-        assert_eq!(record_outcome("0000", Some("9"), p), Outcome::Unrecognised);
+        assert_eq!(
+            record_outcome("0000", Some("9"), p),
+            Outcome::UnrecognisedPaid
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! for every id no record answered (qfpay.md §2.1).
 
 use super::client::QfpayClient;
-use super::request::{self, Form, IdBatch, IdLookup, PAGE_SIZE};
+use super::request::{self, Form, IdBatch, IdLookup};
 use super::response::{self, malformed};
 use crate::domain::{Observation, OutTradeNo, Outcome, ProviderRef, RecordKind};
 use crate::gateway::GatewayError;
@@ -40,16 +40,21 @@ impl QfpayClient {
         let mut found: Vec<Observation> = Vec::new();
         let mut page = 1;
         loop {
-            let (records, code) = self.query_page(&base, page).await?;
-            let full = records.len() >= PAGE_SIZE as usize;
+            let answer = self.query_page(&base, page).await?;
+            let full = answer.is_full();
             let before = found.len();
-            for rec in &records {
-                let obs = response::record_observation(rec);
-                let key = match batch.key {
-                    request::IdKey::Syssn => obs.provider_ref.as_ref().map(|r| r.as_str()),
-                    request::IdKey::OutTradeNo => obs.out_trade_no.as_ref().map(|o| o.as_str()),
+            for rec in &answer.records {
+                let obs = response::record_observation(rec)?;
+                // A record that carries no readable key cannot be attributed to any payment:
+                // treating the ids as absent would call a paid payment "not found" (a reversal
+                // trigger), so the answer is malformed instead.
+                let Some(key) = observation_key(&obs, batch.key) else {
+                    return Err(malformed(format!(
+                        "a record of an id lookup has no readable {}",
+                        batch.key.param()
+                    )));
                 };
-                let asked = key.is_some_and(|k| batch.ids.iter().any(|id| id == k));
+                let asked = batch.ids.iter().any(|id| id == key);
                 let dup = obs.provider_ref.is_some()
                     && found.iter().any(|f| f.provider_ref == obs.provider_ref);
                 if asked && !dup {
@@ -65,7 +70,7 @@ impl QfpayClient {
                         .iter()
                         .any(|o| observation_key(o, batch.key) == Some(id))
                     {
-                        absent.push(not_found(batch.key, id, &code));
+                        absent.push(not_found(batch.key, id, &answer.code));
                     }
                 }
                 found.extend(absent);

@@ -70,6 +70,8 @@ struct WireRecord {
     cancel: Option<String>,
     #[serde(default, deserialize_with = "loose")]
     sysdtm: Option<String>,
+    #[serde(default, deserialize_with = "loose")]
+    txdtm: Option<String>,
 }
 
 pub(crate) fn malformed(detail: impl Into<String>) -> GatewayError {
@@ -174,14 +176,25 @@ fn kind_of(rec: &WireRecord) -> (RecordKind, bool) {
 }
 
 /// Maps one query record to an observation. The record's own `respcd` is the payment status.
-/// Fields that do not parse are left out (the raw record stays in `evidence`); a record without a
-/// `respcd` is unrecognised.
-pub fn record_observation(record: &Value) -> Observation {
-    let rec = WireRecord::deserialize(record).unwrap_or_default();
+///
+/// A record whose interpreted fields cannot be decoded (an array or object where a string or
+/// number belongs) makes the whole answer malformed: its ids cannot be trusted, and reading it
+/// as "no record for this payment" would make a paid payment look absent. Values that decode
+/// but do not parse (an odd currency) are left out; the raw record stays in `evidence`. A
+/// record without a `respcd`, or of an unknown `order_type`, is unrecognised; if it says
+/// `0000` it is [`Outcome::UnrecognisedPaid`], never something a reversal may follow.
+pub fn record_observation(record: &Value) -> Result<Observation, GatewayError> {
+    let rec = WireRecord::deserialize(record)
+        .map_err(|e| malformed(format!("a query record cannot be decoded: {e}")))?;
     let (kind, known_type) = kind_of(&rec);
     let code = non_empty(rec.respcd.clone()).unwrap_or_default();
-    let outcome = if code.is_empty() || !known_type {
+    let outcome = if code.is_empty() {
         Outcome::Unrecognised
+    } else if !known_type {
+        match codes::classify(&code) {
+            Some(CodeClass::Success) => Outcome::UnrecognisedPaid,
+            _ => Outcome::Unrecognised,
+        }
     } else {
         codes::record_outcome(&code, rec.cancel.as_deref(), kind)
     };
@@ -194,8 +207,9 @@ pub fn record_observation(record: &Value) -> Observation {
     obs.amount_minor = rec.txamt.and_then(|s| Money::parse_minor(&s).ok());
     obs.currency = non_empty(rec.txcurrcd).and_then(|s| Currency::parse(&s).ok());
     obs.gateway_time = non_empty(rec.sysdtm);
+    obs.merchant_time = non_empty(rec.txdtm);
     obs.evidence = record.clone();
-    obs
+    Ok(obs)
 }
 
 #[cfg(test)]
@@ -227,7 +241,7 @@ mod tests {
         let (env, _) = parse_envelope(body.as_bytes()).unwrap();
         let recs = env.records().unwrap();
         assert_eq!(recs.len(), 1);
-        let obs = record_observation(recs[0]);
+        let obs = record_observation(recs[0]).unwrap();
         (env, obs)
     }
 
@@ -305,15 +319,43 @@ mod tests {
 
     #[test]
     fn records_without_respcd_or_of_unknown_type_are_unrecognised() {
-        let obs = record_observation(&serde_json::json!({"syssn": "1", "txstatus": "SUCCESS"}));
+        let read = |v: Value| record_observation(&v).unwrap();
+        let obs = read(serde_json::json!({"syssn": "1", "txstatus": "SUCCESS"}));
         assert_eq!(obs.outcome, Outcome::Unrecognised);
-        let obs = record_observation(
-            &serde_json::json!({"syssn": "1", "respcd": "0000", "order_type": "close"}),
-        );
+        let obs = read(serde_json::json!({"syssn": "1", "respcd": "1143", "order_type": "close"}));
         assert_eq!(obs.outcome, Outcome::Unrecognised);
+        // A 0000 of an unknown type or flag: the money moved, and we do not know how.
+        for odd in [
+            serde_json::json!({"syssn": "1", "respcd": "0000", "order_type": "close"}),
+            serde_json::json!({"syssn": "1", "respcd": "0000", "order_type": "PAYMENT"}),
+            serde_json::json!({"syssn": "1", "respcd": "0000", "cancel": "6"}),
+        ] {
+            assert_eq!(
+                read(odd.clone()).outcome,
+                Outcome::UnrecognisedPaid,
+                "{odd}"
+            );
+        }
         // Legacy records without order_type but with origssn are refunds.
-        let obs = record_observation(&serde_json::json!({"origssn": "9", "respcd": "0000"}));
+        let obs = read(serde_json::json!({"origssn": "9", "respcd": "0000"}));
         assert_eq!(obs.kind, RecordKind::Refund);
+    }
+
+    #[test]
+    fn a_record_whose_fields_cannot_be_decoded_is_a_malformed_answer_not_an_absent_payment() {
+        for bad in [
+            serde_json::json!({"syssn": ["20191227000200020061752831"], "respcd": "0000"}),
+            serde_json::json!({"syssn": "20191227000200020061752831", "respcd": {"v": "0000"}}),
+            serde_json::json!({"out_trade_no": "A1", "respcd": "0000", "cancel": [0]}),
+        ] {
+            assert!(
+                matches!(
+                    record_observation(&bad),
+                    Err(GatewayError::Malformed { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

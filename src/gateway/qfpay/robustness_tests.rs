@@ -20,7 +20,7 @@ fn read(body: &[u8]) -> Result<Vec<crate::domain::Observation>, GatewayError> {
     if code != "0000" {
         return Err(env.request_error(&code));
     }
-    Ok(env.records()?.into_iter().map(record_observation).collect())
+    env.records()?.into_iter().map(record_observation).collect()
 }
 
 const GOOD: &str = r#"{"respcd":"0000","resperr":"","respmsg":"","page":"1","page_size":"10","data":[{"syssn":"20261122000300020000000001","out_trade_no":"A1","order_type":"payment","pay_type":"800101","txamt":"1500","txcurrcd":"HKD","respcd":"0000","cancel":"0","sysdtm":"2026-11-22 10:00:00","errmsg":"交易成功"}]}"#;
@@ -102,25 +102,53 @@ fn a_corpus_of_broken_bodies_gives_clear_errors() {
 }
 
 #[test]
-fn wrong_field_types_inside_records_are_left_out_not_trusted() {
+fn wrong_field_types_inside_records_are_left_out_or_make_the_answer_malformed() {
+    // Values that decode but do not parse are left out; the raw record is kept as evidence.
     for rec in [
         json!({"respcd": 0, "txamt": "abc", "syssn": 123}),
         json!({"respcd": "0000", "txamt": -5, "txcurrcd": 7}),
-        json!({"respcd": ["0000"], "order_type": {"x": 1}}),
         json!({"respcd": "0000", "txamt": "99999999999999999999999999"}),
         json!({"respcd": "0000", "out_trade_no": "x".repeat(100_000)}),
         json!({}),
     ] {
-        let obs = record_observation(&rec);
-        // Whatever it makes of it, the raw record is kept as evidence.
+        let obs = record_observation(&rec).unwrap();
         assert_eq!(obs.evidence, rec);
     }
-    let obs = record_observation(&json!({"txamt": "1500"}));
+    // Values that do not decode at all: the answer is malformed (a failed call).
+    for rec in [
+        json!({"respcd": ["0000"], "order_type": {"x": 1}}),
+        json!({"respcd": "0000", "syssn": {"id": "1"}}),
+        json!({"respcd": "0000", "cancel": true}),
+    ] {
+        assert!(
+            matches!(
+                record_observation(&rec),
+                Err(GatewayError::Malformed { .. })
+            ),
+            "{rec}"
+        );
+    }
+    let obs = record_observation(&json!({"txamt": "1500"})).unwrap();
     assert_eq!(
         obs.outcome,
         crate::domain::Outcome::Unrecognised,
         "a record without respcd is not a status"
     );
+}
+
+/// Any JSON value, or one of the odd-but-plausible values QFPay fields take.
+fn field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        "[0-9]{0,3}".prop_map(Value::String),
+        "[a-zA-Z_ ]{0,10}".prop_map(Value::String),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<bool>().prop_map(Value::Bool),
+        Just(json!(["0"])),
+        Just(json!({"v": "1"})),
+        prop::sample::select(vec!["payment", "refund", "close", "PAYMENT", "Refund", ""])
+            .prop_map(|s| json!(s)),
+    ]
 }
 
 #[test]
@@ -150,6 +178,36 @@ proptest! {
     fn any_bytes_are_an_answer_or_a_classified_error(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Err(e) = read(&body) {
             prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    /// Issue 11: no record with `respcd` `0000`, whatever else it says, ever lets a payment be
+    /// reversed or closed: it is read as paid (in some form), refused as malformed, or
+    /// unrecognised-but-paid, never in progress or absent.
+    #[test]
+    fn no_record_that_says_0000_ever_permits_a_cancel(
+        fields in proptest::collection::btree_map(
+            prop::sample::select(vec![
+                "cancel", "order_type", "origssn", "syssn", "out_trade_no", "pay_type",
+                "txamt", "txcurrcd", "sysdtm", "txdtm", "errmsg", "paydtm",
+            ]),
+            field_value(),
+            0..8,
+        ),
+        padded in prop::sample::select(vec!["0000", " 0000", "0000 "]),
+    ) {
+        let mut rec = serde_json::Map::new();
+        for (k, v) in fields {
+            rec.insert(k.to_string(), v);
+        }
+        rec.insert("respcd".into(), json!(padded));
+        let rec = Value::Object(rec);
+        if let Ok(obs) = record_observation(&rec) {
+            prop_assert!(!obs.outcome.permits_cancel(), "{rec} read as {:?}", obs.outcome);
+            let body = json!({"respcd": "0000", "data": [rec.clone()]}).to_string();
+            for o in read(body.as_bytes()).unwrap() {
+                prop_assert!(!o.outcome.permits_cancel());
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! so memory does not grow with the size of the window (qfpay.md §2.1, §8 facts 7–8).
 //!
 //! The window is split at calendar-month boundaries in the account's timezone, both times are
-//! always sent, `page_size=100`, and a month is done when a page comes back short (there is no
-//! total count). Record order is undocumented, so a record inserted while we page can push an
+//! always sent, `page_size=100`, and a month is done when a page comes back short of the page
+//! size the gateway says it used (there is no total count). Record order is undocumented, so a record inserted while we page can push an
 //! earlier one onto the next page: records are deduplicated by `syssn` against the previous
 //! page only (bounded memory); the ledger's idempotent apply absorbs anything older.
 
@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::client::QfpayClient;
-use super::request::{self, Form, LocalWindow, PAGE_SIZE};
+use super::request::{self, Form, LocalWindow};
 use super::response::{self, malformed};
 use crate::domain::{Observation, PayType};
 use crate::gateway::GatewayError;
@@ -101,13 +101,13 @@ impl<'a> WindowPager<'a> {
         form.set("start_time", window.start_time())
             .set("end_time", window.end_time())
             .set_opt("mchid", self.client.mchid());
-        let (records, _) = self.client.query_page(&form, self.page).await?;
+        let answer = self.client.query_page(&form, self.page).await?;
         let page = self.page;
-        let full = records.len() >= PAGE_SIZE as usize;
+        let full = answer.is_full();
         let mut current = HashSet::new();
-        let mut observations = Vec::with_capacity(records.len());
-        for rec in &records {
-            let obs = response::record_observation(rec);
+        let mut observations = Vec::with_capacity(answer.records.len());
+        for rec in &answer.records {
+            let obs = response::record_observation(rec)?;
             match obs.provider_ref.as_ref().map(|r| r.as_str().to_string()) {
                 Some(id) if self.previous.contains(&id) || current.contains(&id) => {}
                 Some(id) => {
