@@ -33,6 +33,9 @@ pub struct QfpayMerchant {
     pub default_script: QfpayScript,
     /// Pay types whose reversal/close answers `1297` (e.g. Hong Kong wallets).
     pub non_cancellable_pay_types: Vec<String>,
+    /// Serve pages of at most this many records and echo that `page_size` (QFPay documents
+    /// no server-side cap; a smaller echo is odd but valid, and clients must page on).
+    pub max_page_size: Option<usize>,
 }
 
 impl QfpayMerchant {
@@ -46,6 +49,7 @@ impl QfpayMerchant {
                 super::scenario::PAID,
             )),
             non_cancellable_pay_types: Vec::new(),
+            max_page_size: None,
         }
     }
 }

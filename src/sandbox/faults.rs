@@ -11,6 +11,8 @@
 //! | `timeout_rate` | nothing for `timeout_hold`, then HTTP 504 | `Transport` (client timeout) → retryable |
 //! | `malformed_rate` | the answer's JSON cut in half (QFPay: signed as sent) | `Malformed` → retryable |
 //! | `bad_signature_rate` | QFPay: a wrong `X-QF-SIGN`; ECPay: `Data` under another key | `BadSignature` / `Malformed` → retryable |
+//! | `cancel_answer_hold` | QFPay reversal/close **applied**, its answer held this long (past the client's timeout) | `Transport` → the answer is lost; the cancel happened |
+//! | `fail_id_lookups_in_month` | QFPay id lookups whose window starts in that month (`"2026-11"`) get HTTP 503 | `HttpStatus` |
 
 use std::time::Duration;
 
@@ -54,6 +56,12 @@ pub struct Faults {
     pub timeout_hold: Duration,
     pub malformed_rate: f64,
     pub bad_signature_rate: f64,
+    /// Every QFPay reversal and close is applied, then its answer is held this long (zero:
+    /// off): a gateway that did the work and whose answer the client never receives.
+    pub cancel_answer_hold: Duration,
+    /// QFPay id lookups whose `start_time` falls in this provider-local month (`YYYY-MM`) fail
+    /// with HTTP 503: one half of a near-month-edge lookup failing.
+    pub fail_id_lookups_in_month: Option<String>,
 }
 
 impl Default for Faults {
@@ -68,6 +76,8 @@ impl Default for Faults {
             timeout_hold: Duration::from_secs(60),
             malformed_rate: 0.0,
             bad_signature_rate: 0.0,
+            cancel_answer_hold: Duration::ZERO,
+            fail_id_lookups_in_month: None,
         }
     }
 }

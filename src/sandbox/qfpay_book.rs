@@ -38,6 +38,8 @@ pub(crate) struct QfpayRecord {
     pub refunded_minor: i64,
     pub reversal_calls: u32,
     pub close_calls: u32,
+    /// Rendered over the record's own fields (see `QfpayPayment::field`).
+    pub fields: Vec<(String, Value)>,
 }
 
 impl QfpayRecord {
@@ -91,6 +93,8 @@ pub(crate) struct MerchantBook {
     pub tz: FixedOffset,
     pub default_script: QfpayScript,
     pub non_cancellable_pay_types: Vec<String>,
+    /// The largest page this merchant serves (and echoes as `page_size`), if below 100.
+    pub max_page_size: Option<usize>,
     pub records: Vec<QfpayRecord>,
     pub by_syssn: HashMap<String, usize>,
     /// Payments and refunds share one `out_trade_no` namespace per merchant (qfpay.md §5.1).
@@ -118,6 +122,7 @@ impl MerchantBook {
             tz,
             default_script,
             non_cancellable_pay_types,
+            max_page_size: None,
             records: Vec::new(),
             by_syssn: HashMap::new(),
             by_out_trade_no: HashMap::new(),
@@ -190,6 +195,9 @@ impl MerchantBook {
         if let Some(orig) = &r.origssn {
             v["origssn"] = json!(orig);
         }
+        for (name, value) in &r.fields {
+            v[name.as_str()] = value.clone();
+        }
         v
     }
 
@@ -240,6 +248,8 @@ impl MerchantBook {
         if page == 0 || size == 0 || size > PAGE_SIZE as usize {
             return Err("page must be >= 1 and page_size 1..=100");
         }
+        // A gateway may serve smaller pages than asked, and says so in its `page_size` echo.
+        let size = self.max_page_size.map_or(size, |max| size.min(max.max(1)));
         let time = |k: &str| -> Result<Option<NaiveDateTime>, &'static str> {
             get(k)
                 .map(|v| NaiveDateTime::parse_from_str(v, TIME_FORMAT))

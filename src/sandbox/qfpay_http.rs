@@ -172,6 +172,20 @@ pub(crate) async fn query(
             CallKind::QfpayQueryWindow
         }
     };
+    if let Some(month) = app.faults().fail_id_lookups_in_month {
+        let p = params(&method, &uri, &body);
+        let starts_in = p
+            .get("start_time")
+            .is_some_and(|t| t.trim().starts_with(month.as_str()));
+        if kind(&p) == CallKind::QfpayQueryById && starts_in {
+            let app_code = header_text(&headers, "x-qf-appcode").unwrap_or_default();
+            if let Err(refused) = app.gate(CallKind::QfpayQueryById, app_code).await {
+                return refused;
+            }
+            app.stats.mishap(Mishap::ServerError);
+            return (StatusCode::SERVICE_UNAVAILABLE, "<html>503</html>").into_response();
+        }
+    }
     serve(app, kind, method, uri, headers, body, |app, code, p| {
         let now = app.state.clock().now();
         for list in ["syssn", "out_trade_no"] {
@@ -203,7 +217,9 @@ async fn cancel(
     } else {
         CallKind::QfpayReversal
     };
-    serve(
+    let hold = app.faults().cancel_answer_hold;
+    let held = app.clone();
+    let response = serve(
         app,
         fixed(kind),
         method,
@@ -212,7 +228,13 @@ async fn cancel(
         body,
         |app, code, p| on_book(app, code, |b, now, seq| b.cancel(p, close, now, seq)),
     )
-    .await
+    .await;
+    if !hold.is_zero() {
+        // Applied already: only the answer is late (lost, for a client that gave up).
+        held.stats.mishap(Mishap::Timeout);
+        held.hold(hold).await;
+    }
+    response
 }
 
 pub(crate) async fn reversal(

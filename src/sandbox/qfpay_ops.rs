@@ -67,6 +67,7 @@ impl MerchantBook {
             refunded_minor: 0,
             reversal_calls: 0,
             close_calls: 0,
+            fields: p.fields,
         });
         Ok(syssn)
     }
@@ -107,6 +108,7 @@ impl MerchantBook {
             refunded_minor: 0,
             reversal_calls: 0,
             close_calls: 0,
+            fields: Vec::new(),
         };
         let local = self.local(at);
         let record = QfpayRecord {
@@ -248,6 +250,9 @@ impl MerchantBook {
         } else {
             r.reversal_calls += 1;
         }
+        if r.cancel_behaviour == CancelBehaviour::PaidFirst && r.frozen.is_none() {
+            r.frozen = Some(PAID.to_string());
+        }
         let code = r.code_at(now).to_string();
         let refusal = match r.cancel_flag {
             1 => Some(("1263", "order cancelled")),
@@ -267,10 +272,10 @@ impl MerchantBook {
         // 1142 with cancel 2 (S7 2016 example).
         r.cancel_flag = if close { 2 } else { 1 };
         r.frozen = Some(if close { "1142" } else { PAID }.to_string());
-        let answer = if r.cancel_behaviour == CancelBehaviour::InProgress {
-            "1145"
-        } else {
-            PAID
+        let answer = match r.cancel_behaviour {
+            CancelBehaviour::InProgress => "1145",
+            CancelBehaviour::AlreadyCancelled => return error_body("1263", "order cancelled"),
+            _ => PAID,
         };
         let (orig, out_trade_no, amount, currency) = (
             r.syssn.clone(),

@@ -85,6 +85,12 @@ pub enum CancelBehaviour {
     NotCancellable,
     /// `1145` (still processing), but the cancel takes effect: the next query shows it.
     InProgress,
+    /// The cancel takes effect, but the answer is the refusal `1263` ("order cancelled"), as
+    /// when another system cancelled it a moment earlier: the query shows it cancelled.
+    AlreadyCancelled,
+    /// The customer's payment completes just before the cancel arrives (a race the gateway
+    /// wins): the record turns `0000` (`cancel` 0) and the cancel is refused `1260`.
+    PaidFirst,
 }
 
 /// A QFPay payment record to seed.
@@ -103,6 +109,9 @@ pub struct QfpayPayment {
     pub txdtm: Option<NaiveDateTime>,
     pub timeline: QfpayTimeline,
     pub cancel: CancelBehaviour,
+    /// Fields rendered over the record's own in query answers: odd-but-valid records as
+    /// gateways produce them (`cancel` "6", `order_type` "PAYMENT", a nested object …).
+    pub fields: Vec<(String, serde_json::Value)>,
 }
 
 impl QfpayPayment {
@@ -118,7 +127,14 @@ impl QfpayPayment {
             txdtm: None,
             timeline: QfpayTimeline::paid(),
             cancel: CancelBehaviour::Accept,
+            fields: Vec::new(),
         }
+    }
+
+    /// Renders `name` as `value` in every query answer about this record.
+    pub fn field(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.fields.push((name.to_string(), value));
+        self
     }
 
     pub fn at(mut self, created_at: DateTime<Utc>) -> Self {

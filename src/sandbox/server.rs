@@ -141,8 +141,13 @@ impl App {
         Ok(plan)
     }
 
+    /// The fault configuration in force.
+    pub(crate) fn faults(&self) -> Faults {
+        get_lock(&self.faults)
+    }
+
     /// Sleeps, but no longer than until shutdown.
-    async fn hold(&self, d: Duration) {
+    pub(crate) async fn hold(&self, d: Duration) {
         tokio::select! {
             () = tokio::time::sleep(d) => {}
             () = self.shutdown.cancelled() => {}

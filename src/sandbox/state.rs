@@ -51,11 +51,12 @@ impl SandboxState {
             .qfpay_merchants
             .iter()
             .map(|m| {
-                let book = MerchantBook::new(
+                let mut book = MerchantBook::new(
                     m.timezone,
                     m.default_script.clone(),
                     m.non_cancellable_pay_types.clone(),
                 );
+                book.max_page_size = m.max_page_size;
                 (m.app_code.clone(), book)
             })
             .collect();

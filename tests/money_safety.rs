@@ -1,0 +1,306 @@
+//! Money safety through the binary against the built-in sandbox (issue 11, docs/RELIABILITY.md):
+//! a `0000` is never reversed whatever else the record says; a reversal or close is sent at
+//! most once, and its lost or refused answer is settled by the query; answers are timed by
+//! their arrival.
+
+mod money_safety_support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use money_safety_support::*;
+use payrecon::sandbox::{
+    CancelBehaviour, DEV_ECPAY_MERCHANT_ID, DEV_QFPAY_APP_CODE, EcpayOrder, Faults, QfpayPayment,
+    QfpayTimeline,
+};
+use serde_json::json;
+
+fn seed(w: &World, p: QfpayPayment) -> String {
+    w.sandbox
+        .state()
+        .insert_qfpay(DEV_QFPAY_APP_CODE, p)
+        .unwrap()
+}
+
+/// A customer-presented-code payment created an hour ago: a reversal candidate if undetermined.
+fn stuck_cpm(no: &str) -> QfpayPayment {
+    QfpayPayment::new(no, 900, "HKD", "800108").at(Utc::now() - chrono::Duration::hours(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0000_record_is_never_reversed_whatever_else_it_says() {
+    let w = World::start(|_| {}, Faults::none(), "", "").await;
+    let created = Utc::now() - chrono::Duration::hours(1);
+    // Money moved (0000) but the record is odd: a flag outside 0–5, an order type in capitals.
+    seed(&w, stuck_cpm("ODD-CANCEL").field("cancel", json!("6")));
+    seed(
+        &w,
+        stuck_cpm("ODD-TYPE").field("order_type", json!("PAYMENT")),
+    );
+    // Fields the decoder reads that cannot be decoded: the answer is malformed, not "absent".
+    seed(&w, stuck_cpm("ODD-ARRAY").field("cancel", json!(["0"])));
+    seed(
+        &w,
+        stuck_cpm("ODD-OBJECT").field("out_trade_no", json!({"v": "ODD-OBJECT"})),
+    );
+    for no in ["ODD-CANCEL", "ODD-TYPE", "ODD-ARRAY", "ODD-OBJECT"] {
+        w.track_qfpay(no, 900, "800108", None, created);
+    }
+    w.reconcile(&[]);
+    w.reconcile(&["--all"]);
+
+    for no in ["ODD-CANCEL", "ODD-TYPE", "ODD-ARRAY", "ODD-OBJECT"] {
+        assert_eq!(w.cancels(no), 0, "{no}: no reversal or close was sent");
+        let kinds = w.event_kinds(no).await;
+        assert!(
+            !kinds.iter().any(|k| k == "reversal_intent"),
+            "{no}: {kinds:?}"
+        );
+    }
+    for no in ["ODD-CANCEL", "ODD-TYPE"] {
+        let p = w.payment(no).await;
+        assert_eq!(p.state, "needs_review", "{no}");
+        let events = w.events(no).await;
+        let observed = events.iter().find(|e| e.kind == "observed").unwrap();
+        assert_eq!(observed.provider_code.as_deref(), Some("0000"));
+        assert_eq!(
+            observed.evidence["out_trade_no"], no,
+            "the raw record is the evidence"
+        );
+    }
+    let d = w.discrepancies().await;
+    for no in ["ODD-CANCEL", "ODD-TYPE"] {
+        assert!(
+            d.iter()
+                .any(|(k, p, _)| k == "unrecognised_paid_record" && p.as_deref() == Some(no)),
+            "{no}: {d:?}"
+        );
+    }
+    for no in ["ODD-ARRAY", "ODD-OBJECT"] {
+        let p = w.payment(no).await;
+        assert_eq!(
+            p.state, "pending",
+            "{no}: a malformed answer changes no state"
+        );
+        let kinds = w.event_kinds(no).await;
+        assert!(
+            kinds
+                .iter()
+                .all(|k| k == "registered" || k == "call_failed"),
+            "{no}: {kinds:?}"
+        );
+        assert!(kinds.iter().any(|k| k == "call_failed"), "{no}: {kinds:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_whose_answer_is_lost_is_sent_once_and_settled_by_the_query() {
+    // The gateway applies (or refuses) every cancel but answers 2 s later; the client gives up
+    // after 1 s and would retry transport errors for 5 s.
+    let faults = Faults {
+        cancel_answer_hold: Duration::from_secs(2),
+        ..Faults::none()
+    };
+    let w = World::start(|_| {}, faults, "retry_for = \"5s\"", "").await;
+    let created = Utc::now() - chrono::Duration::hours(1);
+    seed(
+        &w,
+        stuck_cpm("LOST-1").timeline(QfpayTimeline::never_completes()),
+    );
+    // The customer's payment wins the race: the refusal is lost too, and the record says paid.
+    seed(
+        &w,
+        stuck_cpm("LOST-PAID")
+            .timeline(QfpayTimeline::never_completes())
+            .cancel_behaviour(CancelBehaviour::PaidFirst),
+    );
+    for no in ["LOST-1", "LOST-PAID"] {
+        w.track_qfpay(no, 900, "800108", None, created);
+    }
+    w.reconcile(&[]);
+    for no in ["LOST-1", "LOST-PAID"] {
+        assert_eq!(w.cancels(no), 1, "{no}: sent once");
+        assert_eq!(w.payment(no).await.state, "reversing", "{no}");
+        assert_eq!(
+            w.event_kinds(no).await,
+            [
+                "registered",
+                "observed",
+                "observed",
+                "reversal_intent",
+                "reversal_call_failed"
+            ],
+            "{no}: the pass's own answer and the fresh query are both kept"
+        );
+    }
+    // Later passes query; none sends again.
+    w.reconcile(&["--all"]);
+    w.reconcile(&["--all"]);
+    assert_eq!(w.cancels("LOST-1"), 1);
+    assert_eq!(w.cancels("LOST-PAID"), 1);
+    assert_eq!(w.payment("LOST-1").await.state, "reversed");
+    assert_eq!(w.payment("LOST-PAID").await.state, "succeeded");
+    let d = w.discrepancies().await;
+    assert!(
+        d.iter()
+            .any(|(k, p, _)| k == "paid_despite_reversal" && p.as_deref() == Some("LOST-PAID")),
+        "{d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reversal_is_checked_by_a_query_before_a_person_is_asked() {
+    let w = World::start(|_| {}, Faults::none(), "", "").await;
+    let created = Utc::now() - chrono::Duration::hours(1);
+    let cases = [
+        ("REF-DONE", CancelBehaviour::AlreadyCancelled, "reversed"),
+        ("REF-PAID", CancelBehaviour::PaidFirst, "succeeded"),
+        ("REF-NO", CancelBehaviour::NotCancellable, "needs_review"),
+    ];
+    for (no, behaviour, _) in cases {
+        seed(
+            &w,
+            stuck_cpm(no)
+                .timeline(QfpayTimeline::never_completes())
+                .cancel_behaviour(behaviour),
+        );
+        w.track_qfpay(no, 900, "800108", None, created);
+    }
+    w.reconcile(&[]);
+    for (no, _, state) in cases {
+        assert_eq!(w.payment(no).await.state, state, "{no}");
+        assert_eq!(w.cancels(no), 1, "{no}");
+        let kinds = w.event_kinds(no).await;
+        let refused = kinds.iter().position(|k| k == "reversal_refused").unwrap();
+        assert_eq!(
+            kinds[refused + 1],
+            "observed",
+            "{no}: checked by a query: {kinds:?}"
+        );
+    }
+    w.reconcile(&["--all"]);
+    for (no, _, _) in cases {
+        assert_eq!(w.cancels(no), 1, "{no}: never twice");
+    }
+    let d = w.discrepancies().await;
+    assert!(
+        d.iter()
+            .any(|(k, p, _)| k == "paid_despite_reversal" && p.as_deref() == Some("REF-PAID")),
+        "{d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reversal_names_the_gateway_record_amount_and_time() {
+    // The ledger says 900 and "now"; the gateway's record says 950 at its own txdtm. The
+    // reversal must send the record's values (the gateway compares them with the original).
+    let w = World::start(|_| {}, Faults::none(), "", "").await;
+    let created = Utc::now() - chrono::Duration::hours(1);
+    let txdtm = (created - chrono::Duration::minutes(3))
+        .with_timezone(&hk())
+        .naive_local();
+    let mut p = QfpayPayment::new("AMT-1", 950, "HKD", "800108")
+        .at(created)
+        .timeline(QfpayTimeline::never_completes());
+    p.txdtm = Some(txdtm);
+    seed(&w, p);
+    w.track_qfpay("AMT-1", 900, "800108", None, created);
+    w.reconcile(&[]);
+    let events = w.events("AMT-1").await;
+    let accepted = events
+        .iter()
+        .find(|e| e.kind == "reversal_accepted")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(accepted.evidence["txamt"], "950");
+    assert_eq!(
+        accepted.evidence["txdtm"],
+        txdtm.format("%Y-%m-%d %H:%M:%S").to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_with_one_failed_month_is_a_failed_call_not_a_missing_payment() {
+    // An order created in the first minutes of a month is looked up in both months (its
+    // `sysdtm` may fall in either). The earlier month's call fails; the later one answers
+    // without it. That is no evidence of absence, and absence would be a reversal trigger.
+    let now = Utc::now();
+    let local = now.with_timezone(&hk()).naive_local();
+    use chrono::Datelike;
+    let first = chrono::NaiveDate::from_ymd_opt(local.year(), local.month(), 1).unwrap();
+    let month_start = first.and_hms_opt(0, 1, 0).unwrap();
+    let created = month_start.and_local_timezone(hk()).unwrap().to_utc();
+    let previous = first.pred_opt().unwrap().format("%Y-%m").to_string();
+    let faults = Faults {
+        fail_id_lookups_in_month: Some(previous),
+        ..Faults::none()
+    };
+    let w = World::start(|_| {}, faults, "", "").await;
+    // The gateway has no record in the later month (it is in neither, but only one answered).
+    w.track_qfpay("EDGE-1", 900, "800108", None, created);
+    w.reconcile(&[]);
+    let p = w.payment("EDGE-1").await;
+    assert_eq!(p.state, "pending");
+    let kinds = w.event_kinds("EDGE-1").await;
+    assert_eq!(
+        kinds,
+        ["registered", "call_failed"],
+        "not 'not found', never a reversal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_next_check_is_timed_from_its_own_answer() {
+    // Six ECPay orders answered `error_nopay` one by one at 30 calls a minute (2 s apart): the
+    // last answer arrives ~10 s after the claim. Each is asked again exactly `nopay_interval`
+    // after its own answer.
+    let w = World::start(
+        |_| {},
+        Faults::none(),
+        "",
+        "rate_per_minute = 30\nnopay_interval = \"30s\"",
+    )
+    .await;
+    let created = Utc::now() - chrono::Duration::minutes(30);
+    for i in 0..6 {
+        let no = format!("NOPAY{i}");
+        w.sandbox
+            .state()
+            .insert_ecpay(
+                DEV_ECPAY_MERCHANT_ID,
+                EcpayOrder::new(&no, 500).at(created).never_answered(),
+            )
+            .unwrap();
+        w.ok(&[
+            "track",
+            "--account",
+            EC,
+            "--out-trade-no",
+            &no,
+            "--amount",
+            "500",
+            "--currency",
+            "TWD",
+            "--created-at",
+            &rfc3339(created),
+        ]);
+    }
+    w.reconcile(&[]);
+    let mut answered = Vec::new();
+    for i in 0..6 {
+        let no = format!("NOPAY{i}");
+        let p = w.payment(&no).await;
+        assert_eq!(p.provider_code.as_deref(), Some("error_nopay"));
+        let e = w.events(&no).await.pop().unwrap();
+        assert_eq!(e.kind, "observed");
+        let at = chrono::DateTime::parse_from_rfc3339(&e.at).unwrap();
+        let next =
+            chrono::DateTime::parse_from_rfc3339(p.next_check_at.as_deref().unwrap()).unwrap();
+        assert_eq!(next - at, chrono::Duration::seconds(30), "{no}");
+        answered.push(at);
+    }
+    let spread = *answered.iter().max().unwrap() - *answered.iter().min().unwrap();
+    assert!(
+        spread >= chrono::Duration::seconds(8),
+        "the answers arrived over ~10 s, and each event says when: {spread}"
+    );
+}
