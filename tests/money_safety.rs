@@ -304,3 +304,90 @@ async fn every_next_check_is_timed_from_its_own_answer() {
         "the answers arrived over ~10 s, and each event says when: {spread}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_method_get_sends_the_close_as_a_get_once() {
+    // The close method is an account setting: the docs conflict (GET in 2024–2026, POST in
+    // 2016/2018), so an operator who learns which one the host accepts can say so.
+    let created = Utc::now() - chrono::Duration::hours(2);
+    let local = created
+        .with_timezone(&hk())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let mut server = mockito::Server::new_async().await;
+    let record = json!({"respcd": "0000", "page": "1", "page_size": "100", "data": [{
+        "syssn": "20261129000300020000000077", "out_trade_no": "QR-1", "order_type": "payment",
+        "pay_type": "800201", "txamt": "500", "txcurrcd": "HKD", "respcd": "1143",
+        "cancel": "0", "sysdtm": local, "txdtm": local}]});
+    let query = server
+        .mock("POST", "/trade/v1/query")
+        .with_body(record.to_string())
+        .expect_at_least(1)
+        .create_async()
+        .await;
+    let get = server
+        .mock("GET", mockito::Matcher::Regex("^/trade/v1/close".into()))
+        .match_query(mockito::Matcher::Regex("txamt=500".into()))
+        .with_body(r#"{"respcd":"0000","syssn":"20261129000300020000000078","orig_syssn":"20261129000300020000000077"}"#)
+        .expect(1)
+        .create_async()
+        .await;
+    let post = server
+        .mock("POST", "/trade/v1/close")
+        .expect(0)
+        .create_async()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[ledger]
+path = "{}"
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{}"
+app_code = "APP"
+client_key = "TESTCLIENTKEY0000000000000000000"
+close_method = "get"
+retry_for = "1s"
+"#,
+            dir.path().join("l.db").display(),
+            server.url()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "track",
+        "--account",
+        "hk",
+        "--out-trade-no",
+        "QR-1",
+        "--amount",
+        "500",
+        "--currency",
+        "HKD",
+        "--pay-type",
+        "800201",
+        "--created-at",
+        &rfc3339(created),
+    ]);
+    run(&["reconcile", "--once"]);
+    query.assert_async().await;
+    get.assert_async().await;
+    post.assert_async().await;
+}

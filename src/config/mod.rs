@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use ecpay::{EcpayAccount, EcpayQueryApi};
 pub use problems::Problem;
-pub use qfpay::{QfpayAccount, SignType};
+pub use qfpay::{CloseMethod, QfpayAccount, SignType};
 
 use crate::domain::{AccountName, Provider};
 use problems::Problems;

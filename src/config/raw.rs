@@ -85,6 +85,8 @@ pub(crate) struct RawAccount {
     pub batch_size: Option<i64>,
     pub in_progress_interval: Option<String>,
     pub cancel_routes: Option<BTreeMap<String, String>>,
+    pub close_method: Option<String>,
+    pub ledger_is_complete: Option<bool>,
     // ECPay
     pub merchant_id: Option<String>,
     pub platform_id: Option<String>,
@@ -102,7 +104,7 @@ impl RawAccount {
     /// Keys that belong to the other provider, for a clear "not a QFPay setting" message.
     pub fn foreign_keys(&self, provider: crate::domain::Provider) -> Vec<&'static str> {
         use crate::domain::Provider;
-        let qfpay: [(&str, bool); 10] = [
+        let qfpay: [(&str, bool); 12] = [
             ("app_code", self.app_code.is_some()),
             ("client_key", self.client_key.is_some()),
             ("client_key_file", self.client_key_file.is_some()),
@@ -116,6 +118,8 @@ impl RawAccount {
             ("rate_per_second", self.rate_per_second.is_some()),
             ("batch_size", self.batch_size.is_some()),
             ("cancel_routes", self.cancel_routes.is_some()),
+            ("close_method", self.close_method.is_some()),
+            ("ledger_is_complete", self.ledger_is_complete.is_some()),
         ];
         let ecpay: [(&str, bool); 10] = [
             ("merchant_id", self.merchant_id.is_some()),

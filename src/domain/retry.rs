@@ -76,6 +76,14 @@ pub const ECPAY_NOPAY_INTERVAL: Duration = Duration::from_secs(600);
 /// QFPay: wait 3–5 seconds between queries of an in-progress payment (qfpay.md §6).
 pub const QFPAY_IN_PROGRESS_INTERVAL: Duration = Duration::from_secs(4);
 
+/// QFPay `reversing`: 4 s, doubling, at most 10 minutes apart.
+pub const QFPAY_AWAITING_REVERSAL: RetryRule = RetryRule {
+    initial: QFPAY_IN_PROGRESS_INTERVAL,
+    factor: 2.0,
+    max: Duration::from_secs(600),
+    jitter: false,
+};
+
 impl RetrySchedule {
     pub fn default_for(provider: Provider) -> Self {
         let call_failed = RetryRule {
@@ -108,7 +116,11 @@ impl RetrySchedule {
                 },
                 unrecognised,
                 call_failed,
-                awaiting_reversal: RetryRule::fixed(QFPAY_IN_PROGRESS_INTERVAL),
+                // A sent reversal is confirmed by the query: soon at first (most settle within
+                // seconds), then backing off to every 10 minutes, so stuck reversals cannot
+                // eat the merchant's 400 calls a minute: at the ceiling each costs 0.1 call a
+                // minute (docs/RELIABILITY.md: ~400 stuck reversals use 10 % of the limit).
+                awaiting_reversal: QFPAY_AWAITING_REVERSAL,
             },
             Provider::Ecpay => Self {
                 in_progress: RetryRule::fixed(ECPAY_NOPAY_INTERVAL),
@@ -170,6 +182,25 @@ mod tests {
             s.delay(RetryReason::InProgress, 40, 0.5),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn a_stuck_qfpay_reversal_is_asked_less_and_less_often_down_to_every_ten_minutes() {
+        let s = RetrySchedule::default_for(Provider::Qfpay);
+        let d = |n| s.delay(RetryReason::AwaitingReversal, n, 0.5).as_secs();
+        assert_eq!([d(0), d(1), d(2), d(3)], [4, 8, 16, 32]);
+        assert_eq!(d(8), 600);
+        assert_eq!(d(500), 600);
+        // Over the 3-day give-up horizon: a few hundred queries, not 64,800 (every 4 s).
+        let mut total = 0.0;
+        let mut calls = 0;
+        while total < 3.0 * 86400.0 {
+            total += s
+                .delay(RetryReason::AwaitingReversal, calls, 0.5)
+                .as_secs_f64();
+            calls += 1;
+        }
+        assert!(calls < 450, "{calls}");
     }
 
     #[test]

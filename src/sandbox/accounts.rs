@@ -11,7 +11,7 @@ use super::config::{
     DEV_QFPAY_CLIENT_KEY,
 };
 use super::server::SandboxHandle;
-use crate::config::{EcpayAccount, EcpayQueryApi, QfpayAccount, SignType};
+use crate::config::{CloseMethod, EcpayAccount, EcpayQueryApi, QfpayAccount, SignType};
 use crate::domain::{AccountName, Provider, RetrySchedule};
 
 /// A QFPay account for `app_code`/`client_key` at `base_url`, with payrecon's defaults
@@ -41,6 +41,8 @@ pub fn qfpay_account(
             .in_progress
             .initial,
         cancel_routes: BTreeMap::new(),
+        close_method: CloseMethod::Post,
+        ledger_is_complete: false,
     }
 }
 
