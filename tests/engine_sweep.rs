@@ -48,7 +48,13 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
         mid,
     ));
     let fake = FakeQfpay::start(records).await;
-    let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
+    // This merchant registers every payment: a record the ledger lacks is a discrepancy.
+    let h = harness(
+        &fake.url(),
+        "http://127.0.0.1:9",
+        "ledger_is_complete = true",
+    )
+    .await;
     let mut ledger: Vec<_> = (0..120)
         .map(|i| {
             qf_payment(
@@ -86,7 +92,7 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
         .unwrap();
 
     let engine = h.engine();
-    let r = engine.sweep("hk", from, to).await.unwrap();
+    let r = engine.sweep("hk", from, to, false).await.unwrap();
     assert_eq!(r.records, 123);
     assert_eq!(r.calls, 2, "123 records: a full page and a short one");
     assert_eq!(r.matched, 122);
@@ -102,16 +108,21 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
     assert!(open.next_check_at.unwrap().as_str() < "2999");
     assert_eq!(open.state, "pending", "a sweep changes no state itself");
 
-    let again = engine.sweep("hk", from, to).await.unwrap();
+    let again = engine.sweep("hk", from, to, false).await.unwrap();
     assert_eq!((again.calls, again.already_complete_pieces), (0, 1));
     let open_discrepancies = h.ledger.discrepancies(false).await.unwrap();
     assert_eq!(open_discrepancies.len(), 3);
 
     let err = engine
-        .sweep("hk", from, chrono::Utc::now() + chrono::Duration::hours(1))
+        .sweep(
+            "hk",
+            from,
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("must be closed"));
-    let err = engine.sweep("tw", from, to).await.unwrap_err();
+    let err = engine.sweep("tw", from, to, false).await.unwrap_err();
     assert!(err.to_string().contains("not a configured QFPay account"));
 }

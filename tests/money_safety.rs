@@ -391,3 +391,202 @@ retry_for = "1s"
     get.assert_async().await;
     post.assert_async().await;
 }
+
+/// `payrecon sweep` of the window `[from, to)`, its printed report.
+fn sweep(w: &World, from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>, again: bool) -> String {
+    let (from, to) = (rfc3339(from), rfc3339(to));
+    let mut args = vec!["sweep", "--account", QF, "--from", &from, "--to", &to];
+    if again {
+        args.push("--again");
+    }
+    String::from_utf8_lossy(&w.ok(&args).stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_and_later_settlements_at_the_gateway_reach_the_ledger_through_a_sweep() {
+    let now = Utc::now();
+    let w = World::start(
+        |c| c.clock = payrecon::sandbox::SandboxClock::frozen(now),
+        Faults::none(),
+        "",
+        "",
+    )
+    .await;
+    let created = now - chrono::Duration::hours(3);
+    let mut syssn = std::collections::HashMap::new();
+    for no in ["PAID-FULL", "PAID-PART", "PAID-KEEP"] {
+        let s = seed(&w, QfpayPayment::new(no, 1000, "HKD", "800101").at(created));
+        w.track_qfpay(no, 1000, "800101", Some(&s), created);
+        syssn.insert(no, s);
+    }
+    // Paid before the swept window: only its refund record is in the window.
+    let before = now - chrono::Duration::hours(6);
+    let s = seed(
+        &w,
+        QfpayPayment::new("PAID-EARLY", 800, "HKD", "800101").at(before),
+    );
+    w.track_qfpay("PAID-EARLY", 800, "800101", Some(&s), before);
+    syssn.insert("PAID-EARLY", s);
+    // A Hong Kong wallet payment, not cancellable, stuck past its deadline: to a person. The
+    // gateway settles it later.
+    seed(
+        &w,
+        QfpayPayment::new("HK-LATE", 700, "HKD", "801008")
+            .at(created)
+            .timeline(QfpayTimeline::pending_then(
+                Duration::from_secs(3 * 3600 + 60),
+                "0000",
+            )),
+    );
+    w.track_qfpay("HK-LATE", 700, "801008", None, created);
+    // Records the merchant never registered (it registers only what it is unsure of).
+    for i in 0..3 {
+        seed(
+            &w,
+            QfpayPayment::new(&format!("OTHER{i}"), 300, "HKD", "800101").at(created),
+        );
+    }
+    w.reconcile(&[]);
+    for no in ["PAID-FULL", "PAID-PART", "PAID-KEEP"] {
+        assert_eq!(w.payment(no).await.state, "succeeded");
+    }
+    assert_eq!(w.payment("HK-LATE").await.state, "needs_review");
+
+    // Days later (here: an hour of sandbox time): refunds, and the wallet payment settles.
+    w.sandbox.clock().advance(Duration::from_secs(120));
+    for (no, refund, amount) in [
+        ("PAID-FULL", "RF-1", 1000),
+        ("PAID-PART", "RF-2", 400),
+        ("PAID-EARLY", "RF-3", 800),
+    ] {
+        w.sandbox
+            .state()
+            .insert_qfpay_refund(
+                DEV_QFPAY_APP_CODE,
+                payrecon::sandbox::QfpayRefund {
+                    payment_out_trade_no: no.into(),
+                    out_trade_no: refund.into(),
+                    amount_minor: amount,
+                    at: Some(now - chrono::Duration::hours(2)),
+                },
+            )
+            .unwrap();
+    }
+    let printed = sweep(
+        &w,
+        now - chrono::Duration::hours(4),
+        now - chrono::Duration::hours(1),
+        false,
+    );
+
+    assert_eq!(w.payment("PAID-FULL").await.state, "refunded", "{printed}");
+    assert_eq!(
+        w.payment("PAID-PART").await.state,
+        "partially_refunded",
+        "{printed}"
+    );
+    assert_eq!(w.payment("PAID-KEEP").await.state, "succeeded");
+    assert_eq!(w.payment("HK-LATE").await.state, "succeeded", "{printed}");
+    // Followed from its refund record alone (its own record is outside the window).
+    assert_eq!(w.payment("PAID-EARLY").await.state, "refunded", "{printed}");
+    let ev = w.events("PAID-EARLY").await.pop().unwrap();
+    assert_eq!(ev.evidence["refunded_total"], 800, "{ev:?}");
+    let ev = w.events("PAID-FULL").await.pop().unwrap();
+    assert_eq!(
+        (ev.kind.as_str(), ev.to_state.as_deref()),
+        ("observed", Some("refunded"))
+    );
+    assert!(
+        ev.evidence.is_object() && ev.evidence != json!({}),
+        "{ev:?}"
+    );
+    let late = w.events("HK-LATE").await.pop().unwrap();
+    assert_eq!(
+        late.evidence["respcd"], "0000",
+        "the record is the evidence"
+    );
+    // The refunds are in the ledger, linked to their payments.
+    for (refund, original) in [
+        ("RF-1", "PAID-FULL"),
+        ("RF-2", "PAID-PART"),
+        ("RF-3", "PAID-EARLY"),
+    ] {
+        let r = w.payment(refund).await;
+        assert_eq!(r.kind, "refund");
+        assert_eq!(r.state, "succeeded");
+        assert_eq!(r.original_ref.as_deref(), Some(syssn[original].as_str()));
+    }
+    // Not the complete book: the records it never registered are counted, not reported.
+    assert!(
+        printed.contains("3 gateway records are not in the ledger"),
+        "{printed}"
+    );
+    let d = w.discrepancies().await;
+    assert!(!d.iter().any(|(k, ..)| k == "missing_in_ledger"), "{d:?}");
+
+    // Reading the window again changes nothing more.
+    let again = sweep(
+        &w,
+        now - chrono::Duration::hours(4),
+        now - chrono::Duration::hours(1),
+        true,
+    );
+    assert!(
+        again.contains(
+            "updated (payments the ledger held as settled whose gateway record says more): 0"
+        ),
+        "{again}"
+    );
+    assert!(
+        again.contains("refunds registered (gateway refunds of ledger payments): 0"),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_serves_smaller_pages_is_paged_to_the_end() {
+    // 120 records in the window, pages of 50 echoed as page_size 50: three pages, not one.
+    let w = World::start(
+        |c| c.qfpay_merchants[0].max_page_size = Some(50),
+        Faults::none(),
+        "ledger_is_complete = true",
+        "",
+    )
+    .await;
+    let now = Utc::now();
+    let created = now - chrono::Duration::hours(3);
+    for i in 0..120 {
+        let no = format!("PG{i:03}");
+        let s = seed(
+            &w,
+            QfpayPayment::new(&no, 100, "HKD", "800101").at(created + chrono::Duration::seconds(i)),
+        );
+        if i % 2 == 0 {
+            w.track_qfpay(
+                &no,
+                100,
+                "800101",
+                Some(&s),
+                created + chrono::Duration::seconds(i),
+            );
+        }
+    }
+    let printed = sweep(
+        &w,
+        now - chrono::Duration::hours(4),
+        now - chrono::Duration::hours(1),
+        false,
+    );
+    assert!(
+        printed.contains("120 gateway records in 3 calls"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("missing at gateway (registered payments the gateway never had): 0"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("missing in ledger (gateway records the merchant never registered): 60"),
+        "{printed}"
+    );
+}

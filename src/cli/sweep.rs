@@ -20,6 +20,10 @@ pub struct SweepArgs {
     /// Window end (exclusive), same formats; must be in the past.
     #[arg(long)]
     pub to: String,
+    /// Read month pieces that were already swept once more from the first page (to see what
+    /// changed since, e.g. refunds); without it they are skipped.
+    #[arg(long)]
+    pub again: bool,
 }
 
 /// Parses a time in the formats `--from`/`--to` accept.
@@ -59,7 +63,7 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
         eprintln!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
-    let result = engine.sweep(&args.account, from, to).await;
+    let result = engine.sweep(&args.account, from, to, args.again).await;
     ledger.close().await;
     let report = result.map_err(|e| {
         eprintln!("payrecon: {e}");
@@ -71,11 +75,25 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
     );
     if report.already_complete_pieces > 0 {
         println!(
-            "  ({} month piece(s) were already swept; delete their sweep_cursors rows to sweep again)",
+            "  ({} month piece(s) were already swept; add --again to read them once more)",
             report.already_complete_pieces
         );
     }
+    if report.unknown_records > 0 {
+        println!(
+            "  {} gateway records are not in the ledger (not reported: the account's ledger_is_complete is false)",
+            report.unknown_records
+        );
+    }
     for (title, list) in [
+        (
+            "updated (payments the ledger held as settled whose gateway record says more)",
+            &report.updated,
+        ),
+        (
+            "refunds registered (gateway refunds of ledger payments)",
+            &report.refunds_registered,
+        ),
         (
             "missing in ledger (gateway records the merchant never registered)",
             &report.missing_in_ledger,

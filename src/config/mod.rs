@@ -52,6 +52,9 @@ pub struct ScheduleSettings {
     /// 6-field cron (seconds first), already checked to parse.
     pub reconcile: String,
     pub sweep: String,
+    /// The scheduled sweep reads every closed window twice: when it closes, and again once it
+    /// is this old, to catch what happens to payments later (refunds, late cancels).
+    pub sweep_look_back: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +195,11 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let schedule = ScheduleSettings {
         reconcile: cron(&mut p, "reconcile", raw.schedule.reconcile.as_ref()),
         sweep: cron(&mut p, "sweep", raw.schedule.sweep.as_ref()),
+        sweep_look_back: p.duration(
+            "sweep_look_back",
+            raw.schedule.sweep_look_back.as_ref(),
+            Duration::from_secs(7 * 86400),
+        ),
     };
 
     let mut p = Problems::new("reconcile", &mut list);

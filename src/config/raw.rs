@@ -35,6 +35,7 @@ pub(crate) struct RawLedger {
 pub(crate) struct RawSchedule {
     pub reconcile: Option<String>,
     pub sweep: Option<String>,
+    pub sweep_look_back: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

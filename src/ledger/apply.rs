@@ -120,20 +120,7 @@ impl Ledger {
                 insert_event(&mut tx, u.id, run_id, e).await?;
             }
             for d in &u.discrepancies {
-                // One discrepancy of a kind per payment: a mismatch seen on every poll of an
-                // open payment is reported once.
-                sqlx::query(
-                    "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
-                     SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
-                       AND NOT EXISTS (SELECT 1 FROM discrepancies WHERE payment_id = ?5 AND kind = ?1)",
-                )
-                .bind(d.kind.as_str())
-                .bind(&d.detail)
-                .bind(d.evidence.to_string())
-                .bind(&now_s)
-                .bind(u.id.0)
-                .execute(&mut *tx)
-                .await?;
+                insert_discrepancy(&mut tx, u.id, d, now).await?;
             }
         }
         tx.commit().await?;
@@ -200,7 +187,30 @@ impl Ledger {
     }
 }
 
-async fn insert_event(
+/// Records `d` for the payment unless one of its kind is recorded already (open or resolved):
+/// a mismatch seen on every poll or every sweep is reported once. Returns 1 when recorded.
+pub(super) async fn insert_discrepancy(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: PaymentId,
+    d: &NewDiscrepancy,
+    now: DateTime<Utc>,
+) -> Result<u64, LedgerError> {
+    let done = sqlx::query(
+        "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
+         SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
+           AND NOT EXISTS (SELECT 1 FROM discrepancies WHERE payment_id = ?5 AND kind = ?1)",
+    )
+    .bind(d.kind.as_str())
+    .bind(&d.detail)
+    .bind(d.evidence.to_string())
+    .bind(to_db(now))
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: PaymentId,
     run_id: Option<i64>,

@@ -20,7 +20,7 @@ pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};
-pub use sweeps::{KnownPayment, SweepCursor};
+pub use sweeps::{FoundRefund, KnownPayment, SchedulePosition, SweepCursor, SweepRound};
 
 use sqlx::SqlitePool;
 

@@ -16,6 +16,8 @@ pub struct PaymentRow {
     pub kind: String,
     pub out_trade_no: String,
     pub provider_ref: Option<String>,
+    /// Refunds: the gateway id (QFPay `syssn`) of the payment they refund.
+    pub original_ref: Option<String>,
     pub pay_type: Option<String>,
     pub amount: i64,
     pub currency: String,
@@ -27,7 +29,7 @@ pub struct PaymentRow {
     pub updated_at: String,
 }
 
-const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at, created_at, updated_at";
+const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref, original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at, created_at, updated_at";
 
 impl PaymentRow {
     fn from_row(r: &SqliteRow) -> Self {
@@ -38,6 +40,7 @@ impl PaymentRow {
             kind: r.get("kind"),
             out_trade_no: r.get("out_trade_no"),
             provider_ref: r.get("provider_ref"),
+            original_ref: r.get("original_ref"),
             pay_type: r.get("pay_type"),
             amount: r.get("amount"),
             currency: r.get("currency"),

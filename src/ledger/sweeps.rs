@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::time::to_db;
-use super::{Ledger, LedgerError};
+use super::apply::{insert_discrepancy, insert_event};
+use super::time::{from_db, to_db};
+use super::{Ledger, LedgerError, NewDiscrepancy, NewEvent};
+use crate::domain::{PaymentId, PaymentState};
 
 /// Progress of one month piece of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +24,42 @@ pub struct KnownPayment {
     pub kind: String,
     pub out_trade_no: String,
     pub provider_ref: Option<String>,
+    pub original_ref: Option<String>,
     pub state: String,
     pub amount: i64,
     pub currency: String,
+}
+
+/// Which reading of a window a cursor belongs to: the first one after it closes (scheduled or
+/// manual), or the scheduled look-back re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepRound {
+    Fresh = 0,
+    LookBack = 1,
+}
+
+/// How far the scheduled sweep of one account has read: fresh windows up to `swept_until`,
+/// look-back re-reads up to `rechecked_from` (the next re-read starts there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulePosition {
+    pub swept_until: DateTime<Utc>,
+    pub rechecked_from: DateTime<Utc>,
+}
+
+/// A refund record of the gateway whose payment is in the ledger, to register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundRefund<'a> {
+    pub account: &'a str,
+    pub out_trade_no: &'a str,
+    pub syssn: Option<&'a str>,
+    pub original_ref: &'a str,
+    pub pay_type: Option<&'a str>,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub state: PaymentState,
+    pub provider_code: &'a str,
+    pub evidence: &'a serde_json::Value,
 }
 
 impl Ledger {
@@ -33,14 +68,16 @@ impl Ledger {
         account: &str,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        round: SweepRound,
     ) -> Result<Option<SweepCursor>, LedgerError> {
         let row = sqlx::query(
             "SELECT next_page, records_seen, completed_at FROM sweep_cursors
-             WHERE account = ? AND window_start = ? AND window_end = ?",
+             WHERE account = ? AND window_start = ? AND window_end = ? AND round = ?",
         )
         .bind(account)
         .bind(to_db(start))
         .bind(to_db(end))
+        .bind(round as i64)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| SweepCursor {
@@ -55,13 +92,14 @@ impl Ledger {
         account: &str,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        round: SweepRound,
         cursor: SweepCursor,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         sqlx::query(
-            "INSERT INTO sweep_cursors (account, window_start, window_end, next_page, records_seen, completed_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (account, window_start, window_end) DO UPDATE SET
+            "INSERT INTO sweep_cursors (account, window_start, window_end, next_page, records_seen, completed_at, updated_at, round)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (account, window_start, window_end, round) DO UPDATE SET
                  next_page = ?4, records_seen = ?5, completed_at = ?6, updated_at = ?7",
         )
         .bind(account)
@@ -71,22 +109,61 @@ impl Ledger {
         .bind(cursor.records_seen as i64)
         .bind(cursor.completed.then(|| to_db(now)))
         .bind(to_db(now))
+        .bind(round as i64)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The end of the latest completed sweep of `account`, if any.
-    pub async fn last_swept_until(&self, account: &str) -> Result<Option<String>, LedgerError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(window_end) FROM sweep_cursors WHERE account = ? AND completed_at IS NOT NULL",
+    /// Where the scheduled sweep of `account` stands; `None` before its first run. Manual
+    /// sweeps do not move it: the schedule's cursor is its own.
+    pub async fn schedule_position(
+        &self,
+        account: &str,
+    ) -> Result<Option<SchedulePosition>, LedgerError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT swept_until, rechecked_from FROM sweep_schedule WHERE account = ?",
         )
         .bind(account)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((a, b)) = row else { return Ok(None) };
+        let time = |column: &'static str, v: &str| {
+            from_db(v).ok_or_else(|| LedgerError::Corrupt {
+                column,
+                value: v.to_string(),
+            })
+        };
+        Ok(Some(SchedulePosition {
+            swept_until: time("swept_until", &a)?,
+            rechecked_from: time("rechecked_from", &b)?,
+        }))
     }
 
-    /// Ledger payments of `account` with one of these gateway ids or order numbers.
+    pub async fn save_schedule_position(
+        &self,
+        account: &str,
+        position: SchedulePosition,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO sweep_schedule (account, swept_until, rechecked_from, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account) DO UPDATE SET
+                 swept_until = ?2, rechecked_from = ?3, updated_at = ?4",
+        )
+        .bind(account)
+        .bind(to_db(position.swept_until))
+        .bind(to_db(position.rechecked_from))
+        .bind(to_db(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ledger payments of `account` with one of these gateway ids or order numbers. Two
+    /// index-backed lookups joined by `UNION` (an `OR` would read every payment of the
+    /// account).
     pub async fn known_payments(
         &self,
         account: &str,
@@ -94,10 +171,14 @@ impl Ledger {
         orders: &[&str],
     ) -> Result<Vec<KnownPayment>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT id, kind, out_trade_no, provider_ref, state, amount, currency FROM payments
-             WHERE account = ?1
-               AND (provider_ref IN (SELECT value FROM json_each(?2))
-                    OR out_trade_no IN (SELECT value FROM json_each(?3)))",
+            "SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
+             FROM payments
+             WHERE account = ?1 AND provider_ref IN (SELECT value FROM json_each(?2))
+             UNION
+             SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
+             FROM payments
+             WHERE account = ?1 AND kind IN ('payment', 'refund')
+               AND out_trade_no IN (SELECT value FROM json_each(?3))",
         )
         .bind(account)
         .bind(serde_json::to_string(refs).unwrap_or_default())
@@ -111,11 +192,143 @@ impl Ledger {
                 kind: r.get("kind"),
                 out_trade_no: r.get("out_trade_no"),
                 provider_ref: r.get("provider_ref"),
+                original_ref: r.get("original_ref"),
                 state: r.get("state"),
                 amount: r.get("amount"),
                 currency: r.get("currency"),
             })
             .collect())
+    }
+
+    /// Applies what a sweep learned about a payment that no pass works on (final, or handed to
+    /// a person): the new state with its event, and discrepancies (one of a kind per payment).
+    /// Guarded by the state it was read in, so a concurrent change wins and this writes
+    /// nothing. Returns whether the payment was updated, and the indexes of the discrepancies
+    /// newly recorded.
+    pub async fn apply_sweep_finding(
+        &self,
+        id: i64,
+        expected: PaymentState,
+        to: PaymentState,
+        event: &NewEvent,
+        discrepancies: &[NewDiscrepancy],
+        now: DateTime<Utc>,
+    ) -> Result<(bool, Vec<usize>), LedgerError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT state FROM payments WHERE id = ? AND lease_owner IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current.as_deref() != Some(expected.as_str()) {
+            tx.rollback().await?;
+            return Ok((false, Vec::new()));
+        }
+        let changed = to != expected;
+        if changed {
+            sqlx::query(
+                "UPDATE payments SET state = ?1, provider_code = COALESCE(?2, provider_code),
+                     next_check_at = NULL, updated_at = ?3
+                 WHERE id = ?4",
+            )
+            .bind(to.as_str())
+            .bind(event.provider_code.as_deref())
+            .bind(to_db(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(&mut tx, PaymentId(id), None, event).await?;
+        }
+        let mut recorded = Vec::new();
+        for (i, d) in discrepancies.iter().enumerate() {
+            if insert_discrepancy(&mut tx, PaymentId(id), d, now).await? > 0 {
+                recorded.push(i);
+            }
+        }
+        tx.commit().await?;
+        Ok((changed, recorded))
+    }
+
+    /// Links a refund row to its payment's gateway id, if it was not linked yet.
+    pub async fn link_refund(&self, id: i64, original_ref: &str) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE payments SET original_ref = ?1 WHERE id = ?2 AND kind = 'refund'
+               AND original_ref IS NULL",
+        )
+        .bind(original_ref)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Registers a gateway refund record of a ledger payment as a refund row, already in the
+    /// state its record shows, with the record as evidence. Returns its id, or `None` when a
+    /// row with that order number exists already.
+    pub async fn register_found_refund(
+        &self,
+        r: &FoundRefund<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, LedgerError> {
+        let now_s = to_db(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let open = !r.state.is_final();
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, original_ref,
+                                   pay_type, amount, currency, state, provider_code, next_check_at,
+                                   created_at, registered_at, updated_at)
+             VALUES (?1, 'qfpay', 'refund', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (account, kind, out_trade_no) DO NOTHING
+             RETURNING id",
+        )
+        .bind(r.account)
+        .bind(r.out_trade_no)
+        .bind(r.syssn)
+        .bind(r.original_ref)
+        .bind(r.pay_type)
+        .bind(r.amount)
+        .bind(r.currency)
+        .bind(r.state.as_str())
+        .bind(r.provider_code)
+        .bind(open.then(|| now_s.clone()))
+        .bind(to_db(r.created_at))
+        .bind(&now_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = id {
+            let event = NewEvent {
+                at: now,
+                kind: "registered",
+                from_state: None,
+                to_state: Some(r.state),
+                provider_code: Some(r.provider_code.to_string()),
+                message: Some(format!(
+                    "refund of payment {} found by a sweep",
+                    r.original_ref
+                )),
+                evidence: r.evidence.clone(),
+            };
+            insert_event(&mut tx, PaymentId(id), None, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The sum of the succeeded refund rows linked to the payment with gateway id
+    /// `original_ref`.
+    pub async fn refunded_total(
+        &self,
+        account: &str,
+        original_ref: &str,
+    ) -> Result<i64, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM payments
+             WHERE account = ? AND original_ref = ? AND kind = 'refund' AND state = 'succeeded'",
+        )
+        .bind(account)
+        .bind(original_ref)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Makes open payments due now, so the next pass settles them under a lease.

@@ -10,6 +10,7 @@ pub mod plan;
 mod qfpay_pass;
 mod reversal;
 pub mod sweep;
+mod sweep_page;
 pub mod update;
 mod window_sweep;
 
@@ -113,6 +114,8 @@ pub struct Reconciler {
     accounts: Vec<AccountRuntime>,
     policy: LastResortPolicy,
     settings: ReconcileSettings,
+    /// How old a closed window is when the scheduled sweep reads it again.
+    sweep_look_back: std::time::Duration,
     /// Lease owner id: unique per process.
     owner: String,
 }
@@ -130,6 +133,7 @@ impl Reconciler {
                 give_up_after: settings.reconcile.give_up_after,
             },
             settings: settings.reconcile.clone(),
+            sweep_look_back: settings.schedule.sweep_look_back,
             owner: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         })
     }

@@ -4,9 +4,16 @@
 //! not know (`missing_in_ledger`) and ledger payments the gateway never had
 //! (`missing_at_gateway`).
 //!
-//! A sweep changes no payment state itself: an open payment it finds is made due, so the next
-//! pass settles it under a lease like any other; a final payment the gateway contradicts is a
-//! discrepancy for a person (the pass would follow the gateway only if it were still open).
+//! What a page does to the ledger is in `sweep_page`: open payments are made due (the next
+//! pass settles them under a lease); payments no pass works on any more (final, or handed to a
+//! person) follow what the gateway says through the state machine (`succeeded` → `refunded`,
+//! `needs_review` → the gateway's final state), with the record as evidence; refund records
+//! are linked to their payment, or registered when the ledger holds the payment.
+//!
+//! The scheduled sweep has its own cursor (`sweep_schedule`): a manual sweep of a later window
+//! never makes it skip the days in between. It reads each closed window twice: when it closes
+//! (round `Fresh`, shared with manual sweeps) and again `sweep_look_back` later (round
+//! `LookBack`), so refunds and late cancels reach the ledger.
 
 use std::collections::HashSet;
 
@@ -16,11 +23,9 @@ use serde::Serialize;
 use super::accounts::Gateway;
 use super::plan;
 use super::{ReconcileError, Reconciler};
-use crate::domain::{
-    Currency, DiscrepancyKind, LedgerView, Observation, PaymentState, RecordKind, decide,
-};
+use crate::domain::DiscrepancyKind;
 use crate::gateway::qfpay::WindowQuery;
-use crate::ledger::{KnownPayment, NewDiscrepancy, SweepCursor};
+use crate::ledger::{NewDiscrepancy, SchedulePosition, SweepCursor, SweepRound};
 
 /// Payments created this close to a window's edge may have a `sysdtm` on the other side of it,
 /// so they are not reported missing.
@@ -34,6 +39,13 @@ pub struct SweepReport {
     pub missing_in_ledger: Vec<String>,
     pub missing_at_gateway: Vec<String>,
     pub contradictions: Vec<String>,
+    /// Final (or needs-review) payments whose state the gateway's record changed.
+    pub updated: Vec<String>,
+    /// Refund records of ledger payments that the sweep registered.
+    pub refunds_registered: Vec<String>,
+    /// Records unknown to the ledger, not reported because the ledger is not the merchant's
+    /// complete book (`ledger_is_complete = false`).
+    pub unknown_records: u64,
     pub calls: u64,
     pub resumed_pieces: u64,
     pub already_complete_pieces: u64,
@@ -87,40 +99,81 @@ fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl Reconciler {
-    /// The scheduled sweep: for each QFPay account, the next closed window after the last
-    /// completed one (the last day on the first run), chained by the saved cursors.
+    /// The scheduled sweep: for each QFPay account, the next closed window after the
+    /// schedule's own cursor (the last day on the first run), then the next window that has
+    /// reached the look-back age, re-read for what happened to its payments since.
     pub async fn sweep_closed_windows(&self, now: DateTime<Utc>) {
         let closed_until = floor_hour(now - SETTLE);
+        let look_back = chrono::Duration::from_std(self.sweep_look_back).unwrap_or_default();
         for rt in &self.accounts {
             if !matches!(rt.gateway, Gateway::Qfpay { .. }) {
                 continue;
             }
             let account = rt.name.as_str();
-            let last = match self.ledger.last_swept_until(account).await {
-                Ok(last) => last.and_then(|s| crate::ledger::time::from_db(&s)),
-                Err(e) => {
-                    tracing::warn!(account, error = %e, "cannot read sweep cursors");
-                    continue;
-                }
-            };
-            let from = last.unwrap_or(closed_until - MAX_WINDOW);
-            let to = (from + MAX_WINDOW).min(closed_until);
-            if from >= to {
-                continue;
-            }
-            if let Err(e) = self.sweep(account, from, to).await {
+            if let Err(e) = self.scheduled_sweep(account, closed_until, look_back).await {
                 tracing::warn!(account, error = %e, "scheduled sweep failed; it resumes at the next tick");
             }
         }
     }
 
+    async fn scheduled_sweep(
+        &self,
+        account: &str,
+        closed_until: DateTime<Utc>,
+        look_back: chrono::Duration,
+    ) -> Result<(), SweepError> {
+        let mut pos = match self.ledger.schedule_position(account).await? {
+            Some(p) => p,
+            None => {
+                let start = closed_until - MAX_WINDOW;
+                SchedulePosition {
+                    swept_until: start,
+                    rechecked_from: start,
+                }
+            }
+        };
+        let to = (pos.swept_until + MAX_WINDOW).min(closed_until);
+        if pos.swept_until < to {
+            self.sweep_round(account, pos.swept_until, to, SweepRound::Fresh, false)
+                .await?;
+            pos.swept_until = to;
+            self.ledger
+                .save_schedule_position(account, pos, Utc::now())
+                .await?;
+        }
+        let due = (closed_until - look_back).min(pos.swept_until);
+        let to = (pos.rechecked_from + MAX_WINDOW).min(due);
+        if pos.rechecked_from < to {
+            self.sweep_round(account, pos.rechecked_from, to, SweepRound::LookBack, false)
+                .await?;
+            pos.rechecked_from = to;
+            self.ledger
+                .save_schedule_position(account, pos, Utc::now())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Sweeps `[from, to)` of a QFPay account. Running it again resumes an interrupted sweep
-    /// and skips completed month pieces.
+    /// and skips completed month pieces, unless `again` (read them once more from page 1).
     pub async fn sweep(
         &self,
         account: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        again: bool,
+    ) -> Result<SweepReport, SweepError> {
+        self.sweep_round(account, from, to, SweepRound::Fresh, again)
+            .await
+    }
+
+    async fn sweep_round(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        round: SweepRound,
+        again: bool,
     ) -> Result<SweepReport, SweepError> {
         let now = Utc::now();
         if to > now {
@@ -142,7 +195,11 @@ impl Reconciler {
         };
         let mut report = SweepReport::default();
         for (start, end) in month_pieces(from, to, cfg.timezone) {
-            let cursor = self.ledger.sweep_cursor(account, start, end).await?;
+            let cursor = self
+                .ledger
+                .sweep_cursor(account, start, end, round)
+                .await?
+                .filter(|c| !(again && c.completed));
             if cursor.is_some_and(|c| c.completed) {
                 report.already_complete_pieces += 1;
                 continue;
@@ -168,17 +225,24 @@ impl Reconciler {
                     break;
                 };
                 report.records += page.observations.len() as u64;
-                self.sweep_page(account, &page.observations, &mut seen, &mut report)
-                    .await?;
+                self.sweep_page(
+                    account,
+                    cfg.timezone,
+                    cfg.ledger_is_complete,
+                    &page.observations,
+                    &mut seen,
+                    &mut report,
+                )
+                .await?;
                 cursor.next_page = page.page + 1;
                 cursor.records_seen += page.observations.len() as u64;
                 self.ledger
-                    .save_sweep_cursor(account, start, end, cursor, Utc::now())
+                    .save_sweep_cursor(account, start, end, round, cursor, Utc::now())
                     .await?;
             }
             cursor.completed = true;
             self.ledger
-                .save_sweep_cursor(account, start, end, cursor, Utc::now())
+                .save_sweep_cursor(account, start, end, round, cursor, Utc::now())
                 .await?;
             if complete_run {
                 for (id, out_trade_no) in self
@@ -196,8 +260,11 @@ impl Reconciler {
         }
         tracing::info!(
             account,
+            round = ?round,
             records = report.records,
             calls = report.calls,
+            updated = report.updated.len(),
+            refunds_registered = report.refunds_registered.len(),
             missing_in_ledger = report.missing_in_ledger.len(),
             missing_at_gateway = report.missing_at_gateway.len(),
             "sweep finished"
@@ -205,118 +272,9 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn sweep_page(
-        &self,
-        account: &str,
-        observations: &[Observation],
-        seen: &mut HashSet<i64>,
-        report: &mut SweepReport,
-    ) -> Result<(), SweepError> {
-        let refs: Vec<&str> = observations
-            .iter()
-            .filter_map(|o| o.provider_ref.as_ref().map(|r| r.as_str()))
-            .collect();
-        let orders: Vec<&str> = observations
-            .iter()
-            .filter_map(|o| o.out_trade_no.as_ref().map(|r| r.as_str()))
-            .collect();
-        let known = self.ledger.known_payments(account, &refs, &orders).await?;
-        let find = |o: &Observation| -> Option<&KnownPayment> {
-            let kind = o.kind.as_str();
-            known
-                .iter()
-                .find(|k| {
-                    k.kind == kind
-                        && o.provider_ref
-                            .as_ref()
-                            .is_some_and(|r| k.provider_ref.as_deref() == Some(r.as_str()))
-                })
-                .or_else(|| {
-                    known.iter().find(|k| {
-                        k.kind == kind
-                            && o.out_trade_no
-                                .as_ref()
-                                .is_some_and(|n| n.as_str() == k.out_trade_no)
-                    })
-                })
-        };
-        let mut due = Vec::new();
-        for o in observations {
-            let key = o
-                .provider_ref
-                .as_ref()
-                .map(|r| r.to_string())
-                .or_else(|| o.out_trade_no.as_ref().map(|n| n.to_string()))
-                .unwrap_or_default();
-            let Some(k) = find(o) else {
-                if o.kind == RecordKind::Payment {
-                    self.report_once(
-                        account,
-                        None,
-                        DiscrepancyKind::MissingInLedger,
-                        format!(
-                            "syssn {key}: gateway record ({}, {} {}) unknown to the ledger",
-                            o.provider_code,
-                            o.amount_minor.unwrap_or_default(),
-                            o.currency.map(|c| c.to_string()).unwrap_or_default()
-                        ),
-                        &key,
-                        o.evidence.clone(),
-                        &mut report.missing_in_ledger,
-                    )
-                    .await?;
-                }
-                continue;
-            };
-            report.matched += 1;
-            seen.insert(k.id);
-            let state: PaymentState = k.state.parse().unwrap_or(PaymentState::NeedsReview);
-            if !state.is_final() {
-                due.push(k.id);
-                continue;
-            }
-            let Ok(currency) = Currency::parse(&k.currency) else {
-                continue;
-            };
-            let d = decide(
-                LedgerView {
-                    state,
-                    amount_minor: k.amount,
-                    currency,
-                },
-                o,
-            );
-            for kind in d.discrepancies {
-                let detail = format!(
-                    "{} {}: ledger {} {} {}, gateway {} ({})",
-                    kind.as_str(),
-                    k.out_trade_no,
-                    k.state,
-                    k.amount,
-                    k.currency,
-                    o.provider_code,
-                    o.amount_minor.unwrap_or_default()
-                );
-                self.report_once(
-                    account,
-                    Some(k.id),
-                    kind,
-                    detail,
-                    &format!("{} {}", kind.as_str(), k.out_trade_no),
-                    o.evidence.clone(),
-                    &mut report.contradictions,
-                )
-                .await?;
-            }
-        }
-        report.made_due += due.len() as u64;
-        self.ledger.make_due(&due, Utc::now()).await?;
-        Ok(())
-    }
-
     /// Records a discrepancy unless one of that kind already names `key`.
     #[allow(clippy::too_many_arguments)]
-    async fn report_once(
+    pub(super) async fn report_once(
         &self,
         account: &str,
         payment: Option<i64>,
