@@ -126,3 +126,50 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
     let err = engine.sweep("tw", from, to, false).await.unwrap_err();
     assert!(err.to_string().contains("not a configured QFPay account"));
 }
+
+#[tokio::test]
+async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the_look_back() {
+    use chrono::{DurationRound, TimeDelta};
+    use payrecon::ledger::time::to_db;
+    let fake = FakeQfpay::start(Vec::new()).await;
+    let mut h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
+    h.settings.schedule.sweep_look_back = std::time::Duration::from_secs(6 * 3600);
+    let engine = h.engine();
+    let now = chrono::Utc::now();
+    let hour = |t: chrono::DateTime<chrono::Utc>| {
+        (t - TimeDelta::hours(1))
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap()
+    };
+    // A first scheduled run a day and a bit ago reads the day before it.
+    let first = now - TimeDelta::hours(30);
+    engine.sweep_closed_windows(first).await;
+    let c0 = hour(first);
+    // An operator sweeps a later window by hand.
+    engine
+        .sweep(
+            "hk",
+            c0 + TimeDelta::hours(2),
+            now - TimeDelta::hours(2),
+            false,
+        )
+        .await
+        .unwrap();
+    // The schedule goes on from its own cursor, not from the end of the manual sweep, and
+    // re-reads the first day once it is older than the look-back.
+    engine.sweep_closed_windows(now).await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT window_start, round FROM sweep_cursors WHERE completed_at IS NOT NULL",
+    )
+    .fetch_all(h.ledger.pool())
+    .await
+    .unwrap();
+    assert!(
+        rows.contains(&(to_db(c0), 0)),
+        "the days after the schedule's cursor are read: {rows:?}"
+    );
+    assert!(
+        rows.contains(&(to_db(c0 - TimeDelta::days(1)), 1)),
+        "the first day is read again after the look-back: {rows:?}"
+    );
+}
