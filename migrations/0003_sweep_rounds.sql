@@ -27,6 +27,11 @@ CREATE TABLE sweep_schedule (
     rechecked_from TEXT NOT NULL,
     updated_at     TEXT NOT NULL
 );
+-- A ledger swept by the earlier scheduler goes on where that one stood (the end of its latest
+-- completed window), so the upgrade skips no day; its look-back starts there too.
+INSERT INTO sweep_schedule (account, swept_until, rechecked_from, updated_at)
+    SELECT account, MAX(window_end), MAX(window_end), MAX(updated_at)
+    FROM sweep_cursors WHERE completed_at IS NOT NULL GROUP BY account;
 
 -- Refund records link to their payment through the payment's gateway id (QFPay origssn).
 CREATE INDEX payments_by_original ON payments (account, original_ref) WHERE original_ref IS NOT NULL;

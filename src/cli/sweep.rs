@@ -95,6 +95,10 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
             &report.refunds_registered,
         ),
         (
+            "unreadable records (no readable id; this window's missing-at-gateway check skipped)",
+            &report.unreadable,
+        ),
+        (
             "missing in ledger (gateway records the merchant never registered)",
             &report.missing_in_ledger,
         ),

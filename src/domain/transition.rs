@@ -49,6 +49,9 @@ pub enum DiscrepancyKind {
     PaidDespiteReversal,
     /// A record says the money moved (`0000`) but is otherwise not understood.
     UnrecognisedPaidRecord,
+    /// A sweep found a record without a readable id: it cannot be matched to any payment, so
+    /// that window's "missing at gateway" report is skipped.
+    UnreadableRecord,
 }
 
 impl DiscrepancyKind {
@@ -62,6 +65,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::MissingAtGateway => "missing_at_gateway",
             DiscrepancyKind::PaidDespiteReversal => "paid_despite_reversal",
             DiscrepancyKind::UnrecognisedPaidRecord => "unrecognised_paid_record",
+            DiscrepancyKind::UnreadableRecord => "unreadable_record",
         }
     }
 }
@@ -177,8 +181,9 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
                     // Our reversal shows as cancel=1 or as closed: the same fact.
                     (Reversed, Outcome::Reversed | Outcome::Cancelled) => Reversed,
                     // QFPay cancel=1 on a paid CPM payment means reversed *or refunded*
-                    // (qfpay.md §2.4): either way the money went back.
-                    (Succeeded | PartiallyRefunded, Outcome::Reversed) => Refunded,
+                    // (qfpay.md §2.4): either way the money went back. For a payment already
+                    // known refunded it says nothing new.
+                    (Succeeded | PartiallyRefunded | Refunded, Outcome::Reversed) => Refunded,
                     _ => final_state_of(outcome).unwrap_or(fin),
                 };
                 if reported != fin && !is_lifecycle(fin, reported) {
@@ -299,7 +304,7 @@ mod tests {
         (S::Refunded, O::Succeeded, S::Succeeded, Some(D::FinalStateChanged)),
         (S::Refunded, O::Failed, S::Failed, Some(D::FinalStateChanged)),
         (S::Refunded, O::Cancelled, S::Cancelled, Some(D::FinalStateChanged)),
-        (S::Refunded, O::Reversed, S::Cancelled, Some(D::FinalStateChanged)),
+        (S::Refunded, O::Reversed, S::Refunded, None),
         (S::Refunded, O::Refunded, S::Refunded, None),
         (S::Refunded, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Refunded, O::InProgress, S::Refunded, Some(D::GatewayReopened)),

@@ -4,8 +4,22 @@
 
 use std::collections::HashMap;
 
-use crate::domain::{Observation, RecordKind};
+use crate::domain::{Observation, Outcome, RecordKind};
+use crate::gateway::qfpay::{CodeClass, classify};
 use crate::ledger::Claimed;
+
+/// The answer for a payment when a record carries its id but is not it (another kind, another
+/// `syssn`): not "no record" (which could license a reversal), and nothing we understand
+/// either. If the record says `0000`, money moved.
+pub(crate) fn foreign_record(kind: RecordKind, record: Observation) -> Observation {
+    let outcome = match classify(&record.provider_code) {
+        Some(CodeClass::Success) => Outcome::UnrecognisedPaid,
+        _ => Outcome::Unrecognised,
+    };
+    let mut obs = Observation::new(kind, outcome, record.provider_code);
+    obs.evidence = record.evidence;
+    obs
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Matcher {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use super::matching::Matcher;
+use super::matching::{Matcher, foreign_record};
 use super::plan::{self, Strategy};
 use super::{Answer, PassContext};
 use crate::domain::{Observation, Outcome};
@@ -227,14 +227,9 @@ async fn look_up(
         answers.entry(i).or_insert(Answer::Failed(e, at));
     }
     for (i, (obs, at)) in carried {
-        // A record carries the payment's id but is not it (another kind, another syssn): not
-        // "no record", and nothing we understand either.
-        answers.entry(i).or_insert_with(|| {
-            let mut odd =
-                Observation::new(claimed[i].kind, Outcome::Unrecognised, obs.provider_code);
-            odd.evidence = obs.evidence;
-            Answer::Seen(odd, at)
-        });
+        answers
+            .entry(i)
+            .or_insert_with(|| Answer::Seen(foreign_record(claimed[i].kind, obs), at));
     }
     for (i, at) in asked_ok {
         answers.entry(i).or_insert_with(|| {

@@ -14,6 +14,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::PassContext;
+use super::matching::foreign_record;
 use super::update;
 use crate::domain::{CancelRoute, Observation, Outcome, PaymentState, RetryReason, RetrySchedule};
 use crate::gateway::qfpay::{
@@ -23,11 +24,14 @@ use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
 
 /// A fresh single query of `c` and when its answer arrived; `None` when any call of it failed
 /// (no evidence: do not reverse). A payment near a month edge is asked in both months: a
-/// failure in one of them is a failed query, never "not found".
+/// failure in one of them is a failed query, never "not found". The answers must be signed
+/// by the gateway (`X-QF-SIGN` present and valid): an unsigned answer (a proxy, a stub, the
+/// wrong host) is no licence to cancel.
 async fn fresh_query(
     client: &QfpayClient,
     c: &Claimed,
 ) -> (Option<(Observation, DateTime<Utc>)>, u64) {
+    let client = client.requiring_signatures();
     let lookup = match &c.provider_ref {
         Some(r) => IdLookup::Syssn(vec![r.clone()]),
         None => IdLookup::OutTradeNo(vec![OrderLookup {
@@ -38,17 +42,24 @@ async fn fresh_query(
     let batches = client.plan(&lookup);
     let calls = batches.len() as u64;
     let mut found = None;
+    let mut foreign = None;
     for b in &batches {
         match client.query_batch(b).await {
             Ok(observations) => {
-                let mine = observations.into_iter().find(|o| {
-                    o.kind == c.kind
-                        && o.outcome != Outcome::NotFound
-                        && (o.provider_ref.is_some() && o.provider_ref == c.provider_ref
-                            || o.out_trade_no.as_ref() == Some(&c.out_trade_no))
-                });
-                if mine.is_some() {
-                    found = mine;
+                for o in observations
+                    .into_iter()
+                    .filter(|o| o.outcome != Outcome::NotFound)
+                {
+                    let carries = o.provider_ref.is_some() && o.provider_ref == c.provider_ref
+                        || o.out_trade_no.as_ref() == Some(&c.out_trade_no);
+                    if !carries {
+                        continue;
+                    }
+                    if o.kind == c.kind {
+                        found = Some(o);
+                    } else {
+                        foreign = Some(o);
+                    }
                 }
             }
             Err(e) => {
@@ -57,12 +68,14 @@ async fn fresh_query(
             }
         }
     }
-    let obs = found.unwrap_or_else(|| {
-        let mut o = Observation::new(c.kind, Outcome::NotFound, "not_found");
-        o.out_trade_no = Some(c.out_trade_no.clone());
-        o.provider_ref = c.provider_ref.clone();
-        o
-    });
+    let obs = found
+        .or_else(|| foreign.map(|o| foreign_record(c.kind, o)))
+        .unwrap_or_else(|| {
+            let mut o = Observation::new(c.kind, Outcome::NotFound, "not_found");
+            o.out_trade_no = Some(c.out_trade_no.clone());
+            o.provider_ref = c.provider_ref.clone();
+            o
+        });
     (Some((obs, Utc::now())), calls)
 }
 
@@ -262,7 +275,8 @@ async fn check_refusal(
     let reversing = Claimed {
         state: PaymentState::Reversing,
         retry_reason: Some(RetryReason::AwaitingReversal),
-        retry_repeats: 0,
+        // The refusal says nothing was cancelled: a paid record concludes at once.
+        retry_repeats: update::PAID_READS_TO_CONCLUDE,
         provider_ref: c.provider_ref.clone().or(refused.provider_ref.clone()),
         ..c.clone()
     };

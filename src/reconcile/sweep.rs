@@ -46,6 +46,8 @@ pub struct SweepReport {
     /// Records unknown to the ledger, not reported because the ledger is not the merchant's
     /// complete book (`ledger_is_complete = false`).
     pub unknown_records: u64,
+    /// Records without a readable id (reported once each).
+    pub unreadable: Vec<String>,
     pub calls: u64,
     pub resumed_pieces: u64,
     pub already_complete_pieces: u64,
@@ -125,11 +127,17 @@ impl Reconciler {
         let mut pos = match self.ledger.schedule_position(account).await? {
             Some(p) => p,
             None => {
+                // The first run starts a day back; saved at once, so a failed first sweep is
+                // retried from the same place rather than from a later "a day back".
                 let start = closed_until - MAX_WINDOW;
-                SchedulePosition {
+                let p = SchedulePosition {
                     swept_until: start,
                     rechecked_from: start,
-                }
+                };
+                self.ledger
+                    .save_schedule_position(account, p, Utc::now())
+                    .await?;
+                p
             }
         };
         let to = (pos.swept_until + MAX_WINDOW).min(closed_until);
@@ -217,7 +225,7 @@ impl Reconciler {
             // A resumed sweep re-reads nothing, so it reports missing payments only when it ran
             // from page 1.
             let mut seen: HashSet<i64> = HashSet::new();
-            let complete_run = cursor.next_page == 1;
+            let mut complete_run = cursor.next_page == 1;
             loop {
                 report.calls += 1;
                 let Some(page) = pager.next_page().await? else {
@@ -225,6 +233,26 @@ impl Reconciler {
                     break;
                 };
                 report.records += page.observations.len() as u64;
+                // A record without a readable id matches no payment: report it, and do not
+                // call any payment of this piece missing, since it may be that record.
+                for o in page
+                    .observations
+                    .iter()
+                    .filter(|o| o.provider_ref.is_none() && o.out_trade_no.is_none())
+                {
+                    complete_run = false;
+                    let raw: String = o.evidence.to_string().chars().take(300).collect();
+                    self.report_once(
+                        account,
+                        None,
+                        DiscrepancyKind::UnreadableRecord,
+                        format!("a record without a readable syssn or out_trade_no: {raw}"),
+                        &raw,
+                        o.evidence.clone(),
+                        &mut report.unreadable,
+                    )
+                    .await?;
+                }
                 self.sweep_page(
                     account,
                     cfg.timezone,

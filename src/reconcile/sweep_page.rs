@@ -35,13 +35,29 @@ fn find<'a>(known: &'a [KnownPayment], o: &Observation) -> Option<&'a KnownPayme
                     .is_some_and(|r| k.provider_ref.as_deref() == Some(r.as_str()))
         })
         .or_else(|| {
+            // By order number only when the gateway ids do not contradict each other: a
+            // record with another `syssn` is another payment that reused the number.
             known.iter().find(|k| {
                 k.kind == kind
                     && o.out_trade_no
                         .as_ref()
                         .is_some_and(|n| n.as_str() == k.out_trade_no)
+                    && match (&k.provider_ref, &o.provider_ref) {
+                        (Some(mine), Some(theirs)) => mine == theirs.as_str(),
+                        _ => true,
+                    }
             })
         })
+}
+
+/// Where a paid payment stands on its refund lifecycle; `None` off it.
+fn refund_rank(s: PaymentState) -> Option<u8> {
+    match s {
+        PaymentState::Succeeded => Some(0),
+        PaymentState::PartiallyRefunded => Some(1),
+        PaymentState::Refunded => Some(2),
+        _ => None,
+    }
 }
 
 fn view(k: &KnownPayment, state: PaymentState) -> Option<LedgerView> {
@@ -98,7 +114,7 @@ impl Reconciler {
                 due.push(k.id);
                 continue;
             }
-            self.apply_to_settled(k, state, o, report).await?;
+            self.apply_to_settled(account, k, state, o, report).await?;
         }
         report.made_due += due.len() as u64;
         self.ledger.make_due(&due, Utc::now()).await?;
@@ -109,6 +125,7 @@ impl Reconciler {
     /// follows (or records the contradiction).
     async fn apply_to_settled(
         &self,
+        account: &str,
         k: &KnownPayment,
         state: PaymentState,
         o: &Observation,
@@ -117,7 +134,26 @@ impl Reconciler {
         let Some(v) = view(k, state) else {
             return Ok(());
         };
-        let d = decide(v, o);
+        let mut d = decide(v, o);
+        // A payment's own record can lag its refunds (and older docs know no flag 5): a step
+        // back along succeeded → partially_refunded → refunded that the ledger's refund rows
+        // contradict is not followed.
+        let back = matches!(
+            (refund_rank(d.next), refund_rank(state)),
+            (Some(to), Some(from)) if to < from
+        );
+        if back && let Some(orig) = k.provider_ref.as_deref() {
+            let total = self.ledger.refunded_total(account, orig).await?;
+            let explained = match state {
+                PaymentState::Refunded => total >= k.amount,
+                _ => total > 0,
+            };
+            if explained {
+                d.next = state;
+                d.discrepancies
+                    .retain(|x| *x != DiscrepancyKind::FinalStateChanged);
+            }
+        }
         let message = format!("a sweep found the gateway record: {:?}", o.outcome);
         self.write_finding(k, state, d.next, d.discrepancies, o, message, report)
             .await
@@ -264,6 +300,10 @@ impl Reconciler {
         o: &Observation,
         report: &mut SweepReport,
     ) -> Result<(), SweepError> {
+        if o.provider_ref.is_none() && o.out_trade_no.is_none() {
+            // Reported as unreadable by the sweep.
+            return Ok(());
+        }
         // A refund of a payment the ledger lacks is covered by that payment's own record.
         if !ledger_is_complete || o.kind != RecordKind::Payment {
             report.unknown_records += 1;

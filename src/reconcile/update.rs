@@ -66,12 +66,20 @@ fn discrepancy_detail(
              the ledger holds {}",
             obs.provider_code, c.state
         ),
-        DiscrepancyKind::MissingInLedger | DiscrepancyKind::MissingAtGateway => {
-            kind.as_str().to_string()
-        }
+        DiscrepancyKind::MissingInLedger
+        | DiscrepancyKind::MissingAtGateway
+        | DiscrepancyKind::UnreadableRecord => kind.as_str().to_string(),
     };
     format!("{} {}: {what}", c.account, c.out_trade_no)
 }
+
+/// After a reversal/close was sent, how many queries in a row must still show the payment
+/// paid and not cancelled before payrecon concludes the reversal did not take effect: an
+/// accepted reversal may not be visible yet in the next read (qfpay.md §2.4), and a lagging
+/// read must not make a reversed payment `succeeded` with a "customer was charged" alert.
+/// (A refusal followed by such a read concludes at once: the gateway said it cancelled
+/// nothing.)
+pub const PAID_READS_TO_CONCLUDE: u32 = 3;
 
 /// The update for a gateway answer about `c` that arrived at `now`.
 pub fn from_observation(
@@ -81,7 +89,7 @@ pub fn from_observation(
     now: DateTime<Utc>,
     jitter: f64,
 ) -> PaymentUpdate {
-    let d = decide(
+    let mut d = decide(
         LedgerView {
             state: c.state,
             amount_minor: c.amount_minor,
@@ -89,6 +97,19 @@ pub fn from_observation(
         },
         obs,
     );
+    let reads = match c.retry_reason {
+        Some(RetryReason::AwaitingReversal) => c.retry_repeats.saturating_add(1),
+        _ => 1,
+    };
+    if c.state == PaymentState::Reversing
+        && obs.outcome == Outcome::Succeeded
+        && reads < PAID_READS_TO_CONCLUDE
+    {
+        d.next = PaymentState::Reversing;
+        d.retry = Some(RetryReason::AwaitingReversal);
+        d.discrepancies
+            .retain(|k| *k != DiscrepancyKind::PaidDespiteReversal);
+    }
     let retry = d.retry.map(|r| next_retry(c, r));
     let discrepancies = d
         .discrepancies

@@ -287,7 +287,9 @@ impl MerchantBook {
         json!({
             "respcd": answer, "resperr": "success", "respmsg": "",
             "syssn": make_syssn(local, next(seq)), "orig_syssn": orig,
-            "out_trade_no": out_trade_no, "txamt": amount.to_string(), "txcurrcd": currency,
+            "out_trade_no": out_trade_no,
+            "txamt": param(params, "txamt").map_or_else(|| amount.to_string(), str::to_string),
+            "txcurrcd": currency,
             "txdtm": param(params, "txdtm").unwrap_or_default(),
             "sysdtm": local.format(TIME_FORMAT).to_string(),
             "chnlsn": "", "chnlsn2": "", "cardcd": "",

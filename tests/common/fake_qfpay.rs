@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use md5::Digest;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct FakeState {
     pub reversals: HashMap<String, usize>,
     /// When set, every call answers with this HTTP status and no body.
     pub fail_with: Option<usize>,
+    /// Answers computed (and signed) by the header callback, which runs before the body
+    /// callback, keyed by the request body they answer.
+    answers: HashMap<Vec<u8>, VecDeque<Vec<u8>>>,
 }
 
 pub struct FakeQfpay {
@@ -166,7 +170,7 @@ impl FakeQfpay {
             records,
             ..FakeState::default()
         }));
-        let (s1, s2) = (state.clone(), state.clone());
+        let (s1, s2, s3) = (state.clone(), state.clone(), state.clone());
         server
             .mock(
                 "POST",
@@ -174,19 +178,38 @@ impl FakeQfpay {
             )
             .with_status_code_from_request(move |_| s1.lock().unwrap().fail_with.unwrap_or(200))
             .with_header("content-type", "application/json")
-            .with_body_from_request(move |req| {
+            // Signed as QFPay signs answers (X-QF-SIGN = MD5(body + key), qfpay.md §1.5):
+            // payrecon reverses only on signed answers.
+            .with_header_from_request("x-qf-sign", move |req| {
                 let mut st = s2.lock().unwrap();
                 if st.fail_with.is_some() {
-                    st.query_calls += 1;
-                    return b"upstream error".to_vec();
+                    return String::new();
                 }
-                let f = form(req.body().unwrap());
+                let request = req.body().unwrap().clone();
+                let f = form(&request);
                 let v = if req.path().ends_with("query") {
                     query(&mut st, &f)
                 } else {
                     reversal(&mut st, &f)
                 };
-                v.to_string().into_bytes()
+                let body = v.to_string().into_bytes();
+                let sign = hex::encode_upper(md5::Md5::digest(
+                    [&body[..], super::QF_KEY.as_bytes()].concat(),
+                ));
+                st.answers.entry(request).or_default().push_back(body);
+                sign
+            })
+            .with_body_from_request(move |req| {
+                let mut st = s3.lock().unwrap();
+                if st.fail_with.is_some() {
+                    st.query_calls += 1;
+                    return b"upstream error".to_vec();
+                }
+                let request = req.body().unwrap().clone();
+                st.answers
+                    .get_mut(&request)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or_default()
             })
             .expect_at_least(0)
             .create_async()

@@ -113,6 +113,14 @@ impl QfpayClient {
         self
     }
 
+    /// A clone (same pacer) that refuses answers without a valid `X-QF-SIGN`, whatever the
+    /// account's `require_response_signature` says: for the answers a cancel may follow.
+    pub fn requiring_signatures(&self) -> Self {
+        let mut strict = self.clone();
+        strict.settings.require_response_signature = true;
+        strict
+    }
+
     pub fn with_close_method(mut self, method: CallMethod) -> Self {
         self.close_method = method;
         self

@@ -44,7 +44,7 @@ impl QfpayClient {
             let full = answer.is_full();
             let before = found.len();
             for rec in &answer.records {
-                let obs = response::record_observation(rec)?;
+                let obs = response::record_observation(rec);
                 // A record that carries no readable key cannot be attributed to any payment:
                 // treating the ids as absent would call a paid payment "not found" (a reversal
                 // trigger), so the answer is malformed instead.

@@ -177,24 +177,23 @@ fn kind_of(rec: &WireRecord) -> (RecordKind, bool) {
 
 /// Maps one query record to an observation. The record's own `respcd` is the payment status.
 ///
-/// A record whose interpreted fields cannot be decoded (an array or object where a string or
-/// number belongs) makes the whole answer malformed: its ids cannot be trusted, and reading it
-/// as "no record for this payment" would make a paid payment look absent. Values that decode
-/// but do not parse (an odd currency) are left out; the raw record stays in `evidence`. A
-/// record without a `respcd`, or of an unknown `order_type`, is unrecognised; if it says
-/// `0000` it is [`Outcome::UnrecognisedPaid`], never something a reversal may follow.
-pub fn record_observation(record: &Value) -> Result<Observation, GatewayError> {
-    let rec = WireRecord::deserialize(record)
-        .map_err(|e| malformed(format!("a query record cannot be decoded: {e}")))?;
+/// Values that decode but do not parse (an odd currency) are left out; the raw record stays in
+/// `evidence`. A record without a `respcd`, or of an unknown `order_type` or `cancel` flag, is
+/// unrecognised; if it says `0000` it is [`Outcome::UnrecognisedPaid`], never something a
+/// reversal may follow. A record whose interpreted fields cannot be decoded at all (an array
+/// or object where a string or number belongs) is unrecognised too, carrying only the ids
+/// that are plain text: it is never read as "no record", and a caller that needs its ids and
+/// cannot read them treats the whole answer as malformed.
+pub fn record_observation(record: &Value) -> Observation {
+    let Ok(rec) = WireRecord::deserialize(record) else {
+        return undecodable(record);
+    };
     let (kind, known_type) = kind_of(&rec);
     let code = non_empty(rec.respcd.clone()).unwrap_or_default();
     let outcome = if code.is_empty() {
         Outcome::Unrecognised
     } else if !known_type {
-        match codes::classify(&code) {
-            Some(CodeClass::Success) => Outcome::UnrecognisedPaid,
-            _ => Outcome::Unrecognised,
-        }
+        unrecognised(&code)
     } else {
         codes::record_outcome(&code, rec.cancel.as_deref(), kind)
     };
@@ -209,7 +208,35 @@ pub fn record_observation(record: &Value) -> Result<Observation, GatewayError> {
     obs.gateway_time = non_empty(rec.sysdtm);
     obs.merchant_time = non_empty(rec.txdtm);
     obs.evidence = record.clone();
-    Ok(obs)
+    obs
+}
+
+/// An answer we cannot classify; if its code says `0000`, money moved.
+fn unrecognised(code: &str) -> Outcome {
+    match codes::classify(code) {
+        Some(CodeClass::Success) => Outcome::UnrecognisedPaid,
+        _ => Outcome::Unrecognised,
+    }
+}
+
+/// A record that does not decode: what can be read as plain text, nothing else.
+fn undecodable(record: &Value) -> Observation {
+    let text = |name: &str| match record.get(name) {
+        Some(Value::String(s)) => non_empty(Some(s.clone())),
+        _ => None,
+    };
+    let code = text("respcd").unwrap_or_default();
+    let refund = text("origssn").is_some() || text("order_type").as_deref() == Some("refund");
+    let kind = if refund {
+        RecordKind::Refund
+    } else {
+        RecordKind::Payment
+    };
+    let mut obs = Observation::new(kind, unrecognised(&code), code);
+    obs.provider_ref = text("syssn").and_then(|s| ProviderRef::parse(&s).ok());
+    obs.out_trade_no = text("out_trade_no").map(OutTradeNo::from_trusted);
+    obs.evidence = record.clone();
+    obs
 }
 
 #[cfg(test)]
@@ -241,7 +268,7 @@ mod tests {
         let (env, _) = parse_envelope(body.as_bytes()).unwrap();
         let recs = env.records().unwrap();
         assert_eq!(recs.len(), 1);
-        let obs = record_observation(recs[0]).unwrap();
+        let obs = record_observation(recs[0]);
         (env, obs)
     }
 
@@ -319,7 +346,7 @@ mod tests {
 
     #[test]
     fn records_without_respcd_or_of_unknown_type_are_unrecognised() {
-        let read = |v: Value| record_observation(&v).unwrap();
+        let read = |v: Value| record_observation(&v);
         let obs = read(serde_json::json!({"syssn": "1", "txstatus": "SUCCESS"}));
         assert_eq!(obs.outcome, Outcome::Unrecognised);
         let obs = read(serde_json::json!({"syssn": "1", "respcd": "1143", "order_type": "close"}));
@@ -342,61 +369,27 @@ mod tests {
     }
 
     #[test]
-    fn a_record_whose_fields_cannot_be_decoded_is_a_malformed_answer_not_an_absent_payment() {
-        for bad in [
-            serde_json::json!({"syssn": ["20191227000200020061752831"], "respcd": "0000"}),
-            serde_json::json!({"syssn": "20191227000200020061752831", "respcd": {"v": "0000"}}),
-            serde_json::json!({"out_trade_no": "A1", "respcd": "0000", "cancel": [0]}),
-        ] {
-            assert!(
-                matches!(
-                    record_observation(&bad),
-                    Err(GatewayError::Malformed { .. })
-                ),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn malformed_bodies_are_errors_not_panics() {
-        for body in [
-            &b""[..],
-            b"<html>502 Bad Gateway</html>",
-            br#"{"respcd": "0000", "data": [{"syssn": "1""#,
-            b"[1, 2]",
-            br#"{"respcd": true}"#,
-            &[0xff, 0xfe, 0x00],
-        ] {
-            assert!(
-                matches!(parse_envelope(body), Err(GatewayError::Malformed { .. })),
-                "{body:?}"
-            );
-        }
-        let (env, _) = parse_envelope(br#"{"respcd": "0000", "data": "x"}"#).unwrap();
-        assert!(env.records().is_err());
-        let (env, _) = parse_envelope(br#"{"data": []}"#).unwrap();
-        assert!(env.code().is_err());
-    }
-
-    #[test]
-    fn top_level_codes_become_account_or_request_errors() {
-        let (env, _) = parse_envelope(br#"{"respcd": "1108", "resperr": "sign error"}"#).unwrap();
-        assert!(matches!(
-            env.request_error("1108"),
-            GatewayError::Account { .. }
-        ));
-        assert!(matches!(
-            env.request_error("1241"),
-            GatewayError::Account { .. }
-        ));
-        assert!(matches!(
-            env.request_error("1104"),
-            GatewayError::Rejected { .. }
-        ));
-        assert!(matches!(
-            env.request_error("7777"),
-            GatewayError::Rejected { .. }
-        ));
+    fn a_record_whose_fields_cannot_be_decoded_is_unrecognised_never_absent() {
+        let read = |v: Value| record_observation(&v);
+        // Its ids are read when they are plain text; a 0000 stays "money moved".
+        let o = read(serde_json::json!({"out_trade_no": "A1", "respcd": "0000", "cancel": [0]}));
+        assert_eq!(o.outcome, Outcome::UnrecognisedPaid);
+        assert_eq!(o.out_trade_no.as_ref().unwrap().as_str(), "A1");
+        let o = read(
+            serde_json::json!({"syssn": "20191227000200020061752831", "respcd": "1143", "txamt": {}}),
+        );
+        assert_eq!(o.outcome, Outcome::Unrecognised);
+        assert_eq!(
+            o.provider_ref.as_ref().unwrap().as_str(),
+            "20191227000200020061752831"
+        );
+        let o = read(
+            serde_json::json!({"syssn": ["20191227000200020061752831"], "respcd": {"v": "0000"}}),
+        );
+        assert_eq!(o.outcome, Outcome::Unrecognised);
+        assert!(
+            o.provider_ref.is_none(),
+            "an id that is not plain text is not read"
+        );
     }
 }

@@ -107,7 +107,7 @@ impl<'a> WindowPager<'a> {
         let mut current = HashSet::new();
         let mut observations = Vec::with_capacity(answer.records.len());
         for rec in &answer.records {
-            let obs = response::record_observation(rec)?;
+            let obs = response::record_observation(rec);
             match obs.provider_ref.as_ref().map(|r| r.as_str().to_string()) {
                 Some(id) if self.previous.contains(&id) || current.contains(&id) => {}
                 Some(id) => {
