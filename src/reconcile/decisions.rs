@@ -59,19 +59,20 @@ impl Reconciler {
         let mut account_error: Option<Arc<GatewayError>> = None;
         for (i, answer) in answers {
             let c = &chunk[i];
-            let (u, at) = match &answer {
-                Answer::Seen(obs, at) => (
-                    update::from_observation(c, obs, &rt.schedule, *at, ctx.jitter()),
-                    *at,
+            let at = answer.at;
+            let (u, at) = match &answer.said {
+                Ok(obs) => (
+                    update::from_observation(c, obs, &rt.schedule, at, ctx.jitter()),
+                    at,
                 ),
-                Answer::Failed(e, at) => {
+                Err(e) => {
                     summary.counters.errors += 1;
                     if matches!(e.class(), ErrorClass::Account | ErrorClass::RateLimited) {
                         account_error.get_or_insert_with(|| e.clone());
                     }
                     (
-                        update::from_call_error(c, e, &rt.schedule, *at, ctx.jitter()),
-                        *at,
+                        update::from_call_error(c, e, &rt.schedule, at, ctx.jitter()),
+                        at,
                     )
                 }
             };

@@ -45,8 +45,8 @@ pub(crate) async fn check(
         .map(|i| async move {
             let c = &claimed[i];
             let answer = match client.query(&c.out_trade_no, c.provider_ref.as_ref()).await {
-                Ok(obs) => Answer::seen(obs),
-                Err(e) => Answer::failed(Arc::new(e)),
+                Ok(obs) => Answer::seen(obs, Utc::now()),
+                Err(e) => Answer::failed(Arc::new(e), Utc::now()),
             };
             (i, answer)
         })

@@ -32,19 +32,19 @@ pub use plan::Strategy;
 /// check and every event is timed from the answer, not from when the payment was claimed (an
 /// answer late in a long chunk would otherwise be re-asked too early).
 #[derive(Debug)]
-pub(crate) enum Answer {
-    Seen(crate::domain::Observation, DateTime<Utc>),
-    Failed(Arc<GatewayError>, DateTime<Utc>),
+pub(crate) struct Answer {
+    /// An observation, or the error of a call that produced no evidence.
+    pub said: Result<crate::domain::Observation, Arc<GatewayError>>,
+    pub at: DateTime<Utc>,
 }
 
 impl Answer {
-    /// An answer that arrived just now.
-    pub fn seen(obs: crate::domain::Observation) -> Self {
-        Answer::Seen(obs, Utc::now())
+    pub fn seen(obs: crate::domain::Observation, at: DateTime<Utc>) -> Self {
+        Self { said: Ok(obs), at }
     }
 
-    pub fn failed(e: Arc<GatewayError>) -> Self {
-        Answer::Failed(e, Utc::now())
+    pub fn failed(e: Arc<GatewayError>, at: DateTime<Utc>) -> Self {
+        Self { said: Err(e), at }
     }
 }
 

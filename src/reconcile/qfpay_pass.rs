@@ -93,7 +93,7 @@ async fn sweep(
                 let at = chrono::Utc::now();
                 for obs in page.observations {
                     if let Some(i) = matcher.find(claimed, &obs) {
-                        answers.insert(i, Answer::Seen(obs, at));
+                        answers.insert(i, Answer::seen(obs, at));
                     }
                 }
             }
@@ -203,7 +203,7 @@ async fn look_up(
                     .filter(|o| o.outcome != Outcome::NotFound)
                 {
                     if let Some(i) = matcher.find(claimed, &obs) {
-                        answers.insert(i, Answer::Seen(obs, at));
+                        answers.insert(i, Answer::seen(obs, at));
                     } else if let Some(&i) = carrier(&obs, batch.key)
                         .and_then(|k| asked.get(&(batch.key, k)))
                         .and_then(|v| v.first())
@@ -224,12 +224,12 @@ async fn look_up(
         }
     }
     for (i, (e, at)) in failed {
-        answers.entry(i).or_insert(Answer::Failed(e, at));
+        answers.entry(i).or_insert(Answer::failed(e, at));
     }
     for (i, (obs, at)) in carried {
         answers
             .entry(i)
-            .or_insert_with(|| Answer::Seen(foreign_record(claimed[i].kind, obs), at));
+            .or_insert_with(|| Answer::seen(foreign_record(claimed[i].kind, obs), at));
     }
     for (i, at) in asked_ok {
         answers.entry(i).or_insert_with(|| {
@@ -237,7 +237,7 @@ async fn look_up(
             let mut obs = Observation::new(c.kind, Outcome::NotFound, "not_found");
             obs.out_trade_no = Some(c.out_trade_no.clone());
             obs.provider_ref = c.provider_ref.clone();
-            Answer::Seen(obs, at)
+            Answer::seen(obs, at)
         });
     }
     calls

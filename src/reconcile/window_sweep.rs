@@ -118,7 +118,7 @@ pub(crate) async fn sweep_dense_windows(
             let mut answers = HashMap::new();
             for obs in page.observations {
                 if let Some(i) = matcher.find(&claimed, &obs) {
-                    answers.insert(i, Answer::Seen(obs, now));
+                    answers.insert(i, Answer::seen(obs, now));
                 }
             }
             let ctx = PassContext {
