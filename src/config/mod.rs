@@ -52,6 +52,9 @@ pub struct ScheduleSettings {
     /// 6-field cron (seconds first), already checked to parse.
     pub reconcile: String,
     pub sweep: String,
+    /// The daemon ends (exit 75, EX_TEMPFAIL) after this many reconcile passes in a row have
+    /// failed, so that the service manager restarts it and a person is alerted.
+    pub max_failed_passes: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +195,12 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let schedule = ScheduleSettings {
         reconcile: cron(&mut p, "reconcile", raw.schedule.reconcile.as_ref()),
         sweep: cron(&mut p, "sweep", raw.schedule.sweep.as_ref()),
+        max_failed_passes: p.count(
+            "max_failed_passes",
+            raw.schedule.max_failed_passes,
+            10,
+            100_000,
+        ),
     };
 
     let mut p = Problems::new("reconcile", &mut list);

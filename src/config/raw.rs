@@ -35,6 +35,7 @@ pub(crate) struct RawLedger {
 pub(crate) struct RawSchedule {
     pub reconcile: Option<String>,
     pub sweep: Option<String>,
+    pub max_failed_passes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -65,6 +65,13 @@ impl Reconciler {
         updates: &[PaymentUpdate],
         summary: &mut RunSummary,
     ) -> Result<(), ReconcileError> {
+        // Counted only once written: a chunk whose commit fails (a full disk) must not show
+        // in the run's counters.
+        if !scope.dry_run {
+            self.ledger
+                .apply(&self.owner, ctx.run_id, updates, ctx.now)
+                .await?;
+        }
         for u in updates {
             *summary
                 .decided
@@ -76,11 +83,6 @@ impl Reconciler {
             if u.checked {
                 summary.counters.checked += 1;
             }
-        }
-        if !scope.dry_run {
-            self.ledger
-                .apply(&self.owner, ctx.run_id, updates, ctx.now)
-                .await?;
         }
         Ok(())
     }
