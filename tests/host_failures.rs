@@ -210,6 +210,12 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
         daemon.log()
     );
     let failed_passes = daemon.log().matches("reconcile pass failed").count();
+    // The failure of the issue: a COMMIT refused by the full disk, after which the pooled
+    // connection must be closed rather than reused.
+    let discarded = daemon
+        .log()
+        .matches("left inside a failed transaction; closing it")
+        .count();
     let full_at = Instant::now();
     let settled_while_full = w
         .ledger_states()
@@ -272,10 +278,19 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
             .fetch_all(&pool)
             .await
             .unwrap();
+    let left_running: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     assert_eq!(
         counted, finals,
         "runs.finalized adds up to {counted}, but {finals} payments are final"
+    );
+    assert!(
+        discarded > 0,
+        "no commit failed on the full disk, so this run did not try the failure it is about"
     );
     let recorded_full = failed_runs
         .iter()
@@ -286,8 +301,10 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
         .count();
     eprintln!(
         "full disk: tmpfs 3 MiB, {} payments, {} KiB filler + {} KiB slack; {failed_passes} \
-         passes failed while full ({recorded_full} recorded as failed runs; the others could not \
-         even write their run row), {settled_while_full} payments settled in the slack; space \
+         passes failed while full ({recorded_full} recorded as failed runs, {left_running} left \
+         'running' because not even their closing update fitted, the others without a run row), \
+         {discarded} connections closed after a failed commit, \
+         {settled_while_full} payments settled in the slack; space \
          freed after {:.1} s, all {} settled {:.1} s later by the same daemon; {events} events \
          checked; 0 lost",
         w.payments.len(),
