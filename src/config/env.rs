@@ -130,3 +130,70 @@ pub(crate) fn resolve(
         Err(problems)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(variable: &str, account: &str, key: &str) -> AccountOverride {
+        AccountOverride {
+            variable: variable.into(),
+            account: account.into(),
+            key: key.into(),
+            value: "v".into(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<Option<String>> {
+        n.iter().map(|s| Some(s.to_string())).collect()
+    }
+
+    #[test]
+    fn an_account_is_found_by_name_ignoring_case_and_dashes() {
+        let paths = resolve(
+            &[
+                var(
+                    "PAYRECON__ACCOUNTS__HK_MAIN__BATCH_SIZE",
+                    "HK_MAIN",
+                    "batch_size",
+                ),
+                var("PAYRECON__ACCOUNTS__TW__HASH_IV_FILE", "TW", "hash_iv_file"),
+            ],
+            &names(&["hk-main", "tw"]),
+        )
+        .unwrap();
+        assert_eq!(
+            paths.keys().collect::<Vec<_>>(),
+            ["accounts[0].batch_size", "accounts[1].hash_iv_file"]
+        );
+    }
+
+    #[test]
+    fn a_position_an_unknown_name_or_an_ambiguous_one_is_a_problem_naming_the_variable() {
+        let problems = resolve(
+            &[
+                var("PAYRECON__ACCOUNTS__0__CLIENT_KEY", "0", "client_key"),
+                var("PAYRECON__ACCOUNTS__A_B__MCHID", "A_B", "mchid"),
+                var("PAYRECON__ACCOUNTS__HK", "HK", ""),
+            ],
+            &names(&["a-b", "A_b", "hk"]),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "PAYRECON__ACCOUNTS__0__CLIENT_KEY",
+                "PAYRECON__ACCOUNTS__A_B__MCHID",
+                "PAYRECON__ACCOUNTS__HK"
+            ]
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("PAYRECON__ACCOUNTS__A_B__CLIENT_KEY")
+        );
+        assert!(problems[1].message.contains("several accounts"));
+        assert!(problems[2].message.contains("names no account key"));
+    }
+}
