@@ -143,6 +143,10 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
             .unwrap();
     pool.close().await;
     assert_eq!(
+        left_running, 0,
+        "a pass whose end could not be recorded must not stay 'running'"
+    );
+    assert_eq!(
         counted, finals,
         "runs.finalized adds up to {counted}, but {finals} payments are final"
     );
@@ -157,20 +161,18 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
                 .is_some_and(|m| m.contains(FULL))
         })
         .count();
+    let (payments, failed_runs) = (w.payments.len(), failed_runs.len());
+    let (filler, slack) = (filled / 1024, slack / 1024);
+    let freed_after = full_at.duration_since(started).as_secs_f64();
+    let recovered_in = recovered_in.as_secs_f64();
     eprintln!(
-        "full disk: tmpfs 3 MiB, {} payments, {} KiB filler + {} KiB slack; {failed_passes} \
-         passes failed while full ({recorded_full} recorded as failed runs, {left_running} left \
-         'running' because not even their closing update fitted, the others without a run row), \
-         {discarded} connections closed after a failed commit, \
-         {settled_while_full} payments settled in the slack; space \
-         freed after {:.1} s, all {} settled {:.1} s later by the same daemon; {events} events \
-         checked; 0 lost",
-        w.payments.len(),
-        filled / 1024,
-        slack / 1024,
-        full_at.duration_since(started).as_secs_f64(),
-        w.payments.len(),
-        recovered_in.as_secs_f64(),
+        "full disk: tmpfs 3 MiB, {payments} payments, {filler} KiB filler + {slack} KiB slack; \
+         {failed_passes} passes failed while full ({failed_runs} failed runs recorded: \
+         {recorded_full} with the disk-full error, the others closed by the next pass because \
+         not even their end could be written; passes beyond that could not write a run row at \
+         all), {discarded} connections closed after a failed commit, {settled_while_full} \
+         payments settled in the slack; space freed after {freed_after:.1} s, all {payments} \
+         settled {recovered_in:.1} s later by the same daemon; {events} events checked; 0 lost"
     );
 }
 
