@@ -15,7 +15,7 @@ use crate::ledger::NewPayment;
 pub struct ImportArgs {
     /// A .jsonl file (one JSON object per line) or a .csv file with a header row. Columns:
     /// account, kind, out_trade_no, syssn (QFPay) or trade_no (ECPay), pay_type, amount
-    /// (integer minor units), currency, created_at.
+    /// (integer minor units; TWD and JPY have no minor unit), currency, created_at.
     pub file: PathBuf,
 }
 
