@@ -90,8 +90,11 @@ impl FileIdentity {
 /// left) and letting the pool open a fresh one is the only state that is certainly clean.
 async fn discard_if_in_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     use sqlx::Connection;
-    // The rollback a dropped transaction queued runs before this round trip, so the depth
-    // read afterwards is the connection's real state.
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued, not yet run: it runs before this round
+    // trip, so the depth read afterwards is the connection's real state.
     conn.ping().await?;
     let clean = !conn.is_in_transaction();
     if !clean {
