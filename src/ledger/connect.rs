@@ -51,7 +51,7 @@ pub(super) struct FileIdentity {
 
 impl FileIdentity {
     fn of(path: &Path) -> Result<Self, LedgerError> {
-        let m = std::fs::metadata(path).map_err(|source| LedgerError::CreateFile {
+        let m = std::fs::metadata(path).map_err(|source| LedgerError::Stat {
             path: path.display().to_string(),
             source,
         })?;

@@ -39,6 +39,12 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("ledger {path}: cannot read the file's metadata: {source}")]
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("ledger query failed: {0}")]
