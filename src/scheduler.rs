@@ -7,43 +7,86 @@
 //! §1.2): a tick that finds the previous pass still running is skipped. On shutdown no new pass
 //! starts, the pass in flight finishes its current chunk (bounded by a timeout), its leases are
 //! released, and the process exits 0.
+//!
+//! Two host failures end the daemon instead (the same orderly stop, then an error): the ledger
+//! path no longer naming the file the daemon opened (checked before every pass), and
+//! `schedule.max_failed_passes` passes in a row failing. A single failed pass (a full disk that
+//! is freed soon) only waits for the next tick.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use sd_notify::NotifyState;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ScheduleSettings;
+use crate::ledger::LedgerError;
 use crate::reconcile::{Reconciler, RunScope};
 
 /// How long shutdown waits for the pass in flight before leaving its leases to expire.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Why the daemon stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("scheduler: {0}")]
     Scheduler(#[from] JobSchedulerError),
+    #[error("{0}; stopping so that a restart opens the file the path names now")]
+    LedgerReplaced(#[source] LedgerError),
+    #[error(
+        "{passes} reconcile passes in a row failed (last: {last}); stopping so that the \
+         service manager restarts payrecon and the failure is seen"
+    )]
+    LedgerFailing { passes: u32, last: String },
 }
 
-/// Runs a pass unless one is already running. The mutex is the single-flight guard.
-async fn guarded_pass(engine: &Reconciler, guard: &Mutex<()>, shutdown: &CancellationToken) {
-    let Ok(_running) = guard.try_lock() else {
-        tracing::debug!("previous reconcile pass still running; skipping this tick");
-        return;
-    };
-    if shutdown.is_cancelled() {
-        return;
-    }
-    let scope = RunScope {
-        trigger: "cron",
-        ..RunScope::default()
-    };
-    if let Err(e) = engine.run_once(&scope, shutdown).await {
-        tracing::error!(error = %e, "reconcile pass failed");
+/// What the reconcile job shares across ticks: the single-flight guard, the count of passes
+/// that failed in a row, and the way to tell the main loop that the daemon must end.
+#[derive(Debug)]
+struct PassJob {
+    engine: Arc<Reconciler>,
+    running: Mutex<()>,
+    failed_in_a_row: AtomicU32,
+    max_failed_passes: u32,
+    fatal: mpsc::UnboundedSender<DaemonError>,
+}
+
+impl PassJob {
+    /// Runs a pass unless one is already running. The mutex is the single-flight guard.
+    async fn tick(&self, shutdown: &CancellationToken) {
+        let Ok(_running) = self.running.try_lock() else {
+            tracing::debug!("previous reconcile pass still running; skipping this tick");
+            return;
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = self.engine.ledger().check_file() {
+            tracing::error!(error = %e, "the ledger file was moved or deleted; stopping");
+            let _ = self.fatal.send(DaemonError::LedgerReplaced(e));
+            return;
+        }
+        let scope = RunScope {
+            trigger: "cron",
+            ..RunScope::default()
+        };
+        match self.engine.run_once(&scope, shutdown).await {
+            Ok(_) => self.failed_in_a_row.store(0, Ordering::Relaxed),
+            Err(e) => {
+                let passes = self.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(error = %e, failed_in_a_row = passes, "reconcile pass failed");
+                if passes >= self.max_failed_passes {
+                    let _ = self.fatal.send(DaemonError::LedgerFailing {
+                        passes,
+                        last: e.to_string(),
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -60,13 +103,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let mut sched = JobScheduler::new().await?;
-    let pass_guard = Arc::new(Mutex::new(()));
+    let (fatal_tx, mut fatal) = mpsc::unbounded_channel();
+    let passes = Arc::new(PassJob {
+        engine: engine.clone(),
+        running: Mutex::new(()),
+        failed_in_a_row: AtomicU32::new(0),
+        max_failed_passes: schedule.max_failed_passes,
+        fatal: fatal_tx,
+    });
 
-    let (e, g, s) = (engine.clone(), pass_guard.clone(), shutdown.clone());
+    let (p, s) = (passes.clone(), shutdown.clone());
     sched
         .add(Job::new_async(schedule.reconcile.as_str(), move |_, _| {
-            let (e, g, s) = (e.clone(), g.clone(), s.clone());
-            Box::pin(async move { guarded_pass(&e, &g, &s).await })
+            let (p, s) = (p.clone(), s.clone());
+            Box::pin(async move { p.tick(&s).await })
         })?)
         .await?;
 
@@ -110,23 +160,26 @@ pub async fn run(
 
     // A first pass right away, so a restart does not wait for the next tick.
     {
-        let (e, g, s) = (engine.clone(), pass_guard.clone(), shutdown.clone());
-        tokio::spawn(async move { guarded_pass(&e, &g, &s).await });
+        let (p, s) = (passes.clone(), shutdown.clone());
+        tokio::spawn(async move { p.tick(&s).await });
     }
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    loop {
+    let ended = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break None,
+            Some(why) = fatal.recv() => break Some(why),
             _ = ping.tick() => if watchdog.is_some() { notify(&[NotifyState::Watchdog]) },
         }
-    }
+    };
 
     tracing::info!("shutting down: no new passes; waiting for the one in flight");
     notify(&[NotifyState::Stopping]);
+    // Stops a pass in flight between chunks when the daemon ends on its own.
+    shutdown.cancel();
     sched.shutdown().await?;
-    match tokio::time::timeout(SHUTDOWN_GRACE, pass_guard.lock()).await {
+    match tokio::time::timeout(SHUTDOWN_GRACE, passes.running.lock()).await {
         Ok(_) => tracing::info!("payrecon daemon stopped"),
         Err(_) => {
             tracing::warn!("the pass in flight did not finish in time; its leases will expire")
@@ -135,5 +188,8 @@ pub async fn run(
     if let Err(e) = engine.ledger().release_leases(engine.owner()).await {
         tracing::warn!(error = %e, "cannot release leases at shutdown; they will expire");
     }
-    Ok(())
+    match ended {
+        None => Ok(()),
+        Some(why) => Err(why),
+    }
 }

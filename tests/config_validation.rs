@@ -133,6 +133,9 @@ fn an_unreadable_secret_file_is_reported() {
 fn a_secret_file_is_read_and_its_trailing_newline_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let key = write(&dir, "key", "FROM-FILE-KEY\n");
+    // Secret files must be private (issue 14).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = QFPAY.replace(
         "client_key = \"QF-SECRET-KEY-VALUE\"",
         &format!("client_key_file = {:?}", key.display().to_string()),

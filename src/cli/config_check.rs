@@ -43,8 +43,8 @@ fn check(cli: &Cli) -> ExitCode {
     println!("configuration OK ({source})");
     println!("  ledger      {}", settings.ledger.path.display());
     println!(
-        "  schedule    reconcile {:?}, sweep {:?}",
-        settings.schedule.reconcile, settings.schedule.sweep
+        "  schedule    reconcile {:?}, sweep {:?}, max_failed_passes {}",
+        settings.schedule.reconcile, settings.schedule.sweep, settings.schedule.max_failed_passes
     );
     let mode = match settings.reversal.mode {
         ReversalMode::Auto => "auto",

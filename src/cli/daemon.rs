@@ -43,6 +43,12 @@ pub async fn run(settings: &Settings) -> Result<ExitCode, ExitCode> {
     ledger.close().await;
     result.map(|()| ExitCode::SUCCESS).map_err(|e| {
         eprintln!("payrecon: {e}");
-        ExitCode::FAILURE
+        match e {
+            // Temporary: a restart (once space returns) may well succeed.
+            crate::scheduler::DaemonError::LedgerFailing { .. } => {
+                ExitCode::from(super::EX_TEMPFAIL)
+            }
+            _ => ExitCode::FAILURE,
+        }
     })
 }

@@ -52,9 +52,15 @@ pub async fn run(settings: &Settings, cmd: &DiscrepancyCommand) -> Result<ExitCo
                             .resolved_at
                             .as_ref()
                             .map_or("open".to_string(), |r| format!("resolved {r}"));
+                        // The detail quotes gateway answers: no control characters.
                         println!(
                             "{:>5}  {:<8} payment {:<8} {:<20} {}  [{}]",
-                            d.id, d.account, payment, d.kind, d.detail, state
+                            d.id,
+                            d.account,
+                            payment,
+                            d.kind,
+                            super::output::printable(&d.detail),
+                            state
                         );
                     }
                 }

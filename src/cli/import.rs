@@ -8,24 +8,37 @@ use clap::Args;
 
 use super::{EX_DATAERR, EX_NOINPUT, open_ledger};
 use crate::config::Settings;
-use crate::intake::read_file;
+use crate::intake::{ImportError, read_file};
 use crate::ledger::NewPayment;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// A .jsonl file (one JSON object per line) or a .csv file with a header row. Columns:
     /// account, kind, out_trade_no, syssn (QFPay) or trade_no (ECPay), pay_type, amount
-    /// (integer minor units), currency, created_at.
+    /// (integer minor units; TWD and JPY have no minor unit), currency, created_at.
     pub file: PathBuf,
 }
 
 pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, ExitCode> {
-    if !args.file.is_file() {
-        eprintln!("payrecon: {}: no such file", args.file.display());
-        return Err(ExitCode::from(EX_NOINPUT));
+    let shown = args.file.display();
+    let no_input = |why: String| {
+        eprintln!("payrecon: {shown}: {why}");
+        ExitCode::from(EX_NOINPUT)
+    };
+    match std::fs::metadata(&args.file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(no_input("no such file".into()));
+        }
+        Err(e) => return Err(no_input(format!("cannot read: {e}"))),
+        Ok(m) if m.is_dir() => return Err(no_input("is a directory".into())),
+        Ok(_) => {}
     }
     let now = Utc::now();
-    let rows = read_file(&args.file, settings, now).map_err(|errors| {
+    let rows = read_file(&args.file, settings, now).map_err(|e| {
+        let errors = match e {
+            ImportError::Unreadable(e) => return no_input(format!("cannot read: {e}")),
+            ImportError::Invalid(errors) => errors,
+        };
         // A file that is wrong throughout is reported by its first problems, not line by line
         // for millions of lines.
         const SHOWN_ERRORS: usize = 100;

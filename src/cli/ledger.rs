@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::Subcommand;
 
 use super::open_ledger;
-use super::output::{Format, RowPrinter, emit};
+use super::output::{Format, RowPrinter, emit, printable, printable_row};
 use crate::config::Settings;
 use crate::domain::PaymentState;
 use crate::ledger::{ListFilter, time};
@@ -83,7 +83,10 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
         eprintln!("payrecon: no payment with id or out_trade_no {key:?}");
         return Err(ExitCode::FAILURE);
     }
+    // Everything below may hold text from a gateway or an import file: printed through
+    // `printable`, so no control character reaches the terminal.
     for p in payments {
+        let p = printable_row(p);
         outln!(
             out,
             "payment {} ({} {} {})",
@@ -128,14 +131,18 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
             outln!(
                 out,
                 "    {}  {:<16} {:<24} {} {}",
-                e.at,
-                e.kind,
-                transition,
-                e.provider_code.as_deref().unwrap_or(""),
-                e.message.as_deref().unwrap_or("")
+                printable(&e.at),
+                printable(&e.kind),
+                printable(&transition),
+                printable(e.provider_code.as_deref().unwrap_or("")),
+                printable(e.message.as_deref().unwrap_or(""))
             );
             if !e.evidence.is_null() && e.evidence != serde_json::json!({}) {
-                outln!(out, "      evidence: {}", e.evidence);
+                outln!(
+                    out,
+                    "      evidence: {}",
+                    printable(&e.evidence.to_string())
+                );
             }
         }
     }

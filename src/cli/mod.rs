@@ -26,6 +26,8 @@ use crate::config::{self, ConfigError, LogFormat, Settings};
 pub const EX_DATAERR: u8 = 65;
 /// Exit code for a missing input file (`EX_NOINPUT`).
 pub const EX_NOINPUT: u8 = 66;
+/// Exit code of a daemon whose passes kept failing (`EX_TEMPFAIL`): try again later.
+pub const EX_TEMPFAIL: u8 = 75;
 
 #[derive(Debug, Parser)]
 #[command(

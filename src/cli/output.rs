@@ -1,5 +1,9 @@
-//! Printing payment rows as an aligned table, a JSON array, or CSV.
+//! Printing payment rows as an aligned table, a JSON array, or CSV, and making text that came
+//! from outside (order numbers, gateway messages and evidence) safe to print: CSV cells a
+//! spreadsheet would run as a formula are defused, and terminal control characters are shown
+//! escaped instead of being sent to the terminal.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use clap::ValueEnum;
@@ -110,11 +114,10 @@ impl<W: Write> RowPrinter<W> {
                 let sep = if self.rows == 0 { "\n" } else { ",\n" };
                 write!(self.out, "{sep}{}", serde_json::to_string(&p)?)?;
             }
-            Format::Csv => {
-                let line: Vec<String> = cells(&p).iter().map(|c| csv_escape(c)).collect();
-                writeln!(self.out, "{}", line.join(","))?;
-            }
-            Format::Table => self.table.push(cells(&p)),
+            Format::Csv => self.out.write_all(&csv_line(&cells(&p))?)?,
+            Format::Table => self
+                .table
+                .push(cells(&p).map(|c| printable(&c).into_owned())),
         }
         self.rows += 1;
         Ok(())
@@ -163,10 +166,92 @@ impl<W: Write> RowPrinter<W> {
     }
 }
 
-fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+/// One CSV record, quoted by the csv crate, with every cell defused.
+fn csv_line(cells: &[String]) -> std::io::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(cells.iter().map(|c| defuse_formula(c).into_owned()))?;
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+/// A cell that a spreadsheet would evaluate as a formula (it starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, the usual defence against CSV injection
+/// (OWASP): order numbers and gateway text are chosen by others, and `=HYPERLINK(…)` in an
+/// export must stay text. A plain number (`-5`) is not a formula and stays as it is.
+pub fn defuse_formula(cell: &str) -> Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<i64>().is_err() {
+        Cow::Owned(format!("'{cell}"))
     } else {
-        s.to_string()
+        Cow::Borrowed(cell)
+    }
+}
+
+/// `text` with control characters (C0, DEL, C1 — ESC and CSI start terminal escape sequences)
+/// written as visible escapes like `\u{1b}`, so text from a gateway or an import file cannot
+/// move the cursor, retitle the window or hide lines when printed to a terminal.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The row with every text column passed through [`printable`].
+pub fn printable_row(p: PaymentRow) -> PaymentRow {
+    let text = |s: String| printable(&s).into_owned();
+    let opt = |s: Option<String>| s.map(text);
+    PaymentRow {
+        account: text(p.account),
+        provider: text(p.provider),
+        kind: text(p.kind),
+        out_trade_no: text(p.out_trade_no),
+        provider_ref: opt(p.provider_ref),
+        pay_type: opt(p.pay_type),
+        currency: text(p.currency),
+        state: text(p.state),
+        provider_code: opt(p.provider_code),
+        next_check_at: opt(p.next_check_at),
+        created_at: text(p.created_at),
+        updated_at: text(p.updated_at),
+        ..p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_defused_and_numbers_kept() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1+2", "'+1+2"),
+            ("-1+cmd", "'-1+cmd"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("-5", "-5"),
+            ("A=1", "A=1"),
+            ("", ""),
+        ] {
+            assert_eq!(defuse_formula(cell), want, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("ok 交易成功"), "ok 交易成功");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("\u{9b}31m\n"), "\\u{9b}31m\\n");
     }
 }

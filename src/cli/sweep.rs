@@ -113,7 +113,8 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
     ] {
         println!("{title}: {}", list.len());
         for d in list {
-            println!("  {d}");
+            // Gateway records carry the gateway's text: no control characters on the terminal.
+            println!("  {}", super::output::printable(&d.to_string()));
         }
     }
     Ok(ExitCode::SUCCESS)

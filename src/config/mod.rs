@@ -6,6 +6,7 @@
 //! adapters and the ledger receive those and never read the environment themselves.
 
 mod ecpay;
+mod env;
 mod problems;
 mod qfpay;
 mod raw;
@@ -55,6 +56,9 @@ pub struct ScheduleSettings {
     /// The scheduled sweep reads every closed window twice: when it closes, and again once it
     /// is this old, to catch what happens to payments later (refunds, late cancels).
     pub sweep_look_back: Duration,
+    /// The daemon ends (exit 75, EX_TEMPFAIL) after this many reconcile passes in a row have
+    /// failed, so that the service manager restarts it and a person is alerted.
+    pub max_failed_passes: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -149,15 +153,31 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    let raw: RawSettings = builder
+    let (account_overrides, environment) = env::split_environment();
+    let load_error = |e: config::ConfigError| ConfigError::Load(e.to_string());
+    let layered = builder
         .add_source(
             config::Environment::with_prefix("PAYRECON")
                 .prefix_separator("__")
-                .separator("__"),
+                .separator("__")
+                .source(Some(environment)),
         )
         .build()
-        .and_then(config::Config::try_deserialize)
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
+        .map_err(load_error)?;
+    let mut raw: RawSettings = layered.clone().try_deserialize().map_err(load_error)?;
+    if !account_overrides.is_empty() {
+        let names: Vec<Option<String>> = raw.accounts.iter().map(|a| a.name.clone()).collect();
+        let mut builder = config::Config::builder().add_source(layered);
+        for (path, value) in
+            env::resolve(&account_overrides, &names).map_err(ConfigError::Invalid)?
+        {
+            builder = builder.set_override(path, value).map_err(load_error)?;
+        }
+        raw = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(load_error)?;
+    }
     validate(raw, file.map(Path::to_path_buf))
 }
 
@@ -199,6 +219,12 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
             "sweep_look_back",
             raw.schedule.sweep_look_back.as_ref(),
             Duration::from_secs(7 * 86400),
+        ),
+        max_failed_passes: p.count(
+            "max_failed_passes",
+            raw.schedule.max_failed_passes,
+            10,
+            100_000,
         ),
     };
 

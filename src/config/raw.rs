@@ -36,6 +36,7 @@ pub(crate) struct RawSchedule {
     pub reconcile: Option<String>,
     pub sweep: Option<String>,
     pub sweep_look_back: Option<String>,
+    pub max_failed_passes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Account, Settings};
 use crate::domain::{Currency, Money, OutTradeNo, PayType, Provider};
 use crate::gateway::transport::http_client;
-use crate::intake::{PayOrder, create_qfpay_payment, read_file};
+use crate::intake::{ImportError, PayOrder, create_qfpay_payment, read_file};
 use crate::ledger::{self, Ledger, ListFilter};
 use crate::reconcile::Reconciler;
 use crate::sandbox::{
@@ -146,14 +146,15 @@ async fn register(
     }
     out.flush().map_err(setup)?;
     drop(out);
-    let rows = read_file(&file, settings, Utc::now()).map_err(|errors| {
-        setup(
+    let rows = read_file(&file, settings, Utc::now()).map_err(|e| match e {
+        ImportError::Unreadable(e) => setup(e),
+        ImportError::Invalid(errors) => setup(
             errors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; "),
-        )
+        ),
     })?;
     let batch: Vec<_> = rows.into_iter().map(|(_, p)| p).collect();
     ledger.register(&batch, Utc::now()).await.map_err(setup)?;

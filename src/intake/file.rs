@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::record::{RecordFields, RowError, validate_record};
 use crate::config::Settings;
+use crate::domain::Provider;
 use crate::ledger::NewPayment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,16 +43,11 @@ fn jsonl_records(
     reader: impl BufRead,
     errors: &mut Vec<RowError>,
     sink: &mut dyn FnMut(usize, RecordFields, &mut Vec<RowError>),
-) {
-    for (i, chunk) in reader.split(b'\n').enumerate() {
+) -> std::io::Result<()> {
+    for chunk in reader.split(b'\n').enumerate() {
+        let (i, chunk) = chunk;
         let line = i + 1;
-        let bytes = match chunk {
-            Ok(b) => b,
-            Err(e) => {
-                errors.push(file_error(line, format!("cannot read: {e}")));
-                break;
-            }
-        };
+        let bytes = chunk?;
         let Ok(text) = std::str::from_utf8(&bytes) else {
             errors.push(file_error(line, "not valid UTF-8"));
             continue;
@@ -66,13 +62,14 @@ fn jsonl_records(
             Err(e) => errors.push(file_error(line, format!("not valid JSON: {e}"))),
         }
     }
+    Ok(())
 }
 
 fn csv_records(
     reader: impl std::io::Read,
     errors: &mut Vec<RowError>,
     sink: &mut dyn FnMut(usize, RecordFields, &mut Vec<RowError>),
-) {
+) -> std::io::Result<()> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(reader);
@@ -82,8 +79,9 @@ fn csv_records(
             .map(|f| String::from_utf8_lossy(f).trim().to_string())
             .collect(),
         Err(e) => {
-            errors.push(file_error(1, format!("cannot read the header row: {e}")));
-            return;
+            return io_or(e, |e| {
+                errors.push(file_error(1, format!("cannot read the header row: {e}")))
+            });
         }
     };
     let mut record = csv::ByteRecord::new();
@@ -94,10 +92,9 @@ fn csv_records(
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map_or(line, |p| p.line() as usize);
-                errors.push(file_error(line, format!("malformed CSV: {e}")));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
+                io_or(e, |e| {
+                    errors.push(file_error(line, format!("malformed CSV: {e}")))
+                })?;
                 continue;
             }
         }
@@ -123,6 +120,29 @@ fn csv_records(
             sink(line, fields, errors);
         }
     }
+    Ok(())
+}
+
+/// A csv error that is really the file failing to read becomes an I/O error (the file is
+/// unreadable, not malformed); any other is handed to `report`.
+fn io_or(e: csv::Error, report: impl FnOnce(csv::Error)) -> std::io::Result<()> {
+    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => return Err(io),
+            _ => unreachable!("checked above"),
+        }
+    }
+    report(e);
+    Ok(())
+}
+
+/// Why an import file was not accepted.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The file could not be opened or read (`EX_NOINPUT`): nothing in it was judged.
+    Unreadable(std::io::Error),
+    /// Every problem found in its records (`EX_DATAERR`).
+    Invalid(Vec<RowError>),
 }
 
 /// Reads and validates a whole import file. `Err` carries every problem found; nothing is
@@ -131,26 +151,23 @@ pub fn read_file(
     path: &Path,
     settings: &Settings,
     now: DateTime<Utc>,
-) -> Result<Vec<(usize, NewPayment)>, Vec<RowError>> {
+) -> Result<Vec<(usize, NewPayment)>, ImportError> {
     let format = FileFormat::from_path(path).ok_or_else(|| {
-        vec![file_error(
+        ImportError::Invalid(vec![file_error(
             0,
             format!(
                 "{}: unknown file type (expected .jsonl or .csv)",
                 path.display()
             ),
-        )]
+        )])
     })?;
-    let file = std::fs::File::open(path).map_err(|e| {
-        vec![file_error(
-            0,
-            format!("cannot open {}: {e}", path.display()),
-        )]
-    })?;
+    let file = std::fs::File::open(path).map_err(ImportError::Unreadable)?;
     let reader = std::io::BufReader::new(file);
     let mut errors = Vec::new();
     let mut payments = Vec::new();
     let mut first_line: HashMap<(String, &'static str, String), usize> = HashMap::new();
+    // A gateway id names one payment: two rows with the same one could never both match.
+    let mut first_ref: HashMap<(String, String), usize> = HashMap::new();
     // Each record is validated as it is read: only the validated payments are kept, never
     // the whole file as parsed JSON (a 100 MB file must not cost gigabytes).
     let mut accept = |line: usize, rec: RecordFields, errors: &mut Vec<RowError>| {
@@ -170,7 +187,29 @@ pub fn read_file(
                             key.2, key.0
                         ),
                     });
+                } else if let Some(first) = p.provider_ref.as_ref().and_then(|r| {
+                    first_ref
+                        .get(&(key.0.clone(), r.as_str().to_string()))
+                        .copied()
+                }) {
+                    let field = match p.provider {
+                        Provider::Qfpay => "syssn",
+                        Provider::Ecpay => "trade_no",
+                    };
+                    errors.push(RowError {
+                        line,
+                        field: field.into(),
+                        reason: format!(
+                            "{:?} appears twice for account {} (first on line {first}); a \
+                             gateway id names one payment",
+                            p.provider_ref.as_ref().map_or("", |r| r.as_str()),
+                            key.0
+                        ),
+                    });
                 } else {
+                    if let Some(r) = &p.provider_ref {
+                        first_ref.insert((key.0.clone(), r.as_str().to_string()), line);
+                    }
                     first_line.insert(key, line);
                     // Once the file is known to be bad, keep only what finds more problems.
                     if errors.is_empty() {
@@ -190,6 +229,7 @@ pub fn read_file(
         FileFormat::Jsonl => jsonl_records(reader, &mut errors, &mut accept),
         FileFormat::Csv => csv_records(reader, &mut errors, &mut accept),
     }
+    .map_err(ImportError::Unreadable)?;
     if errors.is_empty() && payments.is_empty() {
         errors.push(file_error(0, format!("{}: no records", path.display())));
     }
@@ -197,6 +237,6 @@ pub fn read_file(
         Ok(payments)
     } else {
         errors.sort_by_key(|e| e.line);
-        Err(errors)
+        Err(ImportError::Invalid(errors))
     }
 }

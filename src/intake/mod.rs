@@ -7,7 +7,7 @@ mod file;
 mod pay;
 mod record;
 
-pub use file::{FileFormat, read_file};
+pub use file::{FileFormat, ImportError, read_file};
 pub use pay::{PayError, PayOrder, PayResult, create_qfpay_payment};
 pub use record::{RecordFields, RowError, validate_record};
 

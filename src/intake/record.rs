@@ -127,8 +127,29 @@ fn created_at(
         errs.add("created_at", format!("{s:?} is in the future"));
         return None;
     }
+    if t < now - MAX_AGE {
+        errs.add(
+            "created_at",
+            format!(
+                "{s:?} is more than {} days ago; payrecon settles recent payments only (a \
+                 1970 date is usually an unset timestamp)",
+                MAX_AGE.num_days()
+            ),
+        );
+        return None;
+    }
     Some(t)
 }
+
+/// How old a payment may be when it is registered: a year and a day. Payments whose outcome
+/// nobody learned are found within days (`reconcile.give_up_after` is 3 days by default); a
+/// `created_at` older than this is a wrong or unset field (epoch 0 is 1970), and would send
+/// window sweeps over months that hold nothing of the merchant's.
+const MAX_AGE: chrono::Duration = chrono::Duration::days(366);
+
+/// QFPay's largest `txamt`: the field is `Int(11)` (qfpay.md §4.3, the reversal request, the
+/// call a last resort sends with the stored amount), so at most 11 digits of minor units.
+const QFPAY_MAX_TXAMT: i64 = 99_999_999_999;
 
 /// Validates one record. `line` is used in the errors.
 pub fn validate_record(
@@ -216,7 +237,19 @@ pub fn validate_record(
             .ok(),
         (None, _) => None,
     };
-    let minor = amount(rec, &mut errs);
+    let minor = match (amount(rec, &mut errs), provider) {
+        (Some(n), Some(Provider::Qfpay)) if n > QFPAY_MAX_TXAMT => {
+            errs.add(
+                "amount",
+                format!(
+                    "{n} is more than QFPay accepts (txamt is Int(11): at most \
+                     {QFPAY_MAX_TXAMT} minor units)"
+                ),
+            );
+            None
+        }
+        (minor, _) => minor,
+    };
     let currency = match text(rec, "currency", &mut errs) {
         None => {
             errs.add("currency", "missing");

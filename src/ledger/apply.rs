@@ -2,6 +2,8 @@
 //! lease (a pass that lost its lease writes nothing for that payment), each with its events
 //! and discrepancies.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 
 use super::time::to_db;
@@ -57,17 +59,18 @@ fn retry_reason_str(r: RetryReason) -> String {
 }
 
 impl Ledger {
-    /// Applies `updates` in one transaction and releases their leases. Returns how many were
-    /// applied (an update whose lease was lost to another pass is skipped whole).
+    /// Applies `updates` in one transaction and releases their leases. Returns the ids of the
+    /// payments written, once committed (an update whose lease was lost to another pass is
+    /// skipped whole), so that a pass counts only what the ledger holds.
     pub async fn apply(
         &self,
         owner: &str,
         run_id: Option<i64>,
         updates: &[PaymentUpdate],
         now: DateTime<Utc>,
-    ) -> Result<u64, LedgerError> {
+    ) -> Result<HashSet<PaymentId>, LedgerError> {
         let now_s = to_db(now);
-        let mut applied = 0;
+        let mut applied = HashSet::with_capacity(updates.len());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for u in updates {
             let (reason, repeats) = match u.retry {
@@ -115,7 +118,7 @@ impl Ledger {
                 );
                 continue;
             }
-            applied += 1;
+            applied.insert(u.id);
             for e in &u.events {
                 insert_event(&mut tx, u.id, run_id, e).await?;
             }

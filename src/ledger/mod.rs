@@ -39,23 +39,44 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("ledger {path}: cannot read the file's metadata: {source}")]
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("ledger query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("ledger holds an unreadable value in {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    #[error(
+        "ledger {path} no longer names the ledger file this process opened ({why}); it was \
+         moved, deleted or replaced while payrecon ran, and writing on would split the ledger \
+         in two"
+    )]
+    Replaced { path: String, why: String },
 }
 
 /// A handle on the ledger database. Cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pool: SqlitePool,
+    /// The file the pool opened: its path and what it was when opened.
+    file: connect::FileIdentity,
 }
 
 impl Ledger {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Checks that the configured path still names the file this ledger opened (same device
+    /// and inode). A moved or deleted ledger stays open and writable for this process, so
+    /// nothing else would notice that its writes go where nobody reads them.
+    pub fn check_file(&self) -> Result<(), LedgerError> {
+        self.file.check()
     }
 
     pub async fn close(&self) {

@@ -41,12 +41,25 @@ pub struct DiscrepancyRow {
 }
 
 impl Ledger {
+    /// Records the start of a pass. An earlier pass of the same process still marked `running`
+    /// is over (a process runs its passes one at a time, and one that finishes records its end
+    /// itself): its end could not be written, e.g. on a full disk, so it is closed as `failed`
+    /// here rather than left looking alive.
     pub async fn start_run(
         &self,
         owner: &str,
         trigger: &str,
         now: DateTime<Utc>,
     ) -> Result<i64, LedgerError> {
+        sqlx::query(
+            "UPDATE runs SET status = 'failed', finished_at = ?,
+                 message = COALESCE(message, 'the pass ended but its end could not be recorded')
+             WHERE owner = ? AND status = 'running'",
+        )
+        .bind(to_db(now))
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
         Ok(sqlx::query_scalar(
             "INSERT INTO runs (owner, trigger, started_at) VALUES (?, ?, ?) RETURNING id",
         )

@@ -94,7 +94,19 @@ impl Reconciler {
         updates: &[PaymentUpdate],
         summary: &mut RunSummary,
     ) -> Result<(), ReconcileError> {
-        for u in updates {
+        // Counted only once written: a chunk whose commit fails (a full disk) and a payment
+        // whose lease another pass took must not show in the run's counters.
+        let applied = if scope.dry_run {
+            None
+        } else {
+            Some(
+                self.ledger
+                    .apply(&self.owner, ctx.run_id, updates, ctx.now)
+                    .await?,
+            )
+        };
+        let written = |u: &&PaymentUpdate| applied.as_ref().is_none_or(|a| a.contains(&u.id));
+        for u in updates.iter().filter(written) {
             *summary
                 .decided
                 .entry(u.state.as_str().to_string())
@@ -105,11 +117,6 @@ impl Reconciler {
             if u.checked {
                 summary.counters.checked += 1;
             }
-        }
-        if !scope.dry_run {
-            self.ledger
-                .apply(&self.owner, ctx.run_id, updates, ctx.now)
-                .await?;
         }
         Ok(())
     }

@@ -92,6 +92,11 @@ pub struct Knobs {
     pub account: String,
     /// Extra keys for the ECPay account only.
     pub ecpay: String,
+    /// Where the ledger lives (a small tmpfs for the full-disk test); the world's temp dir if
+    /// `None`.
+    pub ledger_dir: Option<PathBuf>,
+    /// Extra TOML for `[schedule]`.
+    pub schedule: String,
 }
 
 impl Default for Knobs {
@@ -102,12 +107,14 @@ impl Default for Knobs {
             reconcile: "lease = \"5s\"\nchunk_size = 100\n".into(),
             account: "retry_for = \"2s\"\nrequest_timeout = \"2s\"\n".into(),
             ecpay: String::new(),
+            ledger_dir: None,
+            schedule: String::new(),
         }
     }
 }
 
 fn write_config(dir: &Path, url: &str, knobs: &Knobs) -> (PathBuf, PathBuf) {
-    let ledger = dir.join("ledger.db");
+    let ledger = knobs.ledger_dir.as_deref().unwrap_or(dir).join("ledger.db");
     let toml = format!(
         r#"[ledger]
 path = "{ledger}"
@@ -116,7 +123,7 @@ busy_timeout = "30s"
 [schedule]
 reconcile = "* * * * * *"
 sweep = "0 0 0 1 1 *"
-
+{schedule}
 [reconcile]
 {reconcile}
 [reversal]
@@ -149,6 +156,7 @@ nopay_interval = "2s"
 "#,
         ledger = ledger.display(),
         reconcile = knobs.reconcile,
+        schedule = knobs.schedule,
         account = knobs.account,
         ecpay = knobs.ecpay,
         ecpay_rate = if knobs.ecpay.contains("rate_per_minute") {
