@@ -80,13 +80,16 @@ fn final_state_of(outcome: Outcome) -> Option<PaymentState> {
         Outcome::Cancelled | Outcome::Reversed => PaymentState::Cancelled,
         Outcome::Refunded => PaymentState::Refunded,
         Outcome::PartiallyRefunded => PaymentState::PartiallyRefunded,
-        Outcome::InProgress | Outcome::NotFound | Outcome::Unrecognised => return None,
+        Outcome::InProgress | Outcome::Unauthorized | Outcome::NotFound | Outcome::Unrecognised => {
+            return None;
+        }
     })
 }
 
 fn retry_reason(outcome: Outcome) -> RetryReason {
     match outcome {
         Outcome::InProgress => RetryReason::InProgress,
+        Outcome::Unauthorized => RetryReason::Unauthorized,
         Outcome::NotFound => RetryReason::NotFound,
         _ => RetryReason::Unrecognised,
     }
@@ -115,8 +118,8 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
     let (next, retry) = match view.state {
         Pending | InProgress => match final_state_of(obs.outcome) {
             Some(fin) => (fin, None),
-            None if obs.outcome == Outcome::InProgress => {
-                (InProgress, Some(RetryReason::InProgress))
+            None if matches!(obs.outcome, Outcome::InProgress | Outcome::Unauthorized) => {
+                (InProgress, Some(retry_reason(obs.outcome)))
             }
             None => (view.state, Some(retry_reason(obs.outcome))),
         },
@@ -128,12 +131,20 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
             // Not visible yet, or the reversal is still being processed: keep polling.
             Outcome::Succeeded
             | Outcome::InProgress
+            | Outcome::Unauthorized
             | Outcome::NotFound
             | Outcome::Unrecognised => (Reversing, Some(RetryReason::AwaitingReversal)),
         },
         NeedsReview => (final_state_of(obs.outcome).unwrap_or(NeedsReview), None),
         fin => match obs.outcome {
             Outcome::InProgress => {
+                discrepancies.push(DiscrepancyKind::GatewayReopened);
+                (fin, None)
+            }
+            // "Not authorized (yet)" agrees with a payment that took no money; about one that
+            // did, it is the gateway reopening it.
+            Outcome::Unauthorized if matches!(fin, Failed | Cancelled | Reversed) => (fin, None),
+            Outcome::Unauthorized => {
                 discrepancies.push(DiscrepancyKind::GatewayReopened);
                 (fin, None)
             }
@@ -192,6 +203,7 @@ mod tests {
         (S::Pending, O::Refunded, S::Refunded, None),
         (S::Pending, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Pending, O::InProgress, S::InProgress, None),
+        (S::Pending, O::Unauthorized, S::InProgress, None),
         (S::Pending, O::NotFound, S::Pending, None),
         (S::Pending, O::Unrecognised, S::Pending, None),
 
@@ -202,6 +214,7 @@ mod tests {
         (S::InProgress, O::Refunded, S::Refunded, None),
         (S::InProgress, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::InProgress, O::InProgress, S::InProgress, None),
+        (S::InProgress, O::Unauthorized, S::InProgress, None),
         (S::InProgress, O::NotFound, S::InProgress, None),
         (S::InProgress, O::Unrecognised, S::InProgress, None),
 
@@ -212,6 +225,7 @@ mod tests {
         (S::Reversing, O::Refunded, S::Refunded, None),
         (S::Reversing, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Reversing, O::InProgress, S::Reversing, None),
+        (S::Reversing, O::Unauthorized, S::Reversing, None),
         (S::Reversing, O::NotFound, S::Reversing, None),
         (S::Reversing, O::Unrecognised, S::Reversing, None),
 
@@ -222,6 +236,7 @@ mod tests {
         (S::Succeeded, O::Refunded, S::Refunded, None),
         (S::Succeeded, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Succeeded, O::InProgress, S::Succeeded, Some(D::GatewayReopened)),
+        (S::Succeeded, O::Unauthorized, S::Succeeded, Some(D::GatewayReopened)),
         (S::Succeeded, O::NotFound, S::Succeeded, None),
         (S::Succeeded, O::Unrecognised, S::Succeeded, None),
 
@@ -232,6 +247,7 @@ mod tests {
         (S::Failed, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Failed, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Failed, O::InProgress, S::Failed, Some(D::GatewayReopened)),
+        (S::Failed, O::Unauthorized, S::Failed, None),
         (S::Failed, O::NotFound, S::Failed, None),
         (S::Failed, O::Unrecognised, S::Failed, None),
 
@@ -242,6 +258,7 @@ mod tests {
         (S::Cancelled, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Cancelled, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Cancelled, O::InProgress, S::Cancelled, Some(D::GatewayReopened)),
+        (S::Cancelled, O::Unauthorized, S::Cancelled, None),
         (S::Cancelled, O::NotFound, S::Cancelled, None),
         (S::Cancelled, O::Unrecognised, S::Cancelled, None),
 
@@ -252,6 +269,7 @@ mod tests {
         (S::Reversed, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Reversed, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Reversed, O::InProgress, S::Reversed, Some(D::GatewayReopened)),
+        (S::Reversed, O::Unauthorized, S::Reversed, None),
         (S::Reversed, O::NotFound, S::Reversed, None),
         (S::Reversed, O::Unrecognised, S::Reversed, None),
 
@@ -262,6 +280,7 @@ mod tests {
         (S::Refunded, O::Refunded, S::Refunded, None),
         (S::Refunded, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Refunded, O::InProgress, S::Refunded, Some(D::GatewayReopened)),
+        (S::Refunded, O::Unauthorized, S::Refunded, Some(D::GatewayReopened)),
         (S::Refunded, O::NotFound, S::Refunded, None),
         (S::Refunded, O::Unrecognised, S::Refunded, None),
 
@@ -272,6 +291,7 @@ mod tests {
         (S::PartiallyRefunded, O::Refunded, S::Refunded, None),
         (S::PartiallyRefunded, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::InProgress, S::PartiallyRefunded, Some(D::GatewayReopened)),
+        (S::PartiallyRefunded, O::Unauthorized, S::PartiallyRefunded, Some(D::GatewayReopened)),
         (S::PartiallyRefunded, O::NotFound, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::Unrecognised, S::PartiallyRefunded, None),
 
@@ -282,6 +302,7 @@ mod tests {
         (S::NeedsReview, O::Refunded, S::Refunded, None),
         (S::NeedsReview, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::NeedsReview, O::InProgress, S::NeedsReview, None),
+        (S::NeedsReview, O::Unauthorized, S::NeedsReview, None),
         (S::NeedsReview, O::NotFound, S::NeedsReview, None),
         (S::NeedsReview, O::Unrecognised, S::NeedsReview, None),
     ];
