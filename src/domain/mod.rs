@@ -7,6 +7,7 @@ mod last_resort;
 mod money;
 mod observation;
 mod patience;
+mod pay_types;
 mod retry;
 mod state;
 mod transition;
@@ -17,6 +18,7 @@ pub use last_resort::{LastResort, LastResortPolicy, OpenPayment, ReversalMode, l
 pub use money::{Currency, Money, MoneyError};
 pub use observation::{Observation, Outcome, RecordKind};
 pub use patience::Patience;
+pub use pay_types::{DOCUMENTED_PAY_TYPES, creatable_pay_types};
 pub use retry::{
     ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, RetryReason, RetryRule, RetrySchedule,
 };

@@ -117,29 +117,25 @@ pub fn from_observation(
     }
 }
 
-/// An answer that may mean "never", still given at its horizon: the payment is failed
-/// (domain `Patience` says why), as a separate event after the observation.
+/// An answer that may mean "never", still given at its horizon: the payment is failed on it
+/// (domain `Patience` says why), and the observation's event says so.
 fn settle_at_horizon(
     mut u: PaymentUpdate,
     p: &crate::domain::Patience,
     obs: &Observation,
 ) -> PaymentUpdate {
-    let from = u.state;
     u.state = PaymentState::Failed;
     u.retry = None;
     u.next_check_at = None;
-    u.events.push(NewEvent {
-        kind: "horizon",
-        from_state: Some(from),
-        to_state: Some(PaymentState::Failed),
-        provider_code: Some(obs.provider_code.clone()),
-        message: Some(format!(
-            "still {} {} after creation: no authorization, failed",
+    if let Some(e) = u.events.first_mut() {
+        e.to_state = Some(PaymentState::Failed);
+        e.message = Some(format!(
+            "gateway says {:?} ({}) {} after creation, its horizon: failed",
+            obs.outcome,
             obs.provider_code,
             humantime::format_duration(p.horizon)
-        )),
-        evidence: obs.evidence.clone(),
-    });
+        ));
+    }
     u
 }
 
@@ -264,19 +260,17 @@ mod tests {
                 0.5,
             );
             assert_eq!(before.state, PaymentState::InProgress, "{code}");
-            assert_eq!(before.events.len(), 1, "{code}");
+            assert_eq!(before.events[0].to_state, Some(PaymentState::InProgress));
             let at = from_observation(&c, &obs, &s, c.created_at + horizon, 0.5);
             assert_eq!(at.state, PaymentState::Failed, "{code}");
             assert_eq!((at.retry, at.next_check_at), (None, None));
             let kinds: Vec<_> = at.events.iter().map(|e| (e.kind, e.to_state)).collect();
             assert_eq!(
                 kinds,
-                [
-                    ("observed", Some(PaymentState::InProgress)),
-                    ("horizon", Some(PaymentState::Failed))
-                ],
+                [("observed", Some(PaymentState::Failed))],
                 "{code}"
             );
+            assert!(at.events[0].message.as_ref().unwrap().contains("horizon"));
         }
         // QFPay in progress has no horizon of its own.
         let q = claimed(PaymentState::InProgress, Provider::Qfpay);

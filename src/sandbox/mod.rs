@@ -37,6 +37,7 @@ mod bulk;
 mod clock;
 mod config;
 mod ecpay_book;
+mod ecpay_close;
 mod ecpay_http;
 mod faults;
 mod limits;
@@ -56,6 +57,7 @@ pub use config::{
     DEV_QFPAY_CLIENT_KEY, EcpayMerchant, QfpayMerchant, SandboxConfig, StatusLanguage,
 };
 pub use ecpay_book::{CASHIER_NOT_FOUND, EcpayOrderView};
+pub use ecpay_close::{EcpayAction, EcpayAfter};
 pub use ecpay_http::TRANS_REFUSED;
 pub use faults::{FaultScope, Faults};
 pub use limits::RateLimits;

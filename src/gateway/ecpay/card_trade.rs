@@ -45,10 +45,6 @@ impl CardStatus {
         }
     }
 
-    fn is_capture(self) -> bool {
-        matches!(self, Self::ToBeCaptured | Self::Captured)
-    }
-
     fn is_cancel(self) -> bool {
         matches!(self, Self::Cancelled | Self::OperationCancelled)
     }
