@@ -40,13 +40,18 @@ mod tests {
 
     #[test]
     fn cpm_and_undocumented_pay_types_cannot_be_created_online() {
-        for p in ["800108", "800208", "801008", "805808", "800708", "802808", "800008"] {
+        for p in [
+            "800108", "800208", "801008", "805808", "800708", "802808", "800008",
+        ] {
             assert!(!PayType::parse(p).unwrap().creatable_online(), "{p}");
         }
         assert!(!PayType::parse("999999").unwrap().is_documented());
         for p in ["801101", "801512", "800201", "800101"] {
             assert!(PayType::parse(p).unwrap().creatable_online(), "{p}");
         }
-        assert_eq!(creatable_pay_types().count(), DOCUMENTED_PAY_TYPES.len() - 7);
+        assert_eq!(
+            creatable_pay_types().count(),
+            DOCUMENTED_PAY_TYPES.len() - 7
+        );
     }
 }

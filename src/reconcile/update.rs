@@ -265,11 +265,7 @@ mod tests {
             assert_eq!(at.state, PaymentState::Failed, "{code}");
             assert_eq!((at.retry, at.next_check_at), (None, None));
             let kinds: Vec<_> = at.events.iter().map(|e| (e.kind, e.to_state)).collect();
-            assert_eq!(
-                kinds,
-                [("observed", Some(PaymentState::Failed))],
-                "{code}"
-            );
+            assert_eq!(kinds, [("observed", Some(PaymentState::Failed))], "{code}");
             assert!(at.events[0].message.as_ref().unwrap().contains("horizon"));
         }
         // QFPay in progress has no horizon of its own.

@@ -156,14 +156,26 @@ mod tests {
             after(10, EcpayAction::CaptureRequested(1000)),
             after(20, EcpayAction::CaptureCancelled),
         ];
-        let v = close_view(EcpayStatus::Authorized, 1000, &actions, t0(), t0() + TimeDelta::hours(1));
+        let v = close_view(
+            EcpayStatus::Authorized,
+            1000,
+            &actions,
+            t0(),
+            t0() + TimeDelta::hours(1),
+        );
         assert_eq!(
             (v.status, v.cls_amt, v.rows.len()),
             (EcpayStatus::OperationCancelled, 0, 2)
         );
         let mut all = actions.to_vec();
         all.push(after(30, EcpayAction::Abandoned));
-        let v = close_view(EcpayStatus::Authorized, 1000, &all, t0(), t0() + TimeDelta::hours(1));
+        let v = close_view(
+            EcpayStatus::Authorized,
+            1000,
+            &all,
+            t0(),
+            t0() + TimeDelta::hours(1),
+        );
         assert_eq!((v.status, v.cls_amt), (EcpayStatus::Cancelled, 0));
     }
 }

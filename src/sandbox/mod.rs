@@ -44,6 +44,7 @@ mod limits;
 mod qfpay_book;
 mod qfpay_http;
 mod qfpay_ops;
+mod qfpay_rules;
 mod scenario;
 mod server;
 mod state;
@@ -64,6 +65,7 @@ pub use limits::RateLimits;
 pub use qfpay_book::{BAD_PARAMETER, NOT_FOUND, QfpayPaymentView};
 pub use qfpay_http::SIGNATURE_ERROR;
 pub use qfpay_ops::{DUPLICATE_ORDER, NOT_CANCELLABLE};
+pub use qfpay_rules::{AMOUNT_WRONG, MALFORMED_REQUEST};
 pub use scenario::{
     CancelBehaviour, EcpayOrder, EcpayStatus, NOT_YET_PAID, PAID, QfpayPayment, QfpayRefund,
     QfpayScript, QfpayTimeline,

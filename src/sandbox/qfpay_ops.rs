@@ -248,6 +248,9 @@ impl MerchantBook {
         } else {
             r.reversal_calls += 1;
         }
+        if let Some(refusal) = super::qfpay_rules::cancel_amount(params, r.amount_minor) {
+            return error_body(refusal.code, refusal.message);
+        }
         let code = r.code_at(now).to_string();
         let refusal = match r.cancel_flag {
             1 => Some(("1263", "order cancelled")),
