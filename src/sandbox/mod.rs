@@ -23,14 +23,19 @@
 //!
 //! Layout, one noun per file: `config` (merchants, listen address), `clock`, `scenario` (what
 //! to seed), `state` (the seeding and inspection API), `qfpay_book` / `qfpay_ops` (QFPay
-//! records and endpoint rules, pure), `ecpay_book` (ECPay orders and answers, pure), `bulk`
+//! records and endpoint rules, pure), `qfpay_rules` (what QFPay refuses before the book),
+//! `ecpay_book` (ECPay orders and answers, pure), `ecpay_close` (ECPay after authorization), `bulk`
 //! (seeded generators), `limits`, `faults`, `stats`, `qfpay_http` / `ecpay_http` (the wire),
 //! `server` (start, gate, handle), `accounts` (payrecon account settings for a sandbox).
 //!
-//! Sandbox choices where the docs are silent (see each module): unknown and malformed
-//! parameters answer `1104`; an `out_trade_no` lookup without times searches every month;
-//! reversal does not check `txamt`; ECPay envelope refusals use `TransCode` 999; an unknown
-//! inner ECPay `MerchantID` or a `stopped` merchant answers `error_Stop`.
+//! It is as strict as the references: every request a gateway is documented to refuse is
+//! refused with that gateway's code (`qfpay_rules` for QFPay, `ecpay_http` for ECPay), and
+//! counted per rule in the stats. `docs/SANDBOX.md` lists each rule with its source, what
+//! ECPay answers after authorization (`ecpay_close`: captures, refunds, cancellations), and the
+//! sandbox's choices where the docs are silent (unknown and malformed QFPay parameters answer
+//! `1104`; an `out_trade_no` lookup without times searches every month; ECPay envelope
+//! refusals use `TransCode` 999; an unknown inner ECPay `MerchantID` or a `stopped` merchant
+//! answers `error_Stop`).
 
 mod accounts;
 mod bulk;
