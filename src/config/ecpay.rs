@@ -213,6 +213,26 @@ pub(crate) fn validate(
 }
 
 impl EcpayAccount {
+    /// A horizon is reached at the first check past it (up to one max interval later); it must
+    /// come before `reconcile.give_up_after`, which would otherwise hand the payment to
+    /// review first and make the horizon a dead setting.
+    pub(crate) fn check_horizons(&self, give_up_after: Duration, p: &mut Problems<'_>) {
+        for (key, patience) in [
+            ("nopay_horizon", &self.nopay_patience),
+            ("unauthorized_horizon", &self.unauthorized_patience),
+        ] {
+            if patience.horizon + patience.rule.max >= give_up_after {
+                p.add(
+                    key,
+                    format!(
+                        "plus its max interval must be shorter than reconcile.give_up_after ({})",
+                        humantime::format_duration(give_up_after)
+                    ),
+                );
+            }
+        }
+    }
+
     /// Builds this account's query client on the process-wide HTTP client. The connect
     /// timeout belongs to `http` (see `gateway::transport::http_client`); the request timeout,
     /// pacing and 403 pause come from here.
