@@ -51,6 +51,9 @@ async fn qfpay(
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// Request parameters, the code expected, the rule's name in the stats.
+type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 fn payment<'a>(pay_type: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut p = vec![
         ("txamt", "1500"),
@@ -70,7 +73,7 @@ fn payment<'a>(pay_type: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str,
 async fn qfpay_refuses_what_its_documents_refuse_with_their_codes() {
     let sandbox = frozen_sandbox().await;
     let long_name = "x".repeat(300);
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (payment("800108", &[]), "1104", "qfpay_auth_code"),
         (payment("999999", &[]), "1104", "qfpay_pay_type"),
         (
