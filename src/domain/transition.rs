@@ -9,7 +9,10 @@
 //!   (`succeeded` → `partially_refunded` → `refunded`);
 //! - `reversing` only becomes `reversed` when the gateway shows the payment cancelled; a `0000`
 //!   seen while reversing keeps waiting (the reversal may not be visible yet, qfpay.md §2.4);
-//! - an amount or currency that differs from the ledger is a discrepancy, whatever the state.
+//! - an amount or currency that differs from the ledger is a discrepancy, whatever the state;
+//! - "not authorized (yet)" (ECPay `Unauthorized`) keeps an open payment `in_progress` (how long
+//!   is the retry schedule's `Patience`); about a final payment it agrees with `failed`,
+//!   `cancelled` and `reversed`, and reopens the others (a `gateway_reopened` discrepancy).
 //!
 //! Transport-class errors never reach this function: they are not observations.
 
