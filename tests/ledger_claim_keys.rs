@@ -168,7 +168,9 @@ async fn a_payment_held_for_its_creation_call_is_claimed_by_no_pass_until_the_ho
     // Another owner's update is refused; the holder's applies and releases the row.
     let update = payrecon::reconcile::update::postpone(&held, now);
     assert_eq!(
-        l.apply("pass", None, &[update.clone()], now).await.unwrap(),
+        l.apply("pass", None, std::slice::from_ref(&update), now)
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(l.apply("pay-1", None, &[update], now).await.unwrap(), 1);
