@@ -245,3 +245,47 @@ fn an_over_long_account_name_is_reported_without_echoing_it_whole() {
     assert!(has(&lines, "longer than 64 characters"), "{lines:?}");
     assert!(lines.iter().all(|l| l.len() < 400), "{lines:?}");
 }
+
+#[test]
+fn ecpay_patience_is_configurable_and_must_end_before_the_give_up_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuned = format!(
+        "{ECPAY}nopay_steady_checks = 2\nnopay_max_interval = \"1h\"\nnopay_horizon = \"1d\"\nunauthorized_horizon = \"12h\"\n"
+    );
+    let s = config::load(Some(&write(&dir, "c.toml", &tuned))).unwrap();
+    let Account::Ecpay(e) = &s.accounts[0] else {
+        panic!("an ECPay account")
+    };
+    assert_eq!(e.nopay_patience.steady_checks, 2);
+    assert_eq!(e.nopay_patience.rule.max.as_secs(), 3600);
+    assert_eq!(e.nopay_patience.horizon.as_secs(), 86_400);
+    assert_eq!(e.unauthorized_patience.horizon.as_secs(), 43_200);
+
+    let lines = problems(&format!(
+        "[reconcile]\ngive_up_after = \"2d\"\n{ECPAY}nopay_max_interval = \"1m\"\n"
+    ));
+    assert!(
+        has(
+            &lines,
+            "accounts[0] (tw).nopay_horizon: plus its max interval must be shorter than reconcile.give_up_after"
+        ),
+        "{lines:?}"
+    );
+    let lines = problems(&format!(
+        "{ECPAY}nopay_max_interval = \"1m\"\nunauthorized_max_interval = \"0s\"\n"
+    ));
+    assert!(
+        has(
+            &lines,
+            "nopay_max_interval: must not be shorter than nopay_interval"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        has(
+            &lines,
+            "unauthorized_max_interval: must be longer than zero"
+        ),
+        "{lines:?}"
+    );
+}

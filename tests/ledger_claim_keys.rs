@@ -115,3 +115,89 @@ async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_no
         .unwrap();
     assert!(again.is_empty());
 }
+
+/// `pay`'s row while its creation call is in flight (issue 12 item 5): held by the caller, so
+/// neither a claim (even `--all`) nor a sweep page takes it until the hold ends; only the
+/// holder's own update applies.
+#[tokio::test]
+async fn a_payment_held_for_its_creation_call_is_claimed_by_no_pass_until_the_hold_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let hold_until = now + chrono::Duration::seconds(75);
+    let held = l
+        .register_held(
+            &payment("hk", "W1", None, RecordKind::Payment),
+            "pay-1",
+            hold_until,
+            now,
+        )
+        .await
+        .unwrap()
+        .expect("a new payment");
+    assert!(
+        l.register_held(
+            &payment("hk", "W1", None, RecordKind::Payment),
+            "pay-2",
+            hold_until,
+            now
+        )
+        .await
+        .unwrap()
+        .is_none(),
+        "a duplicate is not registered twice"
+    );
+    let all = ClaimScope {
+        ignore_schedule: true,
+        ..ClaimScope::default()
+    };
+    let lease = Duration::from_secs(60);
+    assert!(
+        l.claim("pass", &all, 0, 100, now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let page = l
+        .claim_keys("pass", &all, "hk", &[], &["W1"], now, lease)
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+    // Another owner's update is refused; the holder's applies and releases the row.
+    let update = payrecon::reconcile::update::postpone(&held, now);
+    assert!(
+        l.apply("pass", None, std::slice::from_ref(&update), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        l.apply("pay-1", None, &[update], now)
+            .await
+            .unwrap()
+            .contains(&held.id)
+    );
+    assert_eq!(
+        l.claim("pass", &all, 0, 100, now, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A holder that died: its hold expires and the payment is due again.
+    l.register_held(
+        &payment("hk", "W2", None, RecordKind::Payment),
+        "pay-3",
+        hold_until,
+        now,
+    )
+    .await
+    .unwrap();
+    let after = hold_until + chrono::Duration::seconds(1);
+    let due = ClaimScope::default();
+    let claimed = l.claim("pass2", &due, 0, 100, after, lease).await.unwrap();
+    assert!(claimed.iter().any(|c| c.out_trade_no.as_str() == "W2"));
+}

@@ -92,7 +92,7 @@ async fn statuses_follow_the_merchant_language_and_cashier_reports_trade_status(
     let obs = credit.query(&ec_order("EN0002"), None).await.unwrap();
     assert_eq!(
         (obs.outcome, obs.provider_code.as_str()),
-        (Outcome::Failed, "Unauthorized")
+        (Outcome::Unauthorized, "Unauthorized")
     );
 
     let cashier = ecpay_client(&account(EcpayQueryApi::Cashier));

@@ -23,7 +23,8 @@ pub struct PayArgs {
     pub amount: i64,
     #[arg(long)]
     pub currency: String,
-    /// QFPay pay type, e.g. 801101 (Alipay web, overseas) or 801512 (Alipay WAP, HK).
+    /// QFPay pay type of an order paid by QR code or link, e.g. 801101 (Alipay web, overseas)
+    /// or 801512 (Alipay WAP, HK). CPM types (…08) need a till and are refused.
     #[arg(long)]
     pub pay_type: String,
     /// Your order number; generated when omitted.
@@ -105,6 +106,7 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
             Err(ExitCode::from(EX_DATAERR))
         }
         Err(e @ PayError::Duplicate { .. }) => Err(bad("out-trade-no", e)),
+        Err(e @ PayError::PayType { .. }) => Err(bad("pay-type", e)),
         Err(e) => {
             eprintln!("payrecon: {e}");
             Err(ExitCode::FAILURE)

@@ -7,7 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::problems::Problems;
 use super::raw::RawAccount;
 use super::secret::secret;
-use crate::domain::AccountName;
+use crate::domain::{
+    AccountName, ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, Patience, RetryRule,
+};
 
 /// Which order-status API to ask (ecpay.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,12 @@ pub struct EcpayAccount {
     pub first_query_after: Duration,
     /// ECPay: after `error_nopay`, query again in 10 minutes (seed 003).
     pub nopay_interval: Duration,
+    /// How `error_nopay` is waited out: `nopay_interval` for the first checks, then growing
+    /// to `nopay_max_interval`, failed at `nopay_horizon` after creation (domain `Patience`).
+    pub nopay_patience: Patience,
+    /// How `Unauthorized` (銀行未授權完成) is waited out: `nopay_interval` doubling to
+    /// `unauthorized_max_interval`, failed at `unauthorized_horizon` after creation.
+    pub unauthorized_patience: Patience,
     /// Conservative default: ECPay publishes no number, only "too fast → HTTP 403".
     pub rate_per_minute: u32,
     /// ECPay: after HTTP 403, wait 30 minutes before calling again (ecpay.md §6).
@@ -60,6 +68,44 @@ fn check_aes_part(
             format!("must be exactly 16 bytes (AES-128), got {len}"),
         );
         None
+    }
+}
+
+/// `<what>_steady_checks`, `<what>_max_interval` and `<what>_horizon` over `default`, starting
+/// at the account's `nopay_interval`.
+fn patience(
+    p: &mut Problems<'_>,
+    what: &str,
+    steady_checks: Option<i64>,
+    max_interval: Option<&String>,
+    horizon: Option<&String>,
+    default: Patience,
+    interval: Duration,
+) -> Patience {
+    let steady_checks = match steady_checks {
+        None => default.steady_checks,
+        Some(n) if (0..=1000).contains(&n) => n as u32,
+        Some(n) => {
+            p.add(
+                &format!("{what}_steady_checks"),
+                format!("must be between 0 and 1000, got {n}"),
+            );
+            default.steady_checks
+        }
+    };
+    let max_key = format!("{what}_max_interval");
+    let max = p.duration(&max_key, max_interval, default.rule.max);
+    if max < interval {
+        p.add(&max_key, "must not be shorter than nopay_interval");
+    }
+    Patience {
+        steady_checks,
+        rule: RetryRule {
+            initial: interval,
+            max: max.max(interval),
+            ..default.rule
+        },
+        horizon: p.duration(&format!("{what}_horizon"), horizon, default.horizon),
     }
 }
 
@@ -111,6 +157,24 @@ pub(crate) fn validate(
         ten_minutes,
     );
     let nopay_interval = p.duration("nopay_interval", raw.nopay_interval.as_ref(), ten_minutes);
+    let nopay_patience = patience(
+        p,
+        "nopay",
+        raw.nopay_steady_checks,
+        raw.nopay_max_interval.as_ref(),
+        raw.nopay_horizon.as_ref(),
+        ECPAY_NOPAY_PATIENCE,
+        nopay_interval,
+    );
+    let unauthorized_patience = patience(
+        p,
+        "unauthorized",
+        None,
+        raw.unauthorized_max_interval.as_ref(),
+        raw.unauthorized_horizon.as_ref(),
+        ECPAY_UNAUTHORIZED_PATIENCE,
+        nopay_interval,
+    );
     let rate_per_minute = p.count("rate_per_minute", raw.rate_per_minute, 30, 6000);
     let pause_after_403 = p.duration(
         "pause_after_403",
@@ -138,6 +202,8 @@ pub(crate) fn validate(
         query_api,
         first_query_after,
         nopay_interval,
+        nopay_patience,
+        unauthorized_patience,
         rate_per_minute,
         pause_after_403,
         connect_timeout,
@@ -147,6 +213,26 @@ pub(crate) fn validate(
 }
 
 impl EcpayAccount {
+    /// A horizon is reached at the first check past it (up to one max interval later); it must
+    /// come before `reconcile.give_up_after`, which would otherwise hand the payment to
+    /// review first and make the horizon a dead setting.
+    pub(crate) fn check_horizons(&self, give_up_after: Duration, p: &mut Problems<'_>) {
+        for (key, patience) in [
+            ("nopay_horizon", &self.nopay_patience),
+            ("unauthorized_horizon", &self.unauthorized_patience),
+        ] {
+            if patience.horizon + patience.rule.max >= give_up_after {
+                p.add(
+                    key,
+                    format!(
+                        "plus its max interval must be shorter than reconcile.give_up_after ({})",
+                        humantime::format_duration(give_up_after)
+                    ),
+                );
+            }
+        }
+    }
+
     /// Builds this account's query client on the process-wide HTTP client. The connect
     /// timeout belongs to `http` (see `gateway::transport::http_client`); the request timeout,
     /// pacing and 403 pause come from here.

@@ -330,7 +330,9 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
         }
         let account = match provider {
             Provider::Qfpay => qfpay::validate(name, a, &mut p).map(Account::Qfpay),
-            Provider::Ecpay => ecpay::validate(name, a, &mut p).map(Account::Ecpay),
+            Provider::Ecpay => ecpay::validate(name, a, &mut p)
+                .inspect(|e| e.check_horizons(reconcile.give_up_after, &mut p))
+                .map(Account::Ecpay),
         };
         accounts.extend(account);
     }

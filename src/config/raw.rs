@@ -99,6 +99,11 @@ pub(crate) struct RawAccount {
     pub query_api: Option<String>,
     pub first_query_after: Option<String>,
     pub nopay_interval: Option<String>,
+    pub nopay_steady_checks: Option<i64>,
+    pub nopay_max_interval: Option<String>,
+    pub nopay_horizon: Option<String>,
+    pub unauthorized_max_interval: Option<String>,
+    pub unauthorized_horizon: Option<String>,
     pub pause_after_403: Option<String>,
 }
 
@@ -123,7 +128,7 @@ impl RawAccount {
             ("close_method", self.close_method.is_some()),
             ("ledger_is_complete", self.ledger_is_complete.is_some()),
         ];
-        let ecpay: [(&str, bool); 10] = [
+        let ecpay: [(&str, bool); 15] = [
             ("merchant_id", self.merchant_id.is_some()),
             ("platform_id", self.platform_id.is_some()),
             ("hash_key", self.hash_key.is_some()),
@@ -133,6 +138,14 @@ impl RawAccount {
             ("query_api", self.query_api.is_some()),
             ("first_query_after", self.first_query_after.is_some()),
             ("nopay_interval", self.nopay_interval.is_some()),
+            ("nopay_steady_checks", self.nopay_steady_checks.is_some()),
+            ("nopay_max_interval", self.nopay_max_interval.is_some()),
+            ("nopay_horizon", self.nopay_horizon.is_some()),
+            (
+                "unauthorized_max_interval",
+                self.unauthorized_max_interval.is_some(),
+            ),
+            ("unauthorized_horizon", self.unauthorized_horizon.is_some()),
             ("pause_after_403", self.pause_after_403.is_some()),
         ];
         let other: &[(&str, bool)] = match provider {

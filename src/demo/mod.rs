@@ -98,6 +98,9 @@ hash_key = "{DEV_ECPAY_HASH_KEY}"
 hash_iv = "{DEV_ECPAY_HASH_IV}"
 first_query_after = "1s"
 nopay_interval = "2s"
+# Unauthorized (銀行未授權完成) may still be pending; the demo's declined cards were declined
+# minutes to hours ago, past this horizon, so their first answer fails them.
+unauthorized_horizon = "5m"
 rate_per_minute = 6000
 retry_for = "5s"
 "#,

@@ -23,6 +23,8 @@ const QF_ONLINE_VIA_PAY: usize = 24;
 const EC_AUTHORIZED: usize = 560;
 const EC_UNAUTHORIZED: usize = 40;
 const EC_NOPAY_THEN_AUTHORIZED: usize = 30;
+/// Captured then refunded in full, captured then refunded in part, cancelled before capture.
+const EC_AFTER_AUTHORIZATION: usize = 30;
 
 /// A QFPay online order the demo creates through `payrecon pay`'s code path.
 #[derive(Debug, Clone)]
@@ -271,6 +273,35 @@ pub fn build(state: &SandboxState, now: DateTime<Utc>) -> Result<World, SeedErro
         )?;
         ec_row(&mut w, &no, amount(i), created);
         w.expect(ECPAY_ACCOUNT, &no, "failed");
+    }
+    for i in 0..EC_AFTER_AUTHORIZATION {
+        let no = format!("TWX{i:05}");
+        let created = at(i, EC_AFTER_AUTHORIZATION);
+        let (order, want) = match i % 3 {
+            0 => (
+                EcpayOrder::new(&no, amount(i)).refunded_after(
+                    Duration::from_secs(60),
+                    Duration::from_secs(180),
+                    amount(i),
+                ),
+                "refunded",
+            ),
+            1 => (
+                EcpayOrder::new(&no, amount(i)).refunded_after(
+                    Duration::from_secs(60),
+                    Duration::from_secs(180),
+                    amount(i) / 2,
+                ),
+                "partially_refunded",
+            ),
+            _ => (
+                EcpayOrder::new(&no, amount(i)).cancelled_after(Duration::from_secs(120)),
+                "cancelled",
+            ),
+        };
+        state.insert_ecpay(ec, order.at(created))?;
+        ec_row(&mut w, &no, amount(i), created);
+        w.expect(ECPAY_ACCOUNT, &no, want);
     }
     for i in 0..EC_NOPAY_THEN_AUTHORIZED {
         let no = format!("TWN{i:05}");

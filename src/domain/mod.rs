@@ -6,6 +6,8 @@ mod ids;
 mod last_resort;
 mod money;
 mod observation;
+mod patience;
+mod pay_types;
 mod retry;
 mod state;
 mod transition;
@@ -15,6 +17,10 @@ pub use ids::{AccountName, IdError, OutTradeNo, PayType, PaymentId, Provider, Pr
 pub use last_resort::{LastResort, LastResortPolicy, OpenPayment, ReversalMode, last_resort};
 pub use money::{Currency, Money, MoneyError};
 pub use observation::{Observation, Outcome, RecordKind};
-pub use retry::{RetryReason, RetryRule, RetrySchedule};
+pub use patience::Patience;
+pub use pay_types::{DOCUMENTED_PAY_TYPES, creatable_pay_types};
+pub use retry::{
+    ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, RetryReason, RetryRule, RetrySchedule,
+};
 pub use state::{PaymentState, UnknownState};
 pub use transition::{Decision, DiscrepancyKind, LedgerView, decide};

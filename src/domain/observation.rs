@@ -58,6 +58,10 @@ pub enum Outcome {
     PartiallyRefunded,
     /// Still being paid: QFPay 1143/1145/…, ECPay `error_nopay` (bank has not answered).
     InProgress,
+    /// The bank has not completed authorization (ECPay `Unauthorized`, 銀行未授權完成): failed
+    /// *or* still pending (ecpay.md §3.1), so never final at once; see
+    /// [`crate::domain::Patience`] for how long it is waited out.
+    Unauthorized,
     /// The gateway has no record (yet).
     NotFound,
     /// An answer the adapter could not classify (e.g. an unknown ECPay `Status` string).
@@ -70,7 +74,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Cancelled,
@@ -78,6 +82,7 @@ impl Outcome {
         Outcome::Refunded,
         Outcome::PartiallyRefunded,
         Outcome::InProgress,
+        Outcome::Unauthorized,
         Outcome::NotFound,
         Outcome::Unrecognised,
         Outcome::UnrecognisedPaid,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Provider;
+use super::{Patience, Provider};
 
 /// Why a payment is still open after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,6 +21,8 @@ pub enum RetryReason {
     CallFailed,
     /// We sent a reversal/close and wait for the query to confirm it.
     AwaitingReversal,
+    /// The bank has not completed authorization (ECPay `Unauthorized`): failed or pending.
+    Unauthorized,
 }
 
 /// `initial × factor^n`, capped at `max`, optionally with ±20 % jitter.
@@ -68,6 +70,11 @@ pub struct RetrySchedule {
     pub unrecognised: RetryRule,
     pub call_failed: RetryRule,
     pub awaiting_reversal: RetryRule,
+    /// `error_nopay` (ECPay's in-progress answer), waited out and settled at a horizon
+    /// (see [`Patience`]). `None`: `in_progress` applies for as long as the payment is open.
+    pub in_progress_patience: Option<Patience>,
+    /// `Unauthorized`, waited out and settled at a horizon. `None`: `unrecognised` applies.
+    pub unauthorized: Option<Patience>,
 }
 
 /// ECPay: "if the bank has not answered, RtnMsg is error_nopay; query again after another 10
@@ -82,6 +89,32 @@ pub const QFPAY_AWAITING_REVERSAL: RetryRule = RetryRule {
     factor: 2.0,
     max: Duration::from_secs(600),
     jitter: false,
+};
+
+/// ECPay `error_nopay`: the documented 10 minutes for the first hour of checks, then doubling
+/// to 6 hours, settled 2 days after creation (docs/PROTOCOLS.md has the arithmetic).
+pub const ECPAY_NOPAY_PATIENCE: Patience = Patience {
+    steady_checks: 5,
+    rule: RetryRule {
+        initial: ECPAY_NOPAY_INTERVAL,
+        factor: 2.0,
+        max: Duration::from_secs(6 * 3600),
+        jitter: false,
+    },
+    horizon: Duration::from_secs(2 * 86_400),
+};
+
+/// ECPay `Unauthorized`: a bank still deciding decides within hours, so 10 minutes doubling to
+/// 2 hours, settled 1 day after creation.
+pub const ECPAY_UNAUTHORIZED_PATIENCE: Patience = Patience {
+    steady_checks: 0,
+    rule: RetryRule {
+        initial: ECPAY_NOPAY_INTERVAL,
+        factor: 2.0,
+        max: Duration::from_secs(2 * 3600),
+        jitter: false,
+    },
+    horizon: Duration::from_secs(86_400),
 };
 
 impl RetrySchedule {
@@ -121,6 +154,8 @@ impl RetrySchedule {
                 // eat the merchant's 400 calls a minute: at the ceiling each costs 0.1 call a
                 // minute (docs/RELIABILITY.md: ~400 stuck reversals use 10 % of the limit).
                 awaiting_reversal: QFPAY_AWAITING_REVERSAL,
+                in_progress_patience: None,
+                unauthorized: None,
             },
             Provider::Ecpay => Self {
                 in_progress: RetryRule::fixed(ECPAY_NOPAY_INTERVAL),
@@ -133,6 +168,8 @@ impl RetrySchedule {
                 unrecognised,
                 call_failed,
                 awaiting_reversal: RetryRule::fixed(ECPAY_NOPAY_INTERVAL),
+                in_progress_patience: Some(ECPAY_NOPAY_PATIENCE),
+                unauthorized: Some(ECPAY_UNAUTHORIZED_PATIENCE),
             },
         }
     }
@@ -144,11 +181,27 @@ impl RetrySchedule {
             RetryReason::Unrecognised => &self.unrecognised,
             RetryReason::CallFailed => &self.call_failed,
             RetryReason::AwaitingReversal => &self.awaiting_reversal,
+            RetryReason::Unauthorized => self
+                .unauthorized
+                .as_ref()
+                .map_or(&self.unrecognised, |p| &p.rule),
+        }
+    }
+
+    /// The patience for answers of `reason` that are waited out, if any.
+    pub fn patience(&self, reason: RetryReason) -> Option<&Patience> {
+        match reason {
+            RetryReason::InProgress => self.in_progress_patience.as_ref(),
+            RetryReason::Unauthorized => self.unauthorized.as_ref(),
+            _ => None,
         }
     }
 
     pub fn delay(&self, reason: RetryReason, repeats: u32, jitter_unit: f64) -> Duration {
-        self.rule(reason).delay(repeats, jitter_unit)
+        match self.patience(reason) {
+            Some(p) => p.delay(repeats, jitter_unit),
+            None => self.rule(reason).delay(repeats, jitter_unit),
+        }
     }
 }
 
@@ -157,14 +210,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ecpay_nopay_is_exactly_ten_minutes_every_time() {
+    fn ecpay_nopay_is_exactly_ten_minutes_for_the_first_hour_then_backs_off_to_hours() {
         let s = RetrySchedule::default_for(Provider::Ecpay);
-        for n in [0, 1, 5, 50] {
+        for n in 0..6 {
             assert_eq!(
                 s.delay(RetryReason::InProgress, n, 0.99),
                 Duration::from_secs(600)
             );
         }
+        assert_eq!(
+            s.delay(RetryReason::InProgress, 6, 0.99),
+            Duration::from_secs(1200)
+        );
+        assert_eq!(
+            s.delay(RetryReason::InProgress, 50, 0.99),
+            Duration::from_secs(6 * 3600)
+        );
+    }
+
+    #[test]
+    fn ecpay_unauthorized_grows_from_ten_minutes_to_two_hours() {
+        let s = RetrySchedule::default_for(Provider::Ecpay);
+        let minutes: Vec<u64> = (0..6)
+            .map(|n| s.delay(RetryReason::Unauthorized, n, 0.5).as_secs() / 60)
+            .collect();
+        assert_eq!(minutes, [10, 20, 40, 80, 120, 120]);
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //!   (`succeeded` → `partially_refunded` → `refunded`);
 //! - `reversing` only becomes `reversed` when the gateway shows the payment cancelled; a record
 //!   that shows it paid and not cancelled (`0000`, `cancel` 0) makes it `succeeded` with a
-//!   `paid_despite_reversal` discrepancy: the customer was charged and the money truth wins;
+//!   `paid_despite_reversal` discrepancy: the customer was charged and the money truth wins
+//!   (the engine believes it only at the third read after the request, `reconcile::update`);
 //! - a record that says `0000` but is otherwise not understood never lets a payment be
 //!   cancelled: an open payment goes to `needs_review` with the record;
-//! - an amount or currency that differs from the ledger is a discrepancy, whatever the state.
+//! - an amount or currency that differs from the ledger is a discrepancy, whatever the state;
+//! - "not authorized (yet)" (ECPay `Unauthorized`) keeps an open payment `in_progress` (how long
+//!   is the retry schedule's `Patience`); about a final payment it agrees with `failed`,
+//!   `cancelled` and `reversed`, and reopens the others (a `gateway_reopened` discrepancy).
 //!
 //! Transport-class errors never reach this function: they are not observations.
 
@@ -95,6 +99,7 @@ fn final_state_of(outcome: Outcome) -> Option<PaymentState> {
         Outcome::Refunded => PaymentState::Refunded,
         Outcome::PartiallyRefunded => PaymentState::PartiallyRefunded,
         Outcome::InProgress
+        | Outcome::Unauthorized
         | Outcome::NotFound
         | Outcome::Unrecognised
         | Outcome::UnrecognisedPaid => return None,
@@ -104,6 +109,7 @@ fn final_state_of(outcome: Outcome) -> Option<PaymentState> {
 fn retry_reason(outcome: Outcome) -> RetryReason {
     match outcome {
         Outcome::InProgress => RetryReason::InProgress,
+        Outcome::Unauthorized => RetryReason::Unauthorized,
         Outcome::NotFound => RetryReason::NotFound,
         _ => RetryReason::Unrecognised,
     }
@@ -132,8 +138,8 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
     let (next, retry) = match view.state {
         Pending | InProgress => match final_state_of(obs.outcome) {
             Some(fin) => (fin, None),
-            None if obs.outcome == Outcome::InProgress => {
-                (InProgress, Some(RetryReason::InProgress))
+            None if matches!(obs.outcome, Outcome::InProgress | Outcome::Unauthorized) => {
+                (InProgress, Some(retry_reason(obs.outcome)))
             }
             // Money may have moved and we cannot tell how: a person decides, with the record.
             None if obs.outcome == Outcome::UnrecognisedPaid => {
@@ -154,9 +160,10 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
                 (Succeeded, None)
             }
             // Still being processed, or not visible yet: keep polling.
-            Outcome::InProgress | Outcome::NotFound | Outcome::Unrecognised => {
-                (Reversing, Some(RetryReason::AwaitingReversal))
-            }
+            Outcome::InProgress
+            | Outcome::Unauthorized
+            | Outcome::NotFound
+            | Outcome::Unrecognised => (Reversing, Some(RetryReason::AwaitingReversal)),
             Outcome::UnrecognisedPaid => {
                 discrepancies.push(DiscrepancyKind::UnrecognisedPaidRecord);
                 (NeedsReview, None)
@@ -165,6 +172,13 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
         NeedsReview => (final_state_of(obs.outcome).unwrap_or(NeedsReview), None),
         fin => match obs.outcome {
             Outcome::InProgress => {
+                discrepancies.push(DiscrepancyKind::GatewayReopened);
+                (fin, None)
+            }
+            // "Not authorized (yet)" agrees with a payment that took no money; about one that
+            // did, it is the gateway reopening it.
+            Outcome::Unauthorized if matches!(fin, Failed | Cancelled | Reversed) => (fin, None),
+            Outcome::Unauthorized => {
                 discrepancies.push(DiscrepancyKind::GatewayReopened);
                 (fin, None)
             }
@@ -231,6 +245,7 @@ mod tests {
         (S::Pending, O::Refunded, S::Refunded, None),
         (S::Pending, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Pending, O::InProgress, S::InProgress, None),
+        (S::Pending, O::Unauthorized, S::InProgress, None),
         (S::Pending, O::NotFound, S::Pending, None),
         (S::Pending, O::Unrecognised, S::Pending, None),
         (S::Pending, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
@@ -242,6 +257,7 @@ mod tests {
         (S::InProgress, O::Refunded, S::Refunded, None),
         (S::InProgress, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::InProgress, O::InProgress, S::InProgress, None),
+        (S::InProgress, O::Unauthorized, S::InProgress, None),
         (S::InProgress, O::NotFound, S::InProgress, None),
         (S::InProgress, O::Unrecognised, S::InProgress, None),
         (S::InProgress, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
@@ -253,6 +269,7 @@ mod tests {
         (S::Reversing, O::Refunded, S::Refunded, None),
         (S::Reversing, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Reversing, O::InProgress, S::Reversing, None),
+        (S::Reversing, O::Unauthorized, S::Reversing, None),
         (S::Reversing, O::NotFound, S::Reversing, None),
         (S::Reversing, O::Unrecognised, S::Reversing, None),
         (S::Reversing, O::UnrecognisedPaid, S::NeedsReview, Some(D::UnrecognisedPaidRecord)),
@@ -264,6 +281,7 @@ mod tests {
         (S::Succeeded, O::Refunded, S::Refunded, None),
         (S::Succeeded, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::Succeeded, O::InProgress, S::Succeeded, Some(D::GatewayReopened)),
+        (S::Succeeded, O::Unauthorized, S::Succeeded, Some(D::GatewayReopened)),
         (S::Succeeded, O::NotFound, S::Succeeded, None),
         (S::Succeeded, O::Unrecognised, S::Succeeded, None),
         (S::Succeeded, O::UnrecognisedPaid, S::Succeeded, None),
@@ -275,6 +293,7 @@ mod tests {
         (S::Failed, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Failed, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Failed, O::InProgress, S::Failed, Some(D::GatewayReopened)),
+        (S::Failed, O::Unauthorized, S::Failed, None),
         (S::Failed, O::NotFound, S::Failed, None),
         (S::Failed, O::Unrecognised, S::Failed, None),
         (S::Failed, O::UnrecognisedPaid, S::Failed, Some(D::UnrecognisedPaidRecord)),
@@ -286,6 +305,7 @@ mod tests {
         (S::Cancelled, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Cancelled, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Cancelled, O::InProgress, S::Cancelled, Some(D::GatewayReopened)),
+        (S::Cancelled, O::Unauthorized, S::Cancelled, None),
         (S::Cancelled, O::NotFound, S::Cancelled, None),
         (S::Cancelled, O::Unrecognised, S::Cancelled, None),
         (S::Cancelled, O::UnrecognisedPaid, S::Cancelled, Some(D::UnrecognisedPaidRecord)),
@@ -297,6 +317,7 @@ mod tests {
         (S::Reversed, O::Refunded, S::Refunded, Some(D::FinalStateChanged)),
         (S::Reversed, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Reversed, O::InProgress, S::Reversed, Some(D::GatewayReopened)),
+        (S::Reversed, O::Unauthorized, S::Reversed, None),
         (S::Reversed, O::NotFound, S::Reversed, None),
         (S::Reversed, O::Unrecognised, S::Reversed, None),
         (S::Reversed, O::UnrecognisedPaid, S::Reversed, Some(D::UnrecognisedPaidRecord)),
@@ -308,6 +329,7 @@ mod tests {
         (S::Refunded, O::Refunded, S::Refunded, None),
         (S::Refunded, O::PartiallyRefunded, S::PartiallyRefunded, Some(D::FinalStateChanged)),
         (S::Refunded, O::InProgress, S::Refunded, Some(D::GatewayReopened)),
+        (S::Refunded, O::Unauthorized, S::Refunded, Some(D::GatewayReopened)),
         (S::Refunded, O::NotFound, S::Refunded, None),
         (S::Refunded, O::Unrecognised, S::Refunded, None),
         (S::Refunded, O::UnrecognisedPaid, S::Refunded, None),
@@ -319,6 +341,7 @@ mod tests {
         (S::PartiallyRefunded, O::Refunded, S::Refunded, None),
         (S::PartiallyRefunded, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::InProgress, S::PartiallyRefunded, Some(D::GatewayReopened)),
+        (S::PartiallyRefunded, O::Unauthorized, S::PartiallyRefunded, Some(D::GatewayReopened)),
         (S::PartiallyRefunded, O::NotFound, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::Unrecognised, S::PartiallyRefunded, None),
         (S::PartiallyRefunded, O::UnrecognisedPaid, S::PartiallyRefunded, None),
@@ -330,6 +353,7 @@ mod tests {
         (S::NeedsReview, O::Refunded, S::Refunded, None),
         (S::NeedsReview, O::PartiallyRefunded, S::PartiallyRefunded, None),
         (S::NeedsReview, O::InProgress, S::NeedsReview, None),
+        (S::NeedsReview, O::Unauthorized, S::NeedsReview, None),
         (S::NeedsReview, O::NotFound, S::NeedsReview, None),
         (S::NeedsReview, O::Unrecognised, S::NeedsReview, None),
         (S::NeedsReview, O::UnrecognisedPaid, S::NeedsReview, None),

@@ -1,16 +1,23 @@
 //! Creating a QFPay payment (seed 001, `POST /trade/v1/payment`) so that nothing can be lost:
 //! the ledger row is written *before* the request is sent, so a timeout or crash still leaves
 //! a tracked payment for the reconciler; the answer is then recorded like any observation.
+//!
+//! While the call is in flight the row is *held* by this process (a lease until the longest
+//! the call can take, plus a margin, and not due before then): a reconcile pass cannot query
+//! the payment and cannot take the row, so the creation answer is always recorded by the call
+//! that got it, or the caller is told that it was not and why.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::QfpayAccount;
-use crate::domain::{Money, OutTradeNo, PayType, Provider, RecordKind, RetrySchedule};
+use crate::domain::{
+    Money, OutTradeNo, PayMode, PayType, Provider, RecordKind, RetrySchedule, creatable_pay_types,
+};
 use crate::gateway::GatewayError;
 use crate::gateway::qfpay::{PaymentCreated, PaymentInputError, PaymentRequest, QfpayClient};
-use crate::ledger::{ClaimScope, Ledger, LedgerError, NewPayment};
+use crate::ledger::{Ledger, LedgerError, NewPayment};
 use crate::reconcile::update;
 
 /// What to create.
@@ -30,6 +37,21 @@ pub enum PayError {
     Input(#[from] PaymentInputError),
     #[error("{out_trade_no} is already in the ledger; choose another --out-trade-no")]
     Duplicate { out_trade_no: String },
+    #[error(
+        "pay type {pay_type} cannot be created by payrecon pay: {why}; it can create {list}",
+        list = creatable_pay_types().collect::<Vec<_>>().join(", ")
+    )]
+    PayType { pay_type: String, why: &'static str },
+    /// The gateway answered, but the answer could not be written (the hold was lost).
+    #[error(
+        "payment {id} ({out_trade_no}): QFPay answered {code}, but the answer was NOT recorded ({why}); payrecon will learn its state by query"
+    )]
+    NotRecorded {
+        id: i64,
+        out_trade_no: String,
+        code: String,
+        why: String,
+    },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The payment is registered; only the call failed. The reconciler will learn its state.
@@ -51,6 +73,26 @@ pub struct PayResult {
     pub answer: PaymentCreated,
 }
 
+/// How long the row is held for the creation call: the longest the call can take (its retries
+/// for `retry_for`, then one more attempt of `request_timeout`) and a margin for the writes.
+pub fn creation_hold(account: &QfpayAccount) -> Duration {
+    account.retry_for + account.request_timeout + Duration::from_secs(30)
+}
+
+fn check_pay_type(pay_type: &PayType) -> Result<(), PayError> {
+    if pay_type.creatable_online() {
+        return Ok(());
+    }
+    Err(PayError::PayType {
+        pay_type: pay_type.to_string(),
+        why: if pay_type.mode() == PayMode::Cpm {
+            "a customer-presented code (CPM) must be scanned at a till (auth_code)"
+        } else {
+            "QFPay does not document it (qfpay.md §4.1)"
+        },
+    })
+}
+
 /// Validates, registers, then sends. See the module doc for the order of things.
 pub async fn create_qfpay_payment(
     ledger: &Ledger,
@@ -59,6 +101,7 @@ pub async fn create_qfpay_payment(
     order: PayOrder,
     now: DateTime<Utc>,
 ) -> Result<PayResult, PayError> {
+    check_pay_type(&order.pay_type)?;
     let mut req = PaymentRequest::new(
         order.out_trade_no.clone(),
         order.amount,
@@ -85,42 +128,51 @@ pub async fn create_qfpay_payment(
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| now + d),
     };
-    let report = ledger.register(std::slice::from_ref(&payment), now).await?;
-    let Some(&(_, id)) = report.inserted.first() else {
+    let owner = format!("pay-{}-{}", std::process::id(), order.out_trade_no);
+    let hold = chrono::Duration::from_std(creation_hold(account)).unwrap_or_default();
+    let Some(claimed) = ledger
+        .register_held(&payment, &owner, now + hold, now)
+        .await?
+    else {
         return Err(PayError::Duplicate {
             out_trade_no: order.out_trade_no.to_string(),
         });
     };
-    let answer = client
-        .create_payment(&req)
-        .await
-        .map_err(|source| PayError::Call {
-            id,
-            out_trade_no: order.out_trade_no.to_string(),
-            source,
-        })?;
-    // Record the answer through the normal lease-guarded path.
-    let owner = format!("pay-{}", std::process::id());
-    let scope = ClaimScope {
-        account: Some(account.name.to_string()),
-        ignore_schedule: true,
-        ..ClaimScope::default()
+    let id = claimed.id.0;
+    let result = client.create_payment(&req).await;
+    // The account's own schedule is not needed here: only the first re-check is scheduled.
+    let schedule = RetrySchedule::default_for(Provider::Qfpay);
+    let answered_at = Utc::now().max(now);
+    let update = match &result {
+        Ok(answer) => update::from_observation(
+            &claimed,
+            &answer.observation(&req),
+            &schedule,
+            answered_at,
+            0.5,
+        ),
+        Err(e) => update::from_call_error(&claimed, e, &schedule, answered_at, 0.5),
     };
-    let claimed = ledger
-        .claim_keys(
-            &owner,
-            &scope,
-            account.name.as_str(),
-            &[],
-            &[order.out_trade_no.as_str()],
-            now,
-            Duration::from_secs(60),
-        )
-        .await?;
-    if let Some(c) = claimed.first() {
-        let schedule = RetrySchedule::default_for(Provider::Qfpay);
-        let u = update::from_observation(c, &answer.observation(&req), &schedule, now, 0.5);
-        ledger.apply(&owner, None, &[u], now).await?;
+    let applied = ledger.apply(&owner, None, &[update], answered_at).await;
+    let answer = result.map_err(|source| PayError::Call {
+        id,
+        out_trade_no: order.out_trade_no.to_string(),
+        source,
+    })?;
+    let not_recorded = |why: String| PayError::NotRecorded {
+        id,
+        out_trade_no: order.out_trade_no.to_string(),
+        code: answer.observation(&req).provider_code,
+        why,
+    };
+    match applied {
+        Ok(written) if written.contains(&claimed.id) => {}
+        Ok(_) => {
+            return Err(not_recorded(
+                "the call outlasted its hold and another process took the payment".into(),
+            ));
+        }
+        Err(e) => return Err(not_recorded(e.to_string())),
     }
     Ok(PayResult { id, answer })
 }

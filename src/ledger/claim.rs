@@ -62,7 +62,7 @@ fn time_col(r: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>
 }
 
 impl Claimed {
-    fn from_row(r: &SqliteRow) -> Result<Self, LedgerError> {
+    pub(super) fn from_row(r: &SqliteRow) -> Result<Self, LedgerError> {
         let text = |c: &'static str| -> String { r.get(c) };
         let provider: String = text("provider");
         let kind: String = text("kind");
@@ -146,7 +146,7 @@ const DUE_WHERE: &str = "state IN ('pending', 'in_progress', 'reversing')
        AND (?5 IS NULL OR provider = ?5)
        AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?3)";
 
-const CLAIMED_COLUMNS: &str =
+pub(super) const CLAIMED_COLUMNS: &str =
     "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
      currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
      in_progress_since, expires_at, reversal_requested_at";

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::claim::{CLAIMED_COLUMNS, Claimed};
 use super::time::to_db;
 use super::{Ledger, LedgerError};
 use crate::domain::{AccountName, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
@@ -46,39 +47,7 @@ impl Ledger {
         let now_s = to_db(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (i, p) in batch.iter().enumerate() {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
-                                       amount, currency, state, next_check_at, created_at,
-                                       registered_at, updated_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
-                 ON CONFLICT (account, kind, out_trade_no) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(p.account.as_str())
-            .bind(p.provider.as_str())
-            .bind(p.kind.as_str())
-            .bind(p.out_trade_no.as_str())
-            .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
-            .bind(p.pay_type.as_ref().map(PayType::as_str))
-            .bind(p.amount.minor)
-            .bind(p.amount.currency.as_str())
-            .bind(&now_s)
-            .bind(to_db(p.created_at))
-            .bind(&now_s)
-            .bind(&now_s)
-            .bind(p.expires_at.map(to_db))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = inserted {
-                sqlx::query(
-                    "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
-                     VALUES (?, ?, 'registered', 'pending', ?, '{}')",
-                )
-                .bind(id)
-                .bind(&now_s)
-                .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
-                .execute(&mut *tx)
-                .await?;
+            if let Some(id) = insert_new(&mut tx, p, &now_s, None).await? {
                 report.inserted.push((i, id));
                 continue;
             }
@@ -128,5 +97,85 @@ impl Ledger {
             report.inserted.clear();
         }
         Ok(report)
+    }
+}
+
+/// Inserts `p` as a new `pending` payment with its `registered` event; `None` when its key is
+/// already in the ledger. `hold`: a lease owner and the time until which the row is held by it
+/// and not due (a payment whose creation call is in flight).
+async fn insert_new(
+    tx: &mut sqlx::SqliteConnection,
+    p: &NewPayment,
+    now_s: &str,
+    hold: Option<(&str, &str)>,
+) -> Result<Option<i64>, LedgerError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
+                               amount, currency, state, next_check_at, created_at,
+                               registered_at, updated_at, expires_at, lease_owner,
+                               lease_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', COALESCE(?14, ?9), ?10, ?9, ?9,
+                 ?11, ?12, ?13)
+         ON CONFLICT (account, kind, out_trade_no) DO NOTHING
+         RETURNING id",
+    )
+    .bind(p.account.as_str())
+    .bind(p.provider.as_str())
+    .bind(p.kind.as_str())
+    .bind(p.out_trade_no.as_str())
+    .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
+    .bind(p.pay_type.as_ref().map(PayType::as_str))
+    .bind(p.amount.minor)
+    .bind(p.amount.currency.as_str())
+    .bind(now_s)
+    .bind(to_db(p.created_at))
+    .bind(p.expires_at.map(to_db))
+    .bind(hold.map(|(owner, _)| owner))
+    .bind(hold.map(|(_, until)| until))
+    .bind(hold.map(|(_, until)| until))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = inserted {
+        sqlx::query(
+            "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
+             VALUES (?, ?, 'registered', 'pending', ?, '{}')",
+        )
+        .bind(id)
+        .bind(now_s)
+        .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(inserted)
+}
+
+impl Ledger {
+    /// Registers a payment whose creation call is about to be sent, held by `owner` until
+    /// `hold_until`: no pass claims it (nor is it due) while the call is in flight, so the
+    /// answer of that call is recorded by its caller, through [`Ledger::apply`] with the same
+    /// owner. Should the caller die, the hold simply expires and a pass picks the payment up.
+    /// `None` when the key is already in the ledger (nothing written).
+    pub async fn register_held(
+        &self,
+        p: &NewPayment,
+        owner: &str,
+        hold_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, LedgerError> {
+        let until = to_db(hold_until);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(id) = insert_new(&mut tx, p, &to_db(now), Some((owner, &until))).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLAIMED_COLUMNS} FROM payments WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let claimed = Claimed::from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(claimed))
     }
 }

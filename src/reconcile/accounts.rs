@@ -35,11 +35,14 @@ fn schedule_for(account: &Account) -> RetrySchedule {
     match account {
         Account::Qfpay(q) => s.in_progress.initial = q.in_progress_interval,
         Account::Ecpay(e) => {
-            // ECPay: exactly the nopay interval after error_nopay, every time (seed 003).
+            // ECPay: the nopay interval after error_nopay (seed 003), at first.
             s.in_progress = RetryRule::fixed(e.nopay_interval);
             s.awaiting_reversal = RetryRule::fixed(e.nopay_interval);
             s.not_found.initial = e.nopay_interval;
             s.not_found.max = s.not_found.max.max(e.nopay_interval);
+            // error_nopay and Unauthorized are waited out, then settled (12.2, 12.3).
+            s.in_progress_patience = Some(e.nopay_patience);
+            s.unauthorized = Some(e.unauthorized_patience);
         }
     }
     s

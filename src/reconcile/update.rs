@@ -120,7 +120,7 @@ pub fn from_observation(
             evidence: obs.evidence.clone(),
         })
         .collect();
-    PaymentUpdate {
+    let u = PaymentUpdate {
         id: c.id,
         state: d.next,
         provider_code: Some(obs.provider_code.clone()),
@@ -142,7 +142,33 @@ pub fn from_observation(
             evidence: obs.evidence.clone(),
         }],
         discrepancies,
+    };
+    match retry.and_then(|(reason, _)| schedule.patience(reason)) {
+        Some(p) if p.is_over(c.created_at, now) => settle_at_horizon(u, p, obs),
+        _ => u,
     }
+}
+
+/// An answer that may mean "never", still given at its horizon: the payment is failed on it
+/// (domain `Patience` says why), and the observation's event says so.
+fn settle_at_horizon(
+    mut u: PaymentUpdate,
+    p: &crate::domain::Patience,
+    obs: &Observation,
+) -> PaymentUpdate {
+    u.state = PaymentState::Failed;
+    u.retry = None;
+    u.next_check_at = None;
+    if let Some(e) = u.events.first_mut() {
+        e.to_state = Some(PaymentState::Failed);
+        e.message = Some(format!(
+            "gateway says {:?} ({}) {} after creation, its horizon: failed",
+            obs.outcome,
+            obs.provider_code,
+            humantime::format_duration(p.horizon)
+        ));
+    }
+    u
 }
 
 /// The update for a call that produced no evidence (failed at `now`): nothing changes but the
@@ -243,6 +269,52 @@ mod tests {
         assert_eq!(u.next_check_at, Some(now + chrono::Duration::minutes(10)));
         assert_eq!(u.in_progress_since, Some(now));
         assert_eq!(u.events[0].provider_code.as_deref(), Some("error_nopay"));
+    }
+
+    #[test]
+    fn error_nopay_and_unauthorized_are_settled_as_failed_at_their_horizon() {
+        let s = RetrySchedule::default_for(Provider::Ecpay);
+        for (code, outcome, horizon) in [
+            (
+                "error_nopay",
+                Outcome::InProgress,
+                chrono::Duration::days(2),
+            ),
+            (
+                "Unauthorized",
+                Outcome::Unauthorized,
+                chrono::Duration::days(1),
+            ),
+        ] {
+            let c = claimed(PaymentState::InProgress, Provider::Ecpay);
+            let obs = Observation::new(RecordKind::Payment, outcome, code);
+            let before = from_observation(
+                &c,
+                &obs,
+                &s,
+                c.created_at + horizon - chrono::Duration::seconds(1),
+                0.5,
+            );
+            assert_eq!(before.state, PaymentState::InProgress, "{code}");
+            assert_eq!(before.events[0].to_state, Some(PaymentState::InProgress));
+            let at = from_observation(&c, &obs, &s, c.created_at + horizon, 0.5);
+            assert_eq!(at.state, PaymentState::Failed, "{code}");
+            assert_eq!((at.retry, at.next_check_at), (None, None));
+            let kinds: Vec<_> = at.events.iter().map(|e| (e.kind, e.to_state)).collect();
+            assert_eq!(kinds, [("observed", Some(PaymentState::Failed))], "{code}");
+            assert!(at.events[0].message.as_ref().unwrap().contains("horizon"));
+        }
+        // QFPay in progress has no horizon of its own.
+        let q = claimed(PaymentState::InProgress, Provider::Qfpay);
+        let obs = Observation::new(RecordKind::Payment, Outcome::InProgress, "1143");
+        let u = from_observation(
+            &q,
+            &obs,
+            &RetrySchedule::default_for(Provider::Qfpay),
+            q.created_at + chrono::Duration::days(30),
+            0.5,
+        );
+        assert_eq!(u.state, PaymentState::InProgress);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub fn ecpay_account(
         query_api,
         first_query_after: Duration::from_secs(600),
         nopay_interval: Duration::from_secs(600),
+        nopay_patience: crate::domain::ECPAY_NOPAY_PATIENCE,
+        unauthorized_patience: crate::domain::ECPAY_UNAUTHORIZED_PATIENCE,
         rate_per_minute: 30,
         pause_after_403: Duration::from_secs(1800),
         connect_timeout: Duration::from_secs(2),

@@ -15,7 +15,8 @@ use super::state::{SandboxState, SeedError};
 pub struct OutcomeMix {
     /// Final success from the start (QFPay `0000`; ECPay authorized).
     pub paid: u32,
-    /// Final failure from the start (QFPay `1205`; ECPay unauthorized).
+    /// Failure from the start (QFPay `1205`; ECPay `Unauthorized`, which payrecon keeps open
+    /// until the account's `unauthorized_horizon` after creation, then fails).
     pub failed: u32,
     /// In progress (QFPay `1143`; ECPay `error_nopay`) for `pending_for`, then paid.
     pub pending_then_paid: u32,

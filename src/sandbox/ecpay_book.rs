@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use super::ecpay_close::close_view;
 use super::scenario::EcpayOrder;
 use super::state::SeedError;
 
@@ -110,14 +111,13 @@ impl EcpayBook {
         })
     }
 
+    /// The order a query names, by `MerchantTradeNo`. `TradeNo` selects among a recurring
+    /// order's authorizations after the first (seed 003); the sandbox has no recurring orders,
+    /// so it is not a filter here (the documents do not say a one-off order is hidden by it).
     fn visible(&self, data: &Value, now: DateTime<Utc>) -> Option<&EcpayRecord> {
         let no = data.get("MerchantTradeNo")?.as_str()?;
         let r = self.orders.get(no)?;
-        let trade_no = data
-            .get("TradeNo")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty());
-        (r.created_at <= now && trade_no.is_none_or(|t| t == r.trade_no)).then_some(r)
+        (r.created_at <= now).then_some(r)
     }
 
     fn time(&self, t: DateTime<Utc>) -> String {
@@ -133,15 +133,28 @@ impl EcpayBook {
         let Some(r) = self.visible(data, now).filter(|r| r.answered(now)) else {
             return json!({"RtnMsg": "error_nopay", "RtnValue": {}});
         };
-        let status = r.order.status;
-        let captured = matches!(status, super::scenario::EcpayStatus::Captured);
+        let view = close_view(
+            r.order.status,
+            r.order.amount,
+            &r.order.actions,
+            r.created_at,
+            now,
+        );
+        let rows: Vec<Value> = view
+            .rows
+            .iter()
+            .map(|row| {
+                json!({"Status": row.status.text(self.english), "Amount": row.amount,
+                       "DateTime": self.time(row.at)})
+            })
+            .collect();
         json!({"RtnMsg": "", "RtnValue": {
             "TradeID": r.trade_no.parse::<i64>().map_or(json!(r.trade_no), |n| json!(n)),
             "Amount": r.order.amount,
-            "ClsAmt": if captured { r.order.amount } else { 0 },
+            "ClsAmt": view.cls_amt,
             "AuthTime": self.time(r.created_at),
-            "Status": status.text(self.english),
-            "CloseData": [],
+            "Status": view.status.text(self.english),
+            "CloseData": rows,
         }})
     }
 

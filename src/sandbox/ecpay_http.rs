@@ -3,10 +3,11 @@
 //! `TransCode` 1 only when the envelope was accepted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -22,6 +23,35 @@ use crate::gateway::ecpay::{
 /// `Timestamp`, `Data` that does not decrypt. ECPay documents only "not 1" (ecpay.md §1.3);
 /// examples show 0 and 999, and `TransMsg` says which.
 pub const TRANS_REFUSED: i64 = 999;
+
+/// How far ahead of the gateway's clock a `RqHeader.Timestamp` may be. The documents give only
+/// the 10 minutes a request may be late (seed 003, ecpay.md §1.2); the official Node SDK sends
+/// `now + 120 s`, so that much is accepted, and no more is shown to be.
+pub const TIMESTAMP_FUTURE_LEEWAY: Duration = Duration::from_secs(120);
+
+/// `Content-Type: application/json` (seed 003, ecpay.md §1.1), parameters such as `charset`
+/// allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `Data` rules (seed 003 and ecpay.md §1.1, §3.1): `MerchantTradeNo` is required,
+/// String(20); a `PlatformID`, when sent, must equal the outer `MerchantID`. `Err` names the
+/// rule broken (the answer is ECPay's "資料檢核失敗" → `RtnMsg` `error`).
+fn check_data(data: &Value, outer: &str) -> Result<(), &'static str> {
+    match data.get("MerchantTradeNo").and_then(Value::as_str) {
+        Some(no) if !no.is_empty() && no.chars().count() <= 20 => {}
+        _ => return Err("ecpay_merchant_trade_no"),
+    }
+    match data.get("PlatformID").and_then(Value::as_str) {
+        Some(p) if !p.is_empty() && p != outer => Err("ecpay_platform_id"),
+        _ => Ok(()),
+    }
+}
 
 fn json_response(text: String) -> Response {
     (
@@ -76,7 +106,7 @@ fn answer(
     json_response(text)
 }
 
-async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
+async fn serve(app: Arc<App>, kind: CallKind, headers: HeaderMap, body: Bytes) -> Response {
     let now = app.state.clock().now();
     let now_secs = now.timestamp();
     let envelope = std::str::from_utf8(&body)
@@ -90,6 +120,14 @@ async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
         Ok(plan) => plan,
         Err(response) => return response,
     };
+    if !is_json(&headers) {
+        app.stats.refused("ecpay_content_type");
+        return refused(
+            &merchant,
+            now_secs,
+            "Parameter Error: Content-Type must be application/json",
+        );
+    }
     let Some(envelope) = envelope else {
         return refused(
             "",
@@ -101,7 +139,9 @@ async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
         return refused(&merchant, now_secs, "MerchantID Error: no such merchant");
     };
     let window = i64::try_from(app.timestamp_window.as_secs()).unwrap_or(i64::MAX);
-    if (now_secs - envelope.rq_header.timestamp).abs() > window {
+    let leeway = i64::try_from(TIMESTAMP_FUTURE_LEEWAY.as_secs()).unwrap_or(0);
+    let late = now_secs - envelope.rq_header.timestamp;
+    if late > window || -late > leeway {
         app.stats.mishap(Mishap::StaleTimestamp);
         return refused(
             &merchant,
@@ -112,6 +152,22 @@ async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
     let Ok(data) = decrypt_json(&envelope.data, key) else {
         return refused(&merchant, now_secs, "Data Error: Data does not decrypt");
     };
+    if let Err(rule) = check_data(&data, &merchant) {
+        app.stats.refused(rule);
+        let out = match kind {
+            CallKind::EcpayCashier => json!({"RtnCode": 0, "RtnMsg": "error"}),
+            _ => json!({"RtnMsg": "error", "RtnValue": {}}),
+        };
+        return answer(&app, &merchant, now_secs, &out, key, plan);
+    }
+    if kind == CallKind::EcpayCreditDetail
+        && data
+            .get("TradeNo")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    {
+        app.stats.trade_no_sent();
+    }
     // The merchant inside Data (a platform's sub-merchant may differ from the outer one).
     let inner = data
         .get("MerchantID")
@@ -132,10 +188,18 @@ async fn serve(app: Arc<App>, kind: CallKind, body: Bytes) -> Response {
     answer(&app, &merchant, now_secs, &out, key, plan)
 }
 
-pub(crate) async fn credit_detail(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    serve(app, CallKind::EcpayCreditDetail, body).await
+pub(crate) async fn credit_detail(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(app, CallKind::EcpayCreditDetail, headers, body).await
 }
 
-pub(crate) async fn cashier(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    serve(app, CallKind::EcpayCashier, body).await
+pub(crate) async fn cashier(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(app, CallKind::EcpayCashier, headers, body).await
 }

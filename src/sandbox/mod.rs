@@ -23,26 +23,33 @@
 //!
 //! Layout, one noun per file: `config` (merchants, listen address), `clock`, `scenario` (what
 //! to seed), `state` (the seeding and inspection API), `qfpay_book` / `qfpay_ops` (QFPay
-//! records and endpoint rules, pure), `ecpay_book` (ECPay orders and answers, pure), `bulk`
+//! records and endpoint rules, pure), `qfpay_rules` (what QFPay refuses before the book),
+//! `ecpay_book` (ECPay orders and answers, pure), `ecpay_close` (ECPay after authorization), `bulk`
 //! (seeded generators), `limits`, `faults`, `stats`, `qfpay_http` / `ecpay_http` (the wire),
 //! `server` (start, gate, handle), `accounts` (payrecon account settings for a sandbox).
 //!
-//! Sandbox choices where the docs are silent (see each module): unknown and malformed
-//! parameters answer `1104`; an `out_trade_no` lookup without times searches every month;
-//! reversal does not check `txamt`; ECPay envelope refusals use `TransCode` 999; an unknown
-//! inner ECPay `MerchantID` or a `stopped` merchant answers `error_Stop`.
+//! It is as strict as the references: every request a gateway is documented to refuse is
+//! refused with that gateway's code (`qfpay_rules` for QFPay, `ecpay_http` for ECPay), and
+//! counted per rule in the stats. `docs/SANDBOX.md` lists each rule with its source, what
+//! ECPay answers after authorization (`ecpay_close`: captures, refunds, cancellations), and the
+//! sandbox's choices where the docs are silent (unknown and malformed QFPay parameters answer
+//! `1104`; an `out_trade_no` lookup without times searches every month; ECPay envelope
+//! refusals use `TransCode` 999; an unknown inner ECPay `MerchantID` or a `stopped` merchant
+//! answers `error_Stop`).
 
 mod accounts;
 mod bulk;
 mod clock;
 mod config;
 mod ecpay_book;
+mod ecpay_close;
 mod ecpay_http;
 mod faults;
 mod limits;
 mod qfpay_book;
 mod qfpay_http;
 mod qfpay_ops;
+mod qfpay_rules;
 mod scenario;
 mod server;
 mod state;
@@ -56,12 +63,14 @@ pub use config::{
     DEV_QFPAY_CLIENT_KEY, EcpayMerchant, QfpayMerchant, SandboxConfig, StatusLanguage,
 };
 pub use ecpay_book::{CASHIER_NOT_FOUND, EcpayOrderView};
+pub use ecpay_close::{EcpayAction, EcpayAfter};
 pub use ecpay_http::TRANS_REFUSED;
 pub use faults::{FaultScope, Faults};
 pub use limits::RateLimits;
 pub use qfpay_book::{BAD_PARAMETER, NOT_FOUND, QfpayPaymentView};
 pub use qfpay_http::SIGNATURE_ERROR;
 pub use qfpay_ops::{DUPLICATE_ORDER, NOT_CANCELLABLE};
+pub use qfpay_rules::{AMOUNT_WRONG, MALFORMED_REQUEST};
 pub use scenario::{
     CancelBehaviour, EcpayOrder, EcpayStatus, NOT_YET_PAID, PAID, QfpayPayment, QfpayRefund,
     QfpayScript, QfpayTimeline,

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::faults::FaultPlan;
 use super::qfpay_book::{MerchantBook, error_body};
+use super::qfpay_rules;
 use super::server::App;
 use super::stats::{CallKind, Mishap};
 use crate::gateway::qfpay::sign::{self, SignType};
@@ -108,7 +109,10 @@ async fn serve(
     let key = app.qfpay_keys.get(&app_code);
     match key {
         Some(k) if verify(&headers, &params, k) => {
-            let out = op(&app, &app_code, &params);
+            let out = match qfpay_rules::content_type(&method, &headers) {
+                Some(r) => refused(&app, r),
+                None => op(&app, &app_code, &params),
+            };
             answer(&app, &out, key, plan)
         }
         _ => {
@@ -119,6 +123,12 @@ async fn serve(
             answer(&app, &body, None, plan)
         }
     }
+}
+
+/// The answer to a request that breaks a documented rule, counted under the rule's name.
+fn refused(app: &App, r: qfpay_rules::Refusal) -> Value {
+    app.stats.refused(r.rule);
+    error_body(r.code, r.message)
 }
 
 fn fixed(kind: CallKind) -> impl FnOnce(&BTreeMap<String, String>) -> CallKind {
@@ -152,7 +162,10 @@ pub(crate) async fn payment(
         uri,
         headers,
         body,
-        |app, code, p| on_book(app, code, |b, now, seq| b.create_payment(p, now, seq)),
+        |app, code, p| match qfpay_rules::payment(p) {
+            Some(r) => refused(app, r),
+            None => on_book(app, code, |b, now, seq| b.create_payment(p, now, seq)),
+        },
     )
     .await
 }

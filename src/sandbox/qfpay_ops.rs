@@ -250,6 +250,9 @@ impl MerchantBook {
         } else {
             r.reversal_calls += 1;
         }
+        if let Some(refusal) = super::qfpay_rules::cancel_amount(params, r.amount_minor) {
+            return error_body(refusal.code, refusal.message);
+        }
         if r.cancel_behaviour == CancelBehaviour::PaidFirst && r.frozen.is_none() {
             r.frozen = Some(PAID.to_string());
         }

@@ -247,6 +247,8 @@ pub struct EcpayOrder {
     /// When the bank answers, after creation; `None`: never (`error_nopay` forever).
     pub bank_answers_after: Option<Duration>,
     pub status: EcpayStatus,
+    /// Captures, refunds, cancellations after authorization (`super::ecpay_close`).
+    pub actions: Vec<super::ecpay_close::EcpayAfter>,
 }
 
 impl EcpayOrder {
@@ -259,6 +261,7 @@ impl EcpayOrder {
             created_at: None,
             bank_answers_after: Some(Duration::ZERO),
             status: EcpayStatus::Authorized,
+            actions: Vec::new(),
         }
     }
 
@@ -289,6 +292,36 @@ impl EcpayOrder {
     pub fn never_answered(mut self) -> Self {
         self.bank_answers_after = None;
         self
+    }
+
+    /// `action` happens `after` creation (ecpay.md §5; see `ecpay_close` for how it shows).
+    pub fn then(mut self, after: Duration, action: super::ecpay_close::EcpayAction) -> Self {
+        self.actions
+            .push(super::ecpay_close::EcpayAfter { after, action });
+        self
+    }
+
+    /// Captured in full `after` creation.
+    pub fn captured_after(self, after: Duration) -> Self {
+        let amount = self.amount;
+        self.then(after, super::ecpay_close::EcpayAction::Captured(amount))
+    }
+
+    /// Captured in full at `captured`, then `refund` of it given back at `refunded`.
+    pub fn refunded_after(self, captured: Duration, refunded: Duration, refund: i64) -> Self {
+        let amount = self.amount;
+        self.then(captured, super::ecpay_close::EcpayAction::Captured(amount))
+            .then(refunded, super::ecpay_close::EcpayAction::Refunded(refund))
+    }
+
+    /// Only `amount` of the order captured, `after` creation.
+    pub fn partly_captured_after(self, after: Duration, amount: i64) -> Self {
+        self.then(after, super::ecpay_close::EcpayAction::Captured(amount))
+    }
+
+    /// The authorization dropped `after` creation, before any capture (放棄).
+    pub fn cancelled_after(self, after: Duration) -> Self {
+        self.then(after, super::ecpay_close::EcpayAction::Abandoned)
     }
 }
 

@@ -69,6 +69,11 @@ pub struct StatsSnapshot {
     pub stale_timestamps: u64,
     /// QFPay query records returned, summed over all pages.
     pub qfpay_records_returned: u64,
+    /// ECPay CreditDetail queries whose `Data` carried a `TradeNo`: seed 003 reserves it for
+    /// recurring (定期定額) authorizations after the first.
+    pub ecpay_trade_no_sent: u64,
+    /// Requests refused for breaking a documented rule (docs/SANDBOX.md), per rule.
+    pub refused: BTreeMap<String, u64>,
     /// Id lookups that reached a merchant's book, per `merchant/id`: each QFPay query names
     /// every `syssn` / `out_trade_no` in its lists, each ECPay query its `MerchantTradeNo`.
     /// Tests read it to prove that no payment was asked about twice when once was enough.
@@ -160,6 +165,14 @@ impl Stats {
                     .or_default() += 1;
             }
         });
+    }
+
+    pub(crate) fn trade_no_sent(&self) {
+        self.with(|s| s.ecpay_trade_no_sent += 1);
+    }
+
+    pub(crate) fn refused(&self, rule: &str) {
+        self.with(|s| *s.refused.entry(rule.to_string()).or_default() += 1);
     }
 
     pub(crate) fn records_returned(&self, n: usize) {

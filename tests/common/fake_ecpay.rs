@@ -62,7 +62,13 @@ impl FakeEcpay {
                 let inner = if answer.starts_with("error") {
                     json!({"RtnMsg": answer, "RtnValue": {}})
                 } else {
-                    json!({"RtnMsg": "", "RtnValue": {"TradeID": 1, "Amount": 1200, "ClsAmt": 0,
+                    // A captured trade has its amount closed (ClsAmt, seed 003).
+                    let closed = matches!(
+                        answer.as_str(),
+                        "已關帳" | "要關帳" | "Captured" | "To be captured"
+                    );
+                    json!({"RtnMsg": "", "RtnValue": {"TradeID": 1, "Amount": 1200,
+                           "ClsAmt": if closed { 1200 } else { 0 },
                            "AuthTime": "2026/11/22 10:00:00", "Status": answer}})
                 };
                 ResponseEnvelope {

@@ -152,6 +152,8 @@ hash_key = "{DEV_ECPAY_HASH_KEY}"
 hash_iv = "{DEV_ECPAY_HASH_IV}"
 first_query_after = "1s"
 nopay_interval = "2s"
+# The seeded declines (Unauthorized) are 5-25 minutes old: past this horizon, failed at once.
+unauthorized_horizon = "1m"
 {ecpay_rate}{account}{ecpay}
 "#,
         ledger = ledger.display(),

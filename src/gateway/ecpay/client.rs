@@ -148,8 +148,9 @@ impl EcpayClient {
         }
     }
 
-    /// Asks ECPay about one order with the configured API: by `MerchantTradeNo`, plus
-    /// `TradeNo` when known (CreditDetail only; Cashier has no such field).
+    /// Asks ECPay about one order with the configured API, by `MerchantTradeNo` only
+    /// (`TradeNo` is for recurring authorizations, seed 003; see [`super::credit_detail`]).
+    /// A known `trade_no` becomes the observation's `provider_ref`.
     ///
     /// `Ok` is evidence about the payment (including `error_nopay` → in progress); `Err`
     /// is not, and its [`GatewayError::class`] says what to do next.
@@ -169,7 +170,7 @@ impl EcpayClient {
         let (path, data_json) = match s.query_api {
             QueryApi::CreditDetail => (
                 CREDIT_DETAIL_PATH,
-                credit_detail_data(platform_id, &s.merchant_id, out_trade_no, trade_no),
+                credit_detail_data(platform_id, &s.merchant_id, out_trade_no, None),
             ),
             QueryApi::Cashier => (
                 CASHIER_PATH,

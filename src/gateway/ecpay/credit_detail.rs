@@ -1,28 +1,27 @@
-//! `POST /1.0.0/CreditDetail/QueryTrade`: one credit-card trade by `MerchantTradeNo` (and
-//! `TradeNo` when known), seed 003 and ecpay.md §3.1. Pure: builds the `Data` JSON and turns
-//! the decrypted answer into a domain [`Observation`] or a [`GatewayError`].
+//! `POST /1.0.0/CreditDetail/QueryTrade`: one credit-card trade by `MerchantTradeNo`, seed 003
+//! and ecpay.md §3.1. Pure: builds the `Data` JSON and turns the decrypted answer into a domain
+//! [`Observation`] or a [`GatewayError`].
+//!
+//! `TradeNo` is not sent for the orders payrecon tracks: seed 003 reserves it for recurring
+//! (定期定額) authorizations after the first ("可查詢定期定額第一筆之後的授權資料內容"), and its
+//! own example of a one-off query carries only `MerchantID` and `MerchantTradeNo`. A `TradeNo`
+//! payrecon knows is still kept as the observation's `provider_ref`.
 //!
 //! `RtnMsg` first:
-//! - `""` with a non-empty `RtnValue`: an answer; `RtnValue.Status` decides (below).
-//! - `error_nopay`: the bank has not answered yet → [`Outcome::InProgress`] with
+//! - `""` with a non-empty `RtnValue`: an answer; the whole `RtnValue` decides
+//!   ([`super::card_trade`], table in `docs/PROTOCOLS.md`).
+//! - `error_nopay`: no authorization for this trade (yet) → [`Outcome::InProgress`] with
 //!   `provider_code = "error_nopay"`; ECPay says to ask again in 10 minutes (the account's
-//!   `nopay_interval`). Never failed or unpaid this early (§7 trap 6).
+//!   `nopay_interval`). Never failed this early (§7 trap 6); waited out by the account's
+//!   `nopay_*` patience.
 //! - `error_Stop`: no such merchant, or the merchant has expired → [`GatewayError::Account`].
 //! - `error` (an error, or the query failed validation) and anything else → a retryable
 //!   [`GatewayError::Malformed`]: no evidence about the payment.
-//!
-//! `Status`, in Chinese (official doc) or English (seed 003), any case:
-//!
-//! | Status | outcome |
-//! |---|---|
-//! | 已授權 Authorized, 要關帳 To be captured, 已關帳 Captured | Succeeded |
-//! | 未授權 Unauthorized | Failed |
-//! | 已取消 Canceled/Cancelled, 操作取消 Operation canceled | Cancelled, unless the latest `CloseData` row says the money is (being) captured: that contradiction is Unrecognised |
-//! | anything else | Unrecognised (never Failed) |
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::card_trade::CardTrade;
 use super::envelope::GATEWAY;
 use super::fields;
 use crate::domain::{Currency, Observation, OutTradeNo, Outcome, ProviderRef, RecordKind};
@@ -63,41 +62,6 @@ pub fn credit_detail_data(
     .unwrap_or_default()
 }
 
-/// The documented `Status` values, Chinese and English alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CardStatus {
-    Authorized,
-    ToBeCaptured,
-    Captured,
-    Unauthorized,
-    Cancelled,
-    OperationCancelled,
-    Unknown,
-}
-
-impl CardStatus {
-    pub fn parse(raw: &str) -> Self {
-        let words: Vec<String> = raw
-            .split(|c: char| c.is_whitespace() || c == '_')
-            .filter(|w| !w.is_empty())
-            .map(|w| w.to_lowercase().replace("cancelled", "canceled"))
-            .collect();
-        match words.join(" ").as_str() {
-            "已授權" | "authorized" | "authorised" => Self::Authorized,
-            "要關帳" | "to be captured" => Self::ToBeCaptured,
-            "已關帳" | "captured" => Self::Captured,
-            "未授權" | "unauthorized" | "unauthorised" => Self::Unauthorized,
-            "已取消" | "canceled" => Self::Cancelled,
-            "操作取消" | "operation canceled" => Self::OperationCancelled,
-            _ => Self::Unknown,
-        }
-    }
-
-    fn is_capture(self) -> bool {
-        matches!(self, Self::ToBeCaptured | Self::Captured)
-    }
-}
-
 fn malformed(detail: impl Into<String>) -> GatewayError {
     GatewayError::Malformed {
         gateway: GATEWAY,
@@ -107,46 +71,6 @@ fn malformed(detail: impl Into<String>) -> GatewayError {
 
 fn short(text: &str) -> String {
     text.chars().take(60).collect()
-}
-
-/// `CloseData` sits in `RtnValue` in the official table and beside it in the seed's example.
-fn close_rows<'a>(data: &'a Map<String, Value>, rtn: &'a Map<String, Value>) -> &'a [Value] {
-    fields::field(rtn, "CloseData")
-        .or_else(|| fields::field(data, "CloseData"))
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
-/// Status of the most recent close row: latest `DateTime` (ECPay's `yyyy/MM/dd HH:mm:ss`
-/// sorts as text), ties and missing times broken by position.
-fn latest_close_status(rows: &[Value]) -> Option<CardStatus> {
-    rows.iter()
-        .enumerate()
-        .filter_map(|(i, row)| {
-            let row = row.as_object()?;
-            let when = fields::text(row, "DateTime").unwrap_or_default();
-            let status = fields::text(row, "Status")?;
-            Some(((when, i), CardStatus::parse(&status)))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, s)| s)
-}
-
-fn outcome_of(status: CardStatus, close: Option<CardStatus>) -> Outcome {
-    match status {
-        CardStatus::Authorized | CardStatus::ToBeCaptured | CardStatus::Captured => {
-            Outcome::Succeeded
-        }
-        CardStatus::Unauthorized => Outcome::Failed,
-        CardStatus::Cancelled | CardStatus::OperationCancelled => {
-            if close.is_some_and(CardStatus::is_capture) {
-                Outcome::Unrecognised
-            } else {
-                Outcome::Cancelled
-            }
-        }
-        CardStatus::Unknown => Outcome::Unrecognised,
-    }
 }
 
 /// Turns a decrypted CreditDetail answer into an observation of the queried order.
@@ -193,10 +117,9 @@ pub fn classify_credit_detail(
         .filter(|m| !m.is_empty())
         .ok_or_else(|| malformed("RtnMsg is empty but RtnValue is missing or empty"))?;
     let status_text = fields::text(rtn, "Status").unwrap_or_default();
-    let status = CardStatus::parse(&status_text);
-    let outcome = outcome_of(status, latest_close_status(close_rows(obj, rtn)));
-    let mut o = base(outcome, status_text);
-    o.amount_minor = fields::integer(rtn, "Amount");
+    let verdict = CardTrade::read(obj, rtn).outcome();
+    let mut o = base(verdict.outcome, status_text);
+    o.amount_minor = verdict.amount;
     o.currency = Currency::parse("TWD").ok();
     o.gateway_time = fields::text(rtn, "AuthTime").filter(|t| !t.is_empty());
     Ok(o)

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::gateway::ErrorClass;
+use crate::gateway::ecpay::card_trade::CardStatus;
 use crate::gateway::ecpay::crypto::{DataKey, encrypt_data};
 use serde_json::json;
 
@@ -9,11 +10,33 @@ fn order() -> OutTradeNo {
     OutTradeNo::parse("20180914001", crate::domain::Provider::Ecpay).unwrap()
 }
 
+/// An answer without close rows; `ClsAmt` is the full amount for the capture statuses.
 fn answer(status: &str) -> Value {
+    let closed = matches!(
+        CardStatus::parse(status),
+        CardStatus::ToBeCaptured | CardStatus::Captured
+    );
     json!({"RtnMsg": "", "RtnValue": {
-        "TradeID": 245678, "Amount": 100, "ClsAmt": 100,
+        "TradeID": 245678, "Amount": 100, "ClsAmt": if closed { 100 } else { 0 },
         "AuthTime": "2018/09/25 14:59:54", "Status": status
     }})
+}
+
+/// An answer with `ClsAmt` and close rows `(status, amount, time)`.
+fn closed(status: &str, amount: i64, cls_amt: i64, rows: &[(&str, i64, &str)]) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(s, a, t)| json!({"Status": s, "Amount": a, "DateTime": t}))
+        .collect();
+    json!({"RtnMsg": "", "RtnValue": {
+        "TradeID": 245678, "Amount": amount, "ClsAmt": cls_amt,
+        "AuthTime": "2026/11/20 10:00:00", "Status": status, "CloseData": rows
+    }})
+}
+
+fn verdict(data: &Value) -> (Outcome, Option<i64>) {
+    let o = classify_credit_detail(data, &order(), None).unwrap();
+    (o.outcome, o.amount_minor)
 }
 
 fn outcome(data: &Value) -> Outcome {
@@ -25,6 +48,7 @@ fn outcome(data: &Value) -> Outcome {
 #[test]
 fn the_query_data_matches_vector_c2_exactly() {
     let trade_no = ProviderRef::parse("1809261503338172").unwrap();
+    // Kept for recurring authorizations; payrecon's own queries leave TradeNo out (below).
     let text = credit_detail_data(None, "3002607", &order(), Some(&trade_no));
     assert_eq!(
         text,
@@ -52,8 +76,8 @@ fn every_documented_status_maps_in_chinese_and_english() {
         ("To be captured", Outcome::Succeeded),
         ("已關帳", Outcome::Succeeded),
         ("Captured", Outcome::Succeeded),
-        ("未授權", Outcome::Failed),
-        ("Unauthorized", Outcome::Failed),
+        ("未授權", Outcome::Unauthorized),
+        ("Unauthorized", Outcome::Unauthorized),
         ("已取消", Outcome::Cancelled),
         ("Canceled", Outcome::Cancelled),
         ("Cancelled", Outcome::Cancelled),
@@ -115,7 +139,7 @@ fn a_cancellation_contradicted_by_the_latest_close_row_is_not_taken_as_final() {
         {"Status": "已關帳", "Amount": 100, "DateTime": "2018/09/27 10:00:00"}
     ]);
     assert_eq!(outcome(&data), Outcome::Unrecognised);
-    // Same rows, the cancellation being the latest: cancelled.
+    // The capture undone being the latest, nothing closed: cancelled.
     data["RtnValue"]["CloseData"] = json!([
         {"Status": "已關帳", "Amount": 100, "DateTime": "2018/09/26 10:00:00"},
         {"Status": "操作取消", "Amount": 100, "DateTime": "2018/09/27 10:00:00"}
@@ -125,6 +149,122 @@ fn a_cancellation_contradicted_by_the_latest_close_row_is_not_taken_as_final() {
     let mut beside = answer("已取消");
     beside["CloseData"] = json!([{"Status": "To be captured", "Amount": 100}]);
     assert_eq!(outcome(&beside), Outcome::Unrecognised);
+}
+
+/// Issue 12 item 1: the three answers that used to end `succeeded` at the full amount.
+#[test]
+fn a_refund_a_partial_capture_and_an_undone_capture_after_authorization_are_not_success() {
+    let refunded = closed(
+        "已關帳",
+        1000,
+        0,
+        &[
+            ("已關帳", 1000, "2026/11/21 20:15:00"),
+            ("已關帳", -1000, "2026/11/23 11:00:00"),
+        ],
+    );
+    assert_eq!(verdict(&refunded), (Outcome::Refunded, Some(1000)));
+    // Only the refund row listed: the same.
+    let refund_only = closed(
+        "Captured",
+        1000,
+        0,
+        &[("Captured", -1000, "2026/11/23 11:00:00")],
+    );
+    assert_eq!(verdict(&refund_only), (Outcome::Refunded, Some(1000)));
+
+    let partial = closed(
+        "已關帳",
+        1000,
+        400,
+        &[("已關帳", 400, "2026/11/21 20:15:00")],
+    );
+    assert_eq!(verdict(&partial), (Outcome::PartiallyRefunded, Some(1000)));
+    let partly_refunded = closed(
+        "已關帳",
+        1000,
+        400,
+        &[
+            ("已關帳", 1000, "2026/11/21 20:15:00"),
+            ("已關帳", -600, "2026/11/22 09:00:00"),
+        ],
+    );
+    assert_eq!(
+        verdict(&partly_refunded),
+        (Outcome::PartiallyRefunded, Some(1000))
+    );
+
+    // 已關帳 with the full ClsAmt, yet the latest row undoes the capture: not certain, so the
+    // state is kept and the rows' figure (0 kept) is reported against the order amount.
+    let undone = closed(
+        "已關帳",
+        1000,
+        1000,
+        &[
+            ("已關帳", 1000, "2026/11/21 20:15:00"),
+            ("已取消", 1000, "2026/11/22 09:00:00"),
+        ],
+    );
+    assert_eq!(verdict(&undone), (Outcome::Unrecognised, Some(0)));
+}
+
+#[test]
+fn cancelled_before_capture_is_cancelled_and_a_capture_in_flight_is_still_paid() {
+    assert_eq!(
+        verdict(&closed("已取消", 1000, 0, &[])),
+        (Outcome::Cancelled, Some(1000))
+    );
+    // Capture requested, not closed yet (seed example: To be captured).
+    let pending = closed(
+        "要關帳",
+        1000,
+        0,
+        &[("要關帳", 1000, "2026/11/21 10:00:00")],
+    );
+    assert_eq!(verdict(&pending), (Outcome::Succeeded, Some(1000)));
+    // Authorized, its capture undone: the authorization stands.
+    let held = closed(
+        "已授權",
+        1000,
+        0,
+        &[
+            ("要關帳", 1000, "2026/11/21 10:00:00"),
+            ("操作取消", 1000, "2026/11/21 11:00:00"),
+        ],
+    );
+    assert_eq!(verdict(&held), (Outcome::Succeeded, Some(1000)));
+}
+
+#[test]
+fn answers_whose_parts_disagree_are_disputed_with_the_differing_figure() {
+    // More closed than authorized.
+    assert_eq!(
+        verdict(&closed("已關帳", 1000, 1200, &[])),
+        (Outcome::Unrecognised, Some(1200))
+    );
+    // 已關帳 with nothing closed and no rows saying why.
+    assert_eq!(
+        verdict(&closed("已關帳", 1000, 0, &[])),
+        (Outcome::Unrecognised, Some(0))
+    );
+    // Not authorized, yet money closed.
+    assert_eq!(
+        verdict(&closed(
+            "未授權",
+            1000,
+            1000,
+            &[("已關帳", 1000, "2026/11/21 10:00:00")]
+        )),
+        (Outcome::Unrecognised, Some(1000))
+    );
+    // A row the mapping cannot read.
+    let odd = closed(
+        "已關帳",
+        1000,
+        1000,
+        &[("Settling", 1000, "2026/11/21 10:00:00")],
+    );
+    assert_eq!(verdict(&odd).0, Outcome::Unrecognised);
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! - [`envelope`]: the JSON envelope (`MerchantID`, `RqHeader.Timestamp`, `Data`; response
 //!   `TransCode`/`TransMsg`/`Data`).
 //! - [`credit_detail`]: `CreditDetail/QueryTrade` request data and answer classification.
+//! - [`card_trade`]: what a CreditDetail `RtnValue` says happened to the money (captures,
+//!   cancellations, refunds after authorization) as one outcome.
 //! - [`cashier`]: `Cashier/QueryTrade` request data and answer classification.
 //! - `fields`: lenient, case-insensitive reading of decrypted answers.
 //! - [`client`]: [`EcpayClient`]: pacing, timeouts, retries, the HTTP 403 pause.
@@ -16,6 +18,7 @@
 //! `Data`, which holds no secret) or a [`crate::gateway::GatewayError`]. HashKey and HashIV
 //! never appear in logs, errors or `Debug` output.
 
+pub mod card_trade;
 pub mod cashier;
 pub mod client;
 pub mod credit_detail;

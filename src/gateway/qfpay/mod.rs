@@ -29,8 +29,8 @@ pub use cancel::{CancelAnswer, CancelOutcome, CancelRequest, CancelTarget};
 pub use client::{CallMethod, ClientSettings, QfpayClient};
 pub use codes::{CodeClass, classify, record_outcome};
 pub use payment::{
-    EXPIRY_MINUTES, EXPIRY_PAY_TYPES, PaymentCreated, PaymentInputError, PaymentOutcome,
-    PaymentRequest,
+    EXPIRY_MINUTES, EXPIRY_PAY_TYPES, GOODS_NAME_MAX_BYTES, GOODS_NAME_MAX_CHARS, PaymentCreated,
+    PaymentInputError, PaymentOutcome, PaymentRequest,
 };
 pub use request::{
     IdBatch, IdKey, IdLookup, LocalWindow, MAX_ID_LIST_CHARS, MONTH_EDGE_MARGIN, OrderLookup,
