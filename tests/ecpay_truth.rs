@@ -272,3 +272,54 @@ async fn a_one_off_order_is_queried_without_trade_no() {
     );
     e.sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_order_stays_under_observation_within_its_look_back() {
+    // Created an hour ago, authorized; captured and then refunded in full 4 and 6 seconds
+    // from now (in sandbox time: an hour and a bit after creation). The ledger first says
+    // `succeeded`; the order stays watched, and the refund reaches it.
+    let e = env("after_final_look_back = \"2h\"").await;
+    let created = ago(HOUR);
+    let later = |s: u64| HOUR + Duration::from_secs(s);
+    e.seed(
+        EcpayOrder::new("TWWATCH1", 900).refunded_after(later(4), later(6), 900),
+        created,
+    );
+    // Authorized long ago, past a 2-hour look-back: not watched after it is settled.
+    e.seed(
+        EcpayOrder::new("TWOLD1", 900).refunded_after(
+            3 * HOUR + Duration::from_secs(4),
+            3 * HOUR + Duration::from_secs(6),
+            900,
+        ),
+        ago(3 * HOUR),
+    );
+    e.run(&["reconcile", "--once"]);
+    assert_eq!(e.state("TWWATCH1"), "succeeded");
+    assert_eq!(e.state("TWOLD1"), "succeeded");
+    let watched = e.row("TWWATCH1");
+    let next =
+        chrono::DateTime::parse_from_rfc3339(watched["next_check_at"].as_str().unwrap()).unwrap();
+    let hours = (next.to_utc() - Utc::now()).num_minutes() as f64 / 60.0;
+    assert!(
+        (5.9..=6.0).contains(&hours) || next.to_utc() <= created + chrono::Duration::hours(2),
+        "the next look comes on the slow schedule, within the look-back: {next}"
+    );
+    assert!(
+        e.row("TWOLD1")["next_check_at"].is_null(),
+        "past its look-back"
+    );
+    // A normal pass does not ask again before that.
+    let asked = e.sandbox.stats().lookups(MID, "TWWATCH1");
+    e.run(&["reconcile", "--once"]);
+    assert_eq!(e.sandbox.stats().lookups(MID, "TWWATCH1"), asked);
+    // After the refund, an operator forces the re-check: the refund reaches the ledger.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    e.run(&["reconcile", "--once", "--all"]);
+    assert_eq!(e.state("TWWATCH1"), "refunded", "{}", e.show("TWWATCH1"));
+    assert_eq!(
+        e.state("TWOLD1"),
+        "succeeded",
+        "outside its look-back nothing is asked"
+    );
+}

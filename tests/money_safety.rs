@@ -607,3 +607,94 @@ async fn a_gateway_that_serves_smaller_pages_is_paged_to_the_end() {
         "{printed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_registered_with_a_long_expiry_is_not_closed_while_still_payable() {
+    let w = World::start(|_| {}, Faults::none(), "", "").await;
+    let created = Utc::now() - chrono::Duration::minutes(45);
+    for no in ["QR-LONG", "QR-FILE", "QR-DEFAULT"] {
+        seed(
+            &w,
+            QfpayPayment::new(no, 500, "HKD", "800201")
+                .at(created)
+                .timeline(QfpayTimeline::never_completes()),
+        );
+    }
+    // Created 45 minutes ago with a 60-minute expiry: still payable.
+    w.ok(&[
+        "track",
+        "--account",
+        QF,
+        "--out-trade-no",
+        "QR-LONG",
+        "--amount",
+        "500",
+        "--currency",
+        "HKD",
+        "--pay-type",
+        "800201",
+        "--created-at",
+        &rfc3339(created),
+        "--expired-time",
+        "60",
+    ]);
+    let file = w.dir.path().join("orders.jsonl");
+    let expires = rfc3339(created + chrono::Duration::minutes(90));
+    std::fs::write(
+        &file,
+        json!({"account": QF, "out_trade_no": "QR-FILE", "pay_type": "800201", "amount": 500,
+               "currency": "HKD", "created_at": rfc3339(created), "expires_at": expires})
+        .to_string(),
+    )
+    .unwrap();
+    w.ok(&["import", file.to_str().unwrap()]);
+    // No expiry given: QFPay's default 30 minutes (+ grace) has passed.
+    w.track_qfpay("QR-DEFAULT", 500, "800201", None, created);
+    w.reconcile(&[]);
+    assert_eq!(w.cancels("QR-LONG"), 0, "still payable for 15 minutes");
+    assert_eq!(w.cancels("QR-FILE"), 0, "still payable for 45 minutes");
+    assert_eq!(w.payment("QR-LONG").await.state, "in_progress");
+    assert_eq!(w.cancels("QR-DEFAULT"), 1, "the default expiry has passed");
+
+    // Bad expiries are refused with the field named, and nothing is written.
+    for (flags, field) in [
+        (vec!["--expired-time", "999"], "--expired-time"),
+        (vec!["--expires-at", "soon"], "--expires-at"),
+    ] {
+        let mut args = vec![
+            "track",
+            "--account",
+            QF,
+            "--out-trade-no",
+            "QR-BAD",
+            "--amount",
+            "500",
+            "--currency",
+            "HKD",
+            "--pay-type",
+            "800201",
+        ];
+        args.extend(flags);
+        let out = w.run(&args);
+        assert_eq!(out.status.code(), Some(65));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(field));
+    }
+    let out = w.run(&[
+        "track",
+        "--account",
+        EC,
+        "--out-trade-no",
+        "ECX1",
+        "--amount",
+        "500",
+        "--currency",
+        "TWD",
+        "--expired-time",
+        "30",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "ECPay orders have no expiry here"
+    );
+}

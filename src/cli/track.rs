@@ -40,6 +40,15 @@ pub struct TrackArgs {
     /// payment or refund.
     #[arg(long, default_value = "payment")]
     pub kind: String,
+    /// QFPay QR/online orders: when the order stops being payable (same formats as
+    /// --created-at). Without it (or --expired-time) QFPay's default of 30 minutes is assumed
+    /// before a last-resort close.
+    #[arg(long, conflicts_with = "expired_time")]
+    pub expires_at: Option<String>,
+    /// QFPay QR/online orders: the expired_time the order was created with, in whole minutes
+    /// (5–120) after --created-at.
+    #[arg(long)]
+    pub expired_time: Option<String>,
 }
 
 impl TrackArgs {
@@ -59,6 +68,8 @@ impl TrackArgs {
         put("trade_no", self.trade_no.as_ref());
         put("created_at", self.created_at.as_ref());
         put("kind", Some(&self.kind));
+        put("expires_at", self.expires_at.as_ref());
+        put("expired_time", self.expired_time.as_ref());
         f
     }
 }

@@ -51,6 +51,9 @@ pub struct EcpayAccount {
     pub request_timeout: Duration,
     /// How long one call keeps retrying transport errors and 5xx before giving up.
     pub retry_for: Duration,
+    /// A paid order is re-checked for this long after its creation (captures, cancellations
+    /// and refunds after authorization come days later; ECPay has no sweep). Zero: never.
+    pub after_final_look_back: Duration,
 }
 
 fn check_aes_part(
@@ -192,6 +195,11 @@ pub(crate) fn validate(
         Duration::from_secs(30),
     );
     let retry_for = p.duration("retry_for", raw.retry_for.as_ref(), Duration::from_secs(30));
+    let after_final_look_back = p.duration(
+        "after_final_look_back",
+        raw.after_final_look_back.as_ref(),
+        Duration::from_secs(14 * 86_400),
+    );
     Some(EcpayAccount {
         name,
         base_url: base_url?,
@@ -209,6 +217,7 @@ pub(crate) fn validate(
         connect_timeout,
         request_timeout,
         retry_for,
+        after_final_look_back,
     })
 }
 

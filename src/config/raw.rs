@@ -105,6 +105,7 @@ pub(crate) struct RawAccount {
     pub unauthorized_max_interval: Option<String>,
     pub unauthorized_horizon: Option<String>,
     pub pause_after_403: Option<String>,
+    pub after_final_look_back: Option<String>,
 }
 
 impl RawAccount {
@@ -128,7 +129,7 @@ impl RawAccount {
             ("close_method", self.close_method.is_some()),
             ("ledger_is_complete", self.ledger_is_complete.is_some()),
         ];
-        let ecpay: [(&str, bool); 15] = [
+        let ecpay: [(&str, bool); 16] = [
             ("merchant_id", self.merchant_id.is_some()),
             ("platform_id", self.platform_id.is_some()),
             ("hash_key", self.hash_key.is_some()),
@@ -147,6 +148,10 @@ impl RawAccount {
             ),
             ("unauthorized_horizon", self.unauthorized_horizon.is_some()),
             ("pause_after_403", self.pause_after_403.is_some()),
+            (
+                "after_final_look_back",
+                self.after_final_look_back.is_some(),
+            ),
         ];
         let other: &[(&str, bool)] = match provider {
             Provider::Qfpay => &ecpay,

@@ -20,7 +20,8 @@ pub use observation::{Observation, Outcome, RecordKind};
 pub use patience::Patience;
 pub use pay_types::{DOCUMENTED_PAY_TYPES, creatable_pay_types};
 pub use retry::{
-    ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, RetryReason, RetryRule, RetrySchedule,
+    ECPAY_AFTER_FINAL, ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, RetryReason, RetryRule,
+    RetrySchedule,
 };
 pub use state::{PaymentState, UnknownState};
 pub use transition::{Decision, DiscrepancyKind, LedgerView, decide};

@@ -21,6 +21,9 @@ pub enum RetryReason {
     CallFailed,
     /// We sent a reversal/close and wait for the query to confirm it.
     AwaitingReversal,
+    /// Settled, but still watched for what happens after (ECPay captures, cancellations and
+    /// refunds after authorization), within the account's `after_final_look_back`.
+    AfterFinal,
     /// The bank has not completed authorization (ECPay `Unauthorized`): failed or pending.
     Unauthorized,
 }
@@ -82,6 +85,15 @@ pub struct RetrySchedule {
 pub const ECPAY_NOPAY_INTERVAL: Duration = Duration::from_secs(600);
 /// QFPay: wait 3–5 seconds between queries of an in-progress payment (qfpay.md §6).
 pub const QFPAY_IN_PROGRESS_INTERVAL: Duration = Duration::from_secs(4);
+
+/// ECPay paid orders inside their look-back: 6 hours after the answer, doubling, at most 3
+/// days apart: 6 checks in the default 14 days (docs/PERFORMANCE.md).
+pub const ECPAY_AFTER_FINAL: RetryRule = RetryRule {
+    initial: Duration::from_secs(6 * 3600),
+    factor: 2.0,
+    max: Duration::from_secs(3 * 86_400),
+    jitter: false,
+};
 
 /// QFPay `reversing`: 4 s, doubling, at most 10 minutes apart.
 pub const QFPAY_AWAITING_REVERSAL: RetryRule = RetryRule {
@@ -181,6 +193,7 @@ impl RetrySchedule {
             RetryReason::Unrecognised => &self.unrecognised,
             RetryReason::CallFailed => &self.call_failed,
             RetryReason::AwaitingReversal => &self.awaiting_reversal,
+            RetryReason::AfterFinal => &ECPAY_AFTER_FINAL,
             RetryReason::Unauthorized => self
                 .unauthorized
                 .as_ref()

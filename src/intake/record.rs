@@ -20,6 +20,8 @@ pub const FIELDS: &[&str] = &[
     "amount",
     "currency",
     "created_at",
+    "expires_at",
+    "expired_time",
 ];
 
 /// A record as given: field name → JSON value (CSV cells arrive as strings).
@@ -97,31 +99,38 @@ fn amount(rec: &RecordFields, errs: &mut Errors) -> Option<i64> {
 }
 
 /// `YYYY-MM-DD hh:mm:ss` in the account's timezone (QFPay) or Taiwan time (ECPay), or RFC 3339.
+fn time_field(field: &str, s: &str, account: &Account, errs: &mut Errors) -> Option<DateTime<Utc>> {
+    let offset = match account {
+        Account::Qfpay(a) => a.timezone,
+        // ECPay operates in Taiwan time (GMT+8, no DST).
+        Account::Ecpay(_) => chrono::FixedOffset::east_opt(8 * 3600)?,
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(naive) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+        return Some(
+            offset
+                .from_local_datetime(&naive)
+                .single()?
+                .with_timezone(&Utc),
+        );
+    }
+    errs.add(
+        field,
+        format!("{s:?} is neither \"YYYY-MM-DD hh:mm:ss\" (account time) nor RFC 3339"),
+    );
+    None
+}
+
+/// When the payment was created: a time that is neither in the future nor implausibly old.
 fn created_at(
     s: &str,
     account: &Account,
     now: DateTime<Utc>,
     errs: &mut Errors,
 ) -> Option<DateTime<Utc>> {
-    let offset = match account {
-        Account::Qfpay(a) => a.timezone,
-        // ECPay operates in Taiwan time (GMT+8, no DST).
-        Account::Ecpay(_) => chrono::FixedOffset::east_opt(8 * 3600)?,
-    };
-    let t = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        t.with_timezone(&Utc)
-    } else if let Ok(naive) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
-        offset
-            .from_local_datetime(&naive)
-            .single()?
-            .with_timezone(&Utc)
-    } else {
-        errs.add(
-            "created_at",
-            format!("{s:?} is neither \"YYYY-MM-DD hh:mm:ss\" (account time) nor RFC 3339"),
-        );
-        return None;
-    };
+    let t = time_field("created_at", s, account, errs)?;
     // A clock a few minutes ahead is tolerated; a payment from tomorrow is a mistake.
     if t > now + chrono::Duration::minutes(5) {
         errs.add("created_at", format!("{s:?} is in the future"));
@@ -136,6 +145,65 @@ fn created_at(
                 MAX_AGE.num_days()
             ),
         );
+        return None;
+    }
+    Some(t)
+}
+
+/// When the order stops being payable (QFPay QR/online orders): `expires_at` (a time, as
+/// `created_at`) or `expired_time` (whole minutes after `created_at`, 5–120 as QFPay accepts),
+/// not both. Without it the last resort assumes QFPay's default of 30 minutes, so an order
+/// created with a longer expiry must say so or it could be closed while still payable.
+fn expiry(
+    rec: &RecordFields,
+    account: Option<&Account>,
+    created: Option<DateTime<Utc>>,
+    errs: &mut Errors,
+) -> Option<DateTime<Utc>> {
+    let at = text(rec, "expires_at", errs);
+    let minutes = match rec.get("expired_time") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or(())),
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(drop)),
+        Some(_) => Some(Err(())),
+    };
+    if at.is_none() && minutes.is_none() {
+        return None;
+    }
+    let field = if at.is_some() {
+        "expires_at"
+    } else {
+        "expired_time"
+    };
+    if matches!(account, Some(Account::Ecpay(_))) {
+        errs.add(field, "is for QFPay orders; ECPay rows have none");
+        return None;
+    }
+    if at.is_some() && minutes.is_some() {
+        errs.add("expired_time", "give expires_at or expired_time, not both");
+        return None;
+    }
+    let (account, created) = (account?, created?);
+    let t = match (at, minutes) {
+        (Some(s), _) => time_field("expires_at", s, account, errs)?,
+        (_, Some(Ok(m))) if crate::gateway::qfpay::EXPIRY_MINUTES.contains(&m) => {
+            created + chrono::Duration::minutes(m as i64)
+        }
+        (_, Some(_)) => {
+            errs.add(
+                "expired_time",
+                format!(
+                    "{} is not whole minutes between 5 and 120 (QFPay expired_time)",
+                    rec["expired_time"]
+                ),
+            );
+            return None;
+        }
+        (None, None) => return None,
+    };
+    if t <= created {
+        errs.add("expires_at", "is not after created_at");
         return None;
     }
     Some(t)
@@ -268,6 +336,7 @@ pub fn validate_record(
         (None, _) => Some(now),
         (Some(_), None) => None,
     };
+    let expires_at = expiry(rec, account, created, &mut errs);
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
@@ -289,7 +358,7 @@ pub fn validate_record(
             pay_type,
             amount: Money { minor, currency },
             created_at,
-            expires_at: None,
+            expires_at,
         }),
         _ => Err(vec![RowError {
             line,

@@ -12,10 +12,48 @@ use super::{
     Answer, PassContext, ReconcileError, Reconciler, RunScope, RunSummary, reversal, update,
 };
 use crate::domain::{
-    CancelRoute, DiscrepancyKind, LastResort, OpenPayment, PaymentState, RecordKind, last_resort,
+    CancelRoute, DiscrepancyKind, ECPAY_AFTER_FINAL, LastResort, OpenPayment, PaymentState,
+    RecordKind, RetryReason, last_resort,
 };
 use crate::gateway::{ErrorClass, GatewayError};
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
+
+/// ECPay: a paid order stays under observation within the account's `after_final_look_back`
+/// (captures, cancellations and refunds after authorization come days later, and ECPay has no
+/// sweep), on the slow `ECPAY_AFTER_FINAL` schedule; `reconcile --once --all` checks them now.
+fn keep_watching(
+    rt: &AccountRuntime,
+    c: &Claimed,
+    mut u: PaymentUpdate,
+    at: DateTime<Utc>,
+) -> PaymentUpdate {
+    let Gateway::Ecpay { account, .. } = &rt.gateway else {
+        return u;
+    };
+    // Decided by an answer (a failed call keeps its own, sooner retry).
+    if u.retry.is_some()
+        || !matches!(
+            u.state,
+            PaymentState::Succeeded | PaymentState::PartiallyRefunded
+        )
+    {
+        return u;
+    }
+    let end = c.created_at
+        + chrono::Duration::from_std(account.after_final_look_back).unwrap_or_default();
+    if at >= end {
+        return u;
+    }
+    let repeats = match c.retry_reason {
+        Some(RetryReason::AfterFinal) => c.retry_repeats.saturating_add(1),
+        _ => 0,
+    };
+    let delay = chrono::Duration::from_std(ECPAY_AFTER_FINAL.delay(repeats, 0.5))
+        .unwrap_or(chrono::Duration::days(3));
+    u.retry = Some((RetryReason::AfterFinal, repeats));
+    u.next_check_at = Some((at + delay).min(end));
+    u
+}
 
 /// Says so at error priority when a payment is handed to a person or the gateway contradicts
 /// the money the ledger believed in: these are the alerts an operator acts on.
@@ -77,6 +115,7 @@ impl Reconciler {
                 }
             };
             let u = self.last_resort(ctx, scope, rt, c, u, at, summary).await;
+            let u = keep_watching(rt, c, u, at);
             alert(c, &u);
             updates.push(u);
         }

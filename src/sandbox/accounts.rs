@@ -72,6 +72,7 @@ pub fn ecpay_account(
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
         retry_for: Duration::from_secs(30),
+        after_final_look_back: Duration::from_secs(14 * 86_400),
     }
 }
 
