@@ -23,7 +23,8 @@ pub struct ReconcileArgs {
     /// Only this provider.
     #[arg(long, value_parser = parse_provider)]
     pub provider: Option<Provider>,
-    /// Every open payment, not only those due now.
+    /// Every open payment, not only those due now, and the paid ECPay orders still inside
+    /// their `after_final_look_back` (re-checked now).
     #[arg(long)]
     pub all: bool,
     /// Ask the gateways and print what would change; write nothing, reverse nothing.

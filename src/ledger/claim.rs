@@ -18,7 +18,8 @@ use crate::domain::{
 pub struct ClaimScope {
     pub account: Option<String>,
     pub provider: Option<Provider>,
-    /// Ignore `next_check_at` (CLI `--all`): every open payment is due.
+    /// Ignore `next_check_at` (CLI `--all`): every open payment is due, and every settled one
+    /// still under observation.
     pub ignore_schedule: bool,
     /// The claiming run: payments it already decided are not claimed again.
     pub run_id: Option<i64>,

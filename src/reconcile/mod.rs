@@ -53,7 +53,8 @@ impl Answer {
 pub struct RunScope {
     pub account: Option<String>,
     pub provider: Option<Provider>,
-    /// Ignore `next_check_at`: every open payment is due (CLI `--all`).
+    /// Ignore `next_check_at`: every open payment is due, and every settled one still under
+    /// observation (CLI `--all`).
     pub all: bool,
     /// Ask the gateways but write nothing and reverse nothing.
     pub dry_run: bool,
