@@ -180,7 +180,13 @@ pub fn from_call_error(
     now: DateTime<Utc>,
     jitter: f64,
 ) -> PaymentUpdate {
-    let retry = next_retry(c, RetryReason::CallFailed);
+    // A payment awaiting its reversal's confirmation keeps backing off on that schedule: a
+    // failed query must not send it back to asking every few seconds.
+    let reason = match c.state {
+        PaymentState::Reversing => RetryReason::AwaitingReversal,
+        _ => RetryReason::CallFailed,
+    };
+    let retry = next_retry(c, reason);
     PaymentUpdate {
         id: c.id,
         state: c.state,
@@ -353,6 +359,24 @@ mod tests {
         assert!(u.provider_code.is_none() && !u.checked);
         assert_eq!(u.events[0].kind, "call_failed");
         assert!(u.next_check_at.unwrap() > c.created_at);
+    }
+
+    #[test]
+    fn a_failed_query_of_a_reversing_payment_keeps_its_backoff() {
+        let mut c = claimed(PaymentState::Reversing, Provider::Qfpay);
+        c.retry_reason = Some(RetryReason::AwaitingReversal);
+        c.retry_repeats = 6;
+        let err = GatewayError::HttpStatus {
+            gateway: "qfpay",
+            status: 503,
+        };
+        let s = RetrySchedule::default_for(Provider::Qfpay);
+        let u = from_call_error(&c, &err, &s, c.created_at, 0.5);
+        assert_eq!(u.retry, Some((RetryReason::AwaitingReversal, 7)));
+        assert_eq!(
+            u.next_check_at,
+            Some(c.created_at + chrono::Duration::seconds(512))
+        );
     }
 
     #[test]
