@@ -328,16 +328,10 @@ async fn close_method_get_sends_the_close_as_a_get_once() {
         "pay_type": "800201", "txamt": "500", "txcurrcd": "HKD", "respcd": "1143",
         "cancel": "0", "sysdtm": local, "txdtm": local}]});
     // Signed as QFPay signs answers: payrecon cancels only after a signed answer.
-    let sign = |body: &str| {
-        use md5::Digest;
-        hex::encode_upper(md5::Md5::digest(
-            format!("{body}TESTCLIENTKEY0000000000000000000").as_bytes(),
-        ))
-    };
     let record = record.to_string();
     let query = server
         .mock("POST", "/trade/v1/query")
-        .with_header("x-qf-sign", &sign(&record))
+        .with_header("x-qf-sign", &signed(&record))
         .with_body(&record)
         .expect_at_least(1)
         .create_async()
@@ -354,56 +348,9 @@ async fn close_method_get_sends_the_close_as_a_get_once() {
         .expect(0)
         .create_async()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[ledger]
-path = "{}"
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{}"
-app_code = "APP"
-client_key = "TESTCLIENTKEY0000000000000000000"
-close_method = "get"
-retry_for = "1s"
-"#,
-            dir.path().join("l.db").display(),
-            server.url()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "track",
-        "--account",
-        "hk",
-        "--out-trade-no",
-        "QR-1",
-        "--amount",
-        "500",
-        "--currency",
-        "HKD",
-        "--pay-type",
-        "800201",
-        "--created-at",
-        &rfc3339(created),
-    ]);
-    run(&["reconcile", "--once"]);
+    let gateway = Scripted::new(&server.url(), "close_method = \"get\"");
+    gateway.track("QR-1", 500, "800201", created);
+    gateway.ok(&["reconcile", "--once"]);
     query.assert_async().await;
     get.assert_async().await;
     post.assert_async().await;

@@ -259,55 +259,9 @@ async fn review_an_unsigned_empty_answer_is_enough_to_reverse() {
         .expect(0)
         .create_async()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[ledger]
-path = "{}"
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{}"
-app_code = "APP"
-client_key = "TESTCLIENTKEY0000000000000000000"
-retry_for = "1s"
-"#,
-            dir.path().join("l.db").display(),
-            server.url()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "track",
-        "--account",
-        "hk",
-        "--out-trade-no",
-        "UNSIGNED-1",
-        "--amount",
-        "500",
-        "--currency",
-        "HKD",
-        "--pay-type",
-        "800108",
-        "--created-at",
-        &rfc3339(created),
-    ]);
-    run(&["reconcile", "--once"]);
+    let gateway = Scripted::new(&server.url(), "");
+    gateway.track("UNSIGNED-1", 500, "800108", created);
+    gateway.ok(&["reconcile", "--once"]);
     query.assert_async().await;
     reversal.assert_async().await;
 }
@@ -363,10 +317,7 @@ async fn review_an_accepted_reversal_is_overruled_by_one_lagging_read() {
     };
     // Signed as QFPay signs answers: payrecon cancels only after a signed answer.
     let signed = |body: String| {
-        use md5::Digest;
-        let sign = hex::encode_upper(md5::Md5::digest(
-            format!("{body}TESTCLIENTKEY0000000000000000000").as_bytes(),
-        ));
+        let sign = signed(&body);
         (body, sign)
     };
     let mut server = mockito::Server::new_async().await;
@@ -404,62 +355,12 @@ async fn review_an_accepted_reversal_is_overruled_by_one_lagging_read() {
         .expect(1)
         .create_async()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[ledger]
-path = "{}"
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{}"
-app_code = "APP"
-client_key = "TESTCLIENTKEY0000000000000000000"
-retry_for = "1s"
-"#,
-            dir.path().join("l.db").display(),
-            server.url()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&[
-        "track",
-        "--account",
-        "hk",
-        "--out-trade-no",
-        "LAG-1",
-        "--amount",
-        "500",
-        "--currency",
-        "HKD",
-        "--pay-type",
-        "800108",
-        "--created-at",
-        &rfc3339(created),
-    ]);
-    run(&["reconcile", "--once"]);
-    run(&["reconcile", "--once", "--all"]);
-    run(&["reconcile", "--once", "--all"]);
-    let ledger =
-        payrecon::ledger::open(&dir.path().join("l.db"), std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
+    let gateway = Scripted::new(&server.url(), "");
+    gateway.track("LAG-1", 500, "800108", created);
+    gateway.ok(&["reconcile", "--once"]);
+    gateway.ok(&["reconcile", "--once", "--all"]);
+    gateway.ok(&["reconcile", "--once", "--all"]);
+    let ledger = gateway.ledger().await;
     let p = ledger.find_payments("LAG-1").await.unwrap().remove(0);
     let events: Vec<String> = ledger
         .events(p.id)

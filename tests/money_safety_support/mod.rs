@@ -219,3 +219,91 @@ retry_for = "1s"
         v.reversal_calls + v.close_calls
     }
 }
+
+/// The client key of [`Scripted`]'s account, which its answers are signed with.
+pub const SCRIPTED_KEY: &str = "TESTCLIENTKEY0000000000000000000";
+
+/// `X-QF-SIGN` of an answer body under [`SCRIPTED_KEY`] (MD5(body + key), as QFPay signs).
+pub fn signed(body: &str) -> String {
+    use md5::Digest;
+    hex::encode_upper(md5::Md5::digest(format!("{body}{SCRIPTED_KEY}").as_bytes()))
+}
+
+/// The binary pointed at a scripted QFPay (a mockito server): the QFPay account `hk`, plus
+/// `extra` account keys.
+pub struct Scripted {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Scripted {
+    pub fn new(url: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[ledger]
+path = "{}"
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{url}"
+app_code = "APP"
+client_key = "{SCRIPTED_KEY}"
+retry_for = "1s"
+{extra}
+"#,
+                dir.path().join("l.db").display(),
+            ),
+        )
+        .unwrap();
+        Self { dir, config }
+    }
+
+    /// Runs the binary; panics with its stderr unless it exits 0. Returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "payrecon {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `payrecon track` of a QFPay payment of `pay_type` created at `created_at`.
+    pub fn track(&self, no: &str, amount: i64, pay_type: &str, created_at: DateTime<Utc>) {
+        let amount = amount.to_string();
+        self.ok(&[
+            "track",
+            "--account",
+            "hk",
+            "--out-trade-no",
+            no,
+            "--amount",
+            &amount,
+            "--currency",
+            "HKD",
+            "--pay-type",
+            pay_type,
+            "--created-at",
+            &rfc3339(created_at),
+        ]);
+    }
+
+    /// The ledger, opened.
+    pub async fn ledger(&self) -> Ledger {
+        payrecon::ledger::open(
+            &self.dir.path().join("l.db"),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+    }
+}
