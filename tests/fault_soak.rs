@@ -50,7 +50,9 @@ async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_o
     let log = w.dir.path().join("daemon.log");
     let mut daemon = w.spawn(&["run"], &log);
     let started = Instant::now();
-    let deadline = Duration::from_secs(if long { 600 } else { 150 });
+    // It settles in ~125 s on an idle 2-core machine and has needed 141 s (and once missed 150)
+    // beside parallel builds: the bound is for a hang, not a benchmark.
+    let deadline = Duration::from_secs(if long { 600 } else { 240 });
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (bad, _) = w.mismatches().await;
