@@ -168,13 +168,13 @@ async fn every_status_in_english_and_chinese_maps_through_the_wire() {
         ("Unauthorized", Outcome::Unauthorized),
         ("Canceled", Outcome::Cancelled),
         ("Cancelled", Outcome::Cancelled),
-        ("Operation canceled", Outcome::Cancelled),
+        ("Operation canceled", Outcome::Succeeded),
         ("已授權", Outcome::Succeeded),
         ("要關帳", Outcome::Succeeded),
         ("已關帳", Outcome::Succeeded),
         ("未授權", Outcome::Unauthorized),
         ("已取消", Outcome::Cancelled),
-        ("操作取消", Outcome::Cancelled),
+        ("操作取消", Outcome::Succeeded),
         ("Something new", Outcome::Unrecognised),
     ];
     let mut server = mockito::Server::new_async().await;

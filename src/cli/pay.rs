@@ -73,7 +73,9 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
         expires_in: args.expires,
         goods_name: args.goods_name.clone(),
     };
-    let result = create_qfpay_payment(&ledger, account, &client, order, now).await;
+    // Timed after the ledger is open (opening may wait out another writer's lock): the row's
+    // hold must cover the call from its real start.
+    let result = create_qfpay_payment(&ledger, account, &client, order, Utc::now()).await;
     ledger.close().await;
     match result {
         Ok(r) => {

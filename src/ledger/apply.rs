@@ -190,8 +190,9 @@ impl Ledger {
     }
 }
 
-/// Records `d` for the payment unless one of its kind is recorded already (open or resolved):
-/// a mismatch seen on every poll or every sweep is reported once. Returns 1 when recorded.
+/// Records `d` for the payment unless the same finding (kind and detail) is recorded already
+/// (open or resolved): a mismatch seen on every poll or every sweep is reported once, and a
+/// new contradiction of a payment under observation is reported too. Returns 1 when recorded.
 pub(super) async fn insert_discrepancy(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: PaymentId,
@@ -201,7 +202,8 @@ pub(super) async fn insert_discrepancy(
     let done = sqlx::query(
         "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
          SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
-           AND NOT EXISTS (SELECT 1 FROM discrepancies WHERE payment_id = ?5 AND kind = ?1)",
+           AND NOT EXISTS (SELECT 1 FROM discrepancies
+                           WHERE payment_id = ?5 AND kind = ?1 AND detail = ?2)",
     )
     .bind(d.kind.as_str())
     .bind(&d.detail)

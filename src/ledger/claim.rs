@@ -140,7 +140,8 @@ impl Claimed {
 /// ?1–?7): open ones, and settled ones still under observation (a `next_check_at` on a
 /// settled payment: ECPay orders inside their `after_final_look_back`).
 const DUE_WHERE: &str = "(state IN ('pending', 'in_progress', 'reversing')
-            OR (state IN ('succeeded', 'partially_refunded') AND next_check_at IS NOT NULL))
+            OR (state IN ('succeeded', 'partially_refunded', 'failed')
+                AND next_check_at IS NOT NULL))
        AND (?7 IS NULL OR last_run_id IS NULL OR last_run_id <> ?7)
        AND id > ?1
        AND (?2 OR next_check_at <= ?3)

@@ -18,9 +18,11 @@ use crate::domain::{
 use crate::gateway::{ErrorClass, GatewayError};
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
 
-/// ECPay: a paid order stays under observation within the account's `after_final_look_back`
-/// (captures, cancellations and refunds after authorization come days later, and ECPay has no
-/// sweep), on the slow `ECPAY_AFTER_FINAL` schedule; `reconcile --once --all` checks them now.
+/// ECPay: a settled order stays under observation within the account's
+/// `after_final_look_back` (captures, cancellations and refunds after authorization come days
+/// later, a payment failed at its `error_nopay`/`Unauthorized` horizon may still be paid, and
+/// ECPay has no sweep), on the slow `ECPAY_AFTER_FINAL` schedule; `reconcile --once --all`
+/// checks them now. At the end of the look-back the watch ends, whatever the last call did.
 fn keep_watching(
     rt: &AccountRuntime,
     c: &Claimed,
@@ -30,18 +32,22 @@ fn keep_watching(
     let Gateway::Ecpay { account, .. } = &rt.gateway else {
         return u;
     };
-    // Decided by an answer (a failed call keeps its own, sooner retry).
-    if u.retry.is_some()
-        || !matches!(
-            u.state,
-            PaymentState::Succeeded | PaymentState::PartiallyRefunded
-        )
-    {
+    if !matches!(
+        u.state,
+        PaymentState::Succeeded | PaymentState::PartiallyRefunded | PaymentState::Failed
+    ) {
         return u;
     }
     let end = c.created_at
         + chrono::Duration::from_std(account.after_final_look_back).unwrap_or_default();
     if at >= end {
+        u.retry = None;
+        u.next_check_at = None;
+        return u;
+    }
+    if u.retry.is_some() {
+        // A failed call on a watched order keeps its own, sooner retry, within the look-back.
+        u.next_check_at = u.next_check_at.map(|t| t.min(end));
         return u;
     }
     let repeats = match c.retry_reason {

@@ -548,8 +548,11 @@ impl World {
                 let provider: String = r.get("provider");
                 let reason: Option<String> = r.get("retry_reason");
                 let watched = provider == "ecpay"
-                    && matches!(state.as_str(), "succeeded" | "partially_refunded")
-                    && reason.as_deref() == Some("after_final");
+                    && matches!(
+                        state.as_str(),
+                        "succeeded" | "partially_refunded" | "failed"
+                    )
+                    && matches!(reason.as_deref(), Some("after_final" | "call_failed"));
                 assert!(
                     next.is_none() || watched,
                     "payment {id} is {state} but still scheduled"

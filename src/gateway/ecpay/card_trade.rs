@@ -65,8 +65,11 @@ pub struct CardTrade {
     pub status: CardStatus,
     pub amount: Option<i64>,
     pub cls_amt: Option<i64>,
-    /// Oldest first: by `DateTime`, ties and missing times by position.
+    /// Oldest first: by `DateTime`, ties by position.
     rows: Vec<CloseRow>,
+    /// Some row has no `DateTime`: with more than one row their order is not known, and a
+    /// verdict that depends on it would be a guess.
+    undated: bool,
 }
 
 /// `CloseData` sits in `RtnValue` in the official table and beside it in the seed's example.
@@ -110,8 +113,10 @@ impl CardTrade {
                 (at, i, row)
             })
             .collect();
+        let undated = rows.iter().any(|(at, ..)| at.is_empty());
         rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         Self {
+            undated,
             status: CardStatus::parse(&fields::text(rtn, "Status").unwrap_or_default()),
             amount: fields::integer(rtn, "Amount"),
             cls_amt: fields::integer(rtn, "ClsAmt"),
@@ -162,6 +167,7 @@ impl CardTrade {
         let rows = &self.rows;
         if self.status == CardStatus::Unknown
             || rows.iter().any(|r| r.status == CardStatus::Unknown)
+            || (self.undated && rows.len() > 1)
         {
             return self.disputed();
         }
@@ -176,15 +182,28 @@ impl CardTrade {
                 (CardStatus::Authorized | CardStatus::ToBeCaptured, 0, true) => {
                     self.verdict(Outcome::Succeeded)
                 }
-                (CardStatus::Cancelled | CardStatus::OperationCancelled, 0, true) => {
-                    self.verdict(Outcome::Cancelled)
-                }
+                (CardStatus::Cancelled, 0, true) => self.verdict(Outcome::Cancelled),
                 (CardStatus::Unauthorized, 0, true) => self.verdict(Outcome::Unauthorized),
                 _ => self.disputed(),
             };
         };
         let kept = kept.unwrap_or(0);
         if kept < 0 || kept > amount {
+            return self.disputed();
+        }
+        // `ClsAmt` and the rows must tell the same story. The one known exception: a full
+        // capture still in flight (要關帳 row, nothing closed yet).
+        if let (Some(cls), Some(by_rows)) = (self.cls_amt, self.rows_kept())
+            && cls != by_rows
+            && !(self.status == CardStatus::ToBeCaptured && cls == 0 && by_rows == amount)
+        {
+            return self.disputed();
+        }
+        // 已授權 and 已取消 come without close detail (seed 003): money closed under them is a
+        // contradiction.
+        if matches!(self.status, CardStatus::Authorized | CardStatus::Cancelled)
+            && self.cls_amt.is_some_and(|c| c != 0)
+        {
             return self.disputed();
         }
         match self.status {
@@ -208,11 +227,15 @@ impl CardTrade {
             // still in flight (要關帳) explains that.
             CardStatus::ToBeCaptured if !latest_cancel => self.verdict(Outcome::Succeeded),
             _ if self.rows_kept().unwrap_or(0) > 0 => self.disputed(),
-            CardStatus::Cancelled | CardStatus::OperationCancelled => {
-                self.verdict(Outcome::Cancelled)
+            // The authorization was given up (放棄): nothing was or will be taken.
+            CardStatus::Cancelled => self.verdict(Outcome::Cancelled),
+            // Authorized and not (or no longer) captured — 操作取消 is a capture undone, which
+            // puts the order back to authorized (ecpay.md: DoAction `E` reverts a close; only
+            // `N` gives the authorization up): the money is held for the merchant, and the
+            // order stays watched for a new capture or a release.
+            CardStatus::Authorized | CardStatus::OperationCancelled => {
+                self.verdict(Outcome::Succeeded)
             }
-            // Authorized and not (or no longer) captured: the money is held for the merchant.
-            CardStatus::Authorized => self.verdict(Outcome::Succeeded),
             // 已關帳 with nothing closed, or a capture undone while the status still says
             // captured: not certain.
             _ => self.disputed(),

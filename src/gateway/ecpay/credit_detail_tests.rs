@@ -81,9 +81,10 @@ fn every_documented_status_maps_in_chinese_and_english() {
         ("已取消", Outcome::Cancelled),
         ("Canceled", Outcome::Cancelled),
         ("Cancelled", Outcome::Cancelled),
-        ("操作取消", Outcome::Cancelled),
-        ("Operation canceled", Outcome::Cancelled),
-        ("operation  CANCELLED", Outcome::Cancelled),
+        // A capture undone (DoAction E reverts a close): back to authorized, money held.
+        ("操作取消", Outcome::Succeeded),
+        ("Operation canceled", Outcome::Succeeded),
+        ("operation  CANCELLED", Outcome::Succeeded),
         (" to be captured ", Outcome::Succeeded),
     ];
     for (status, expected) in table {
@@ -139,12 +140,13 @@ fn a_cancellation_contradicted_by_the_latest_close_row_is_not_taken_as_final() {
         {"Status": "已關帳", "Amount": 100, "DateTime": "2018/09/27 10:00:00"}
     ]);
     assert_eq!(outcome(&data), Outcome::Unrecognised);
-    // The capture undone being the latest, nothing closed: cancelled.
+    // The capture undone being the latest, nothing closed: back to authorized (the money is
+    // held; only 已取消, DoAction N, gives the authorization up).
     data["RtnValue"]["CloseData"] = json!([
         {"Status": "已關帳", "Amount": 100, "DateTime": "2018/09/26 10:00:00"},
         {"Status": "操作取消", "Amount": 100, "DateTime": "2018/09/27 10:00:00"}
     ]);
-    assert_eq!(outcome(&data), Outcome::Cancelled);
+    assert_eq!(outcome(&data), Outcome::Succeeded);
     // CloseData beside RtnValue (seed example layout) is read too.
     let mut beside = answer("已取消");
     beside["CloseData"] = json!([{"Status": "To be captured", "Amount": 100}]);
