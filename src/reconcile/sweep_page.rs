@@ -8,7 +8,7 @@
 //! - a refund record (`order_type` refund, `origssn` = its payment's `syssn`) is linked to its
 //!   payment; one the ledger does not know is **registered** as a refund row when the ledger
 //!   holds its payment, and the payment becomes `partially_refunded` / `refunded` by the sum of
-//!   its succeeded refunds (docs/ARCHITECTURE.md, "refunds");
+//!   its succeeded refunds (docs/OPERATIONS.md, "What a sweep writes");
 //! - any other record the ledger does not know is `missing_in_ledger` only when the account
 //!   says the ledger is its complete book (`ledger_is_complete`); otherwise it is counted.
 
