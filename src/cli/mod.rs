@@ -2,6 +2,20 @@
 //! types and the dispatch. Commands print results on stdout and problems on stderr, and
 //! return sysexits-style exit codes.
 
+/// `eprintln!` at priority error: the line(s) carry `<3>` when stderr is the journal.
+macro_rules! error_line {
+    ($($arg:tt)*) => {
+        $crate::telemetry::stderr_lines($crate::telemetry::Priority::Error, &format!($($arg)*))
+    };
+}
+
+/// `eprintln!` at priority warning: the line(s) carry `<4>` when stderr is the journal.
+macro_rules! warning_line {
+    ($($arg:tt)*) => {
+        $crate::telemetry::stderr_lines($crate::telemetry::Priority::Warning, &format!($($arg)*))
+    };
+}
+
 mod config_check;
 mod daemon;
 mod demo;
@@ -89,9 +103,9 @@ pub enum Command {
 /// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
 pub(crate) fn load_settings(cli: &Cli) -> Result<Settings, ExitCode> {
     config::load(cli.config.as_deref()).map_err(|e: ConfigError| {
-        eprintln!("payrecon: configuration is invalid:");
+        error_line!("payrecon: configuration is invalid:");
         for line in e.lines() {
-            eprintln!("  {line}");
+            error_line!("  {line}");
         }
         ExitCode::from(config::EX_CONFIG)
     })
@@ -102,7 +116,7 @@ pub(crate) async fn open_ledger(settings: &Settings) -> Result<crate::ledger::Le
     crate::ledger::open(&settings.ledger.path, settings.ledger.busy_timeout)
         .await
         .map_err(|e| {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             ExitCode::FAILURE
         })
 }

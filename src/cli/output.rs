@@ -28,7 +28,7 @@ pub fn emit(text: &str) -> Result<(), std::process::ExitCode> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => {
-            eprintln!("payrecon: cannot write the output: {e}");
+            error_line!("payrecon: cannot write the output: {e}");
             Err(std::process::ExitCode::FAILURE)
         }
     }

@@ -39,7 +39,7 @@ pub struct PayArgs {
 }
 
 fn bad(field: &str, e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("payrecon: --{field}: {e}");
+    error_line!("payrecon: --{field}: {e}");
     ExitCode::from(EX_DATAERR)
 }
 
@@ -84,7 +84,7 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
                 .map_or("-".to_string(), ToString::to_string);
             match &r.answer.outcome {
                 PaymentOutcome::Failed { code } => {
-                    eprintln!(
+                    error_line!(
                         "payrecon: QFPay refused the payment with {code}; recorded as failed (payment {})",
                         r.id
                     );
@@ -102,13 +102,13 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Err(PayError::Input(e)) => {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             Err(ExitCode::from(EX_DATAERR))
         }
         Err(e @ PayError::Duplicate { .. }) => Err(bad("out-trade-no", e)),
         Err(e @ PayError::PayType { .. }) => Err(bad("pay-type", e)),
         Err(e) => {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             Err(ExitCode::FAILURE)
         }
     }
