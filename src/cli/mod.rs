@@ -1,4 +1,4 @@
-//! The command line (architecture.md §5). One file per command; this file holds the argument
+//! The command line (docs/ARCHITECTURE.md §5). One file per command; this file holds the argument
 //! types and the dispatch. Commands print results on stdout and problems on stderr, and
 //! return sysexits-style exit codes.
 
@@ -16,6 +16,7 @@ macro_rules! warning_line {
     };
 }
 
+mod assets;
 mod config_check;
 mod daemon;
 mod demo;
@@ -98,6 +99,9 @@ pub enum Command {
     Migrate,
     /// Serve the simulated QFPay and ECPay gateways on loopback until interrupted.
     Sandbox(sandbox::SandboxArgs),
+    /// Write the man page and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::AssetsArgs),
 }
 
 /// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
@@ -127,6 +131,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Config(cmd) = &cli.command {
         return config_check::run(&cli, cmd);
     }
+    // Packaging runs this on a build machine, with no configuration to load.
+    if let Command::GenerateAssets(args) = &cli.command {
+        return assets::run(args).unwrap_or_else(|code| code);
+    }
     let settings = match load_settings(&cli) {
         Ok(s) => s,
         Err(code) => return code,
@@ -149,7 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Discrepancies(cmd) => discrepancies::run(&settings, cmd).await,
         Command::Migrate => migrate(&settings).await,
         Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::GenerateAssets(_) => unreachable!("handled above"),
     };
     result.unwrap_or_else(|code| code)
 }

@@ -1,4 +1,4 @@
-//! Amounts: integers in the currency's minor unit, never floats (qfpay.md §7).
+//! Amounts: integers in the currency's minor unit, never floats (docs/PROTOCOLS.md §Q7).
 
 use std::fmt;
 
@@ -22,7 +22,7 @@ pub enum MoneyError {
     NotInteger(String),
 }
 
-/// Currencies QFPay lists as `txcurrcd` values (qfpay.md §7).
+/// Currencies QFPay lists as `txcurrcd` values (docs/PROTOCOLS.md §Q7).
 const QFPAY_CURRENCIES: &[&str] = &[
     "AED", "AUD", "CAD", "CNY", "EUR", "HKD", "IDR", "JPY", "MMK", "MYR", "SGD", "THB", "USD",
 ];

@@ -59,7 +59,7 @@ pub enum Outcome {
     /// Still being paid: QFPay 1143/1145/…, ECPay `error_nopay` (bank has not answered).
     InProgress,
     /// The bank has not completed authorization (ECPay `Unauthorized`, 銀行未授權完成): failed
-    /// *or* still pending (ecpay.md §3.1), so never final at once; see
+    /// *or* still pending (docs/PROTOCOLS.md §E3.1), so never final at once; see
     /// [`crate::domain::Patience`] for how long it is waited out.
     Unauthorized,
     /// The gateway has no record (yet).
@@ -113,7 +113,7 @@ pub struct Observation {
     pub pay_type: Option<PayType>,
     /// Amount in minor units as the gateway reports it.
     pub amount_minor: Option<i64>,
-    /// Currency as reported; QFPay may send an empty `txcurrcd` (qfpay.md §2.3).
+    /// Currency as reported; QFPay may send an empty `txcurrcd` (docs/PROTOCOLS.md §Q2.3).
     pub currency: Option<Currency>,
     /// Gateway time of the record in provider-local text (QFPay `sysdtm`, ECPay `AuthTime`).
     pub gateway_time: Option<String>,

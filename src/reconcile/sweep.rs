@@ -1,4 +1,4 @@
-//! Reconciliation sweeps of closed QFPay windows (architecture.md §4, "Sweeps"): walk every
+//! Reconciliation sweeps of closed QFPay windows (docs/ARCHITECTURE.md §4, "Sweeps"): walk every
 //! record of a past window page by page, with a cursor saved after each page so a crash
 //! resumes where it stopped; confirm ledger payments; report gateway records the ledger does
 //! not know (`missing_in_ledger`) and ledger payments the gateway never had

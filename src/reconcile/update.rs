@@ -75,7 +75,7 @@ fn discrepancy_detail(
 
 /// After a reversal/close was sent, how many queries in a row must still show the payment
 /// paid and not cancelled before payrecon concludes the reversal did not take effect: an
-/// accepted reversal may not be visible yet in the next read (qfpay.md §2.4), and a lagging
+/// accepted reversal may not be visible yet in the next read (docs/PROTOCOLS.md §Q2.4), and a lagging
 /// read must not make a reversed payment `succeeded` with a "customer was charged" alert.
 /// (A refusal followed by such a read concludes at once: the gateway said it cancelled
 /// nothing.)

@@ -3,7 +3,7 @@
 //! `Amount` and `DateTime`), read into one domain [`Outcome`]. The mapping table, with the
 //! seed's words, is in `docs/PROTOCOLS.md` ("ECPay CreditDetail → ledger state").
 //!
-//! The documents leave open how a refund shows (ecpay.md §3.1: "How refunds show up in `ClsAmt`
+//! The documents leave open how a refund shows (docs/PROTOCOLS.md §E3.1: "How refunds show up in `ClsAmt`
 //! and `CloseData` is UNCONFIRMED"), so the rules take `ClsAmt` (已關帳金額, the amount
 //! captured) as the money kept, `CloseData` as how the rest went (a negative row: money given
 //! back; a 已取消/操作取消 row: a capture undone), and call an answer whose parts do not fit
