@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::open_ledger;
 use super::output::{Format, RowPrinter, emit, printable, printable_row};
 use crate::config::Settings;
-use crate::domain::PaymentState;
+use crate::domain::{PaymentState, format_money};
 use crate::ledger::{ListFilter, time};
 use crate::outln;
 
@@ -96,7 +96,11 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
             p.out_trade_no
         );
         outln!(out, "  state          {}", p.state);
-        outln!(out, "  amount         {} {}", p.amount, p.currency);
+        outln!(
+            out,
+            "  amount         {}",
+            format_money(p.amount, &p.currency)
+        );
         outln!(out, "  provider       {}", p.provider);
         outln!(
             out,

@@ -90,10 +90,16 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
                     );
                     return Err(ExitCode::FAILURE);
                 }
-                outcome => println!(
-                    "payment {} created (syssn {syssn}, {outcome:?}); payrecon will confirm it by query",
-                    r.id
-                ),
+                outcome => {
+                    let what = match outcome {
+                        PaymentOutcome::InProgress => "QFPay is still processing it",
+                        _ => "QFPay accepted the order",
+                    };
+                    println!(
+                        "payment {} created (syssn {syssn}, {what}); payrecon will confirm it by query",
+                        r.id
+                    );
+                }
             }
             match &r.answer.pay_url {
                 Some(url) => println!("pay_url: {url}"),

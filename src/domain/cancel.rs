@@ -19,6 +19,17 @@ pub enum CancelRoute {
     NotCancellable,
 }
 
+/// In words, for event messages and logs.
+impl std::fmt::Display for CancelRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CancelRoute::Reversal => "reversal",
+            CancelRoute::Close => "close",
+            CancelRoute::NotCancellable => "no cancel (not cancellable)",
+        })
+    }
+}
+
 impl CancelRoute {
     pub fn parse(s: &str) -> Option<Self> {
         match s {

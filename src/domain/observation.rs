@@ -73,6 +73,25 @@ pub enum Outcome {
     UnrecognisedPaid,
 }
 
+/// In words, for event messages (`ledger show`) and logs: never the Rust variant name.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Succeeded => "paid",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Reversed => "reversed",
+            Outcome::Refunded => "refunded",
+            Outcome::PartiallyRefunded => "partially refunded",
+            Outcome::InProgress => "in progress",
+            Outcome::Unauthorized => "not authorized",
+            Outcome::NotFound => "no record",
+            Outcome::Unrecognised => "an answer payrecon does not understand",
+            Outcome::UnrecognisedPaid => "paid, with details payrecon does not understand",
+        })
+    }
+}
+
 impl Outcome {
     pub const ALL: [Outcome; 11] = [
         Outcome::Succeeded,

@@ -288,7 +288,10 @@ impl Reconciler {
         }
         tracing::info!(
             account,
-            round = ?round,
+            round = match round {
+                SweepRound::Fresh => "fresh",
+                SweepRound::LookBack => "look-back",
+            },
             records = report.records,
             calls = report.calls,
             updated = report.updated.len(),

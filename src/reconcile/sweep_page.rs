@@ -154,7 +154,7 @@ impl Reconciler {
                     .retain(|x| *x != DiscrepancyKind::FinalStateChanged);
             }
         }
-        let message = format!("a sweep found the gateway record: {:?}", o.outcome);
+        let message = format!("a sweep found the gateway record: {}", o.outcome);
         self.write_finding(k, state, d.next, d.discrepancies, o, message, report)
             .await
     }
@@ -285,8 +285,9 @@ impl Reconciler {
             .is_some()
         {
             report.refunds_registered.push(format!(
-                "refund {out_trade_no} of {} ({amount} {currency}, {state})",
-                payment.out_trade_no
+                "refund {out_trade_no} of {} ({}, {state})",
+                payment.out_trade_no,
+                crate::domain::format_money(amount, &currency)
             ));
         }
         Ok(Some(orig.to_string()))

@@ -78,7 +78,7 @@ struct Inner {
 
 fn transport_error(e: &reqwest::Error, timeout: Duration) -> GatewayError {
     let detail = if e.is_timeout() {
-        format!("no answer within {timeout:?}")
+        format!("no answer within {}", humantime::format_duration(timeout))
     } else {
         e.to_string()
     };
@@ -210,7 +210,7 @@ impl EcpayClient {
             self.pause();
             tracing::warn!(
                 merchant_id = %s.merchant_id,
-                pause = ?s.pause_after_403,
+                pause = %humantime::format_duration(s.pause_after_403),
                 "ECPay answered HTTP 403 (too many calls); no calls for this account until the pause ends"
             );
             return Err(GatewayError::RateLimited {

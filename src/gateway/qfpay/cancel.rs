@@ -53,6 +53,21 @@ pub enum CancelOutcome {
     Refused { code: String },
 }
 
+/// In words, for event messages and logs (`ledger show` prints them to operators).
+impl std::fmt::Display for CancelOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Accepted { syssn, .. } => write!(f, "accepted as {syssn}"),
+            Self::InProgress => f.write_str("still in progress"),
+            Self::NotCancellable { code: Some(code) } => write!(f, "not cancellable ({code})"),
+            Self::NotCancellable { code: None } => {
+                f.write_str("not cancellable (no cancel route for this pay type)")
+            }
+            Self::Refused { code } => write!(f, "refused with {code}"),
+        }
+    }
+}
+
 /// A cancel answer with its evidence (the raw response body; it holds no secrets).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CancelAnswer {

@@ -168,8 +168,8 @@ impl QfpayClient {
         {
             tracing::warn!(
                 page,
-                echoed_page = ?env.page,
-                echoed_page_size = ?env.page_size,
+                echoed_page = env.page.as_deref().unwrap_or("-"),
+                echoed_page_size = env.page_size.as_deref().unwrap_or("-"),
                 "QFPay echoed different paging parameters than were sent"
             );
         }
