@@ -321,10 +321,12 @@ impl Reconciler {
             None,
             DiscrepancyKind::MissingInLedger,
             format!(
-                "syssn {key}: gateway record ({}, {} {}) unknown to the ledger",
+                "syssn {key}: gateway record ({}, {}) unknown to the ledger",
                 o.provider_code,
-                o.amount_minor.unwrap_or_default(),
-                o.currency.map(|c| c.to_string()).unwrap_or_default()
+                crate::domain::format_money(
+                    o.amount_minor.unwrap_or_default(),
+                    &o.currency.map(|c| c.to_string()).unwrap_or_default()
+                )
             ),
             &key,
             o.evidence.clone(),
