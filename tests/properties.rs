@@ -170,8 +170,16 @@ proptest! {
         let c = claimed(s, Provider::Qfpay);
         let u = from_observation(&c, &obs, &RetrySchedule::default_for(Provider::Qfpay), c.created_at, jitter);
         let d = decide(view(s), &obs);
-        prop_assert_eq!(u.state, d.next);
-        prop_assert_eq!(u.next_check_at.is_none(), d.next.is_final());
+        if s == PaymentState::Reversing && obs.outcome == Outcome::Succeeded {
+            // The one documented exception (src/reconcile/update.rs, PAID_READS_TO_CONCLUDE): an
+            // accepted reversal may not show yet, so a first "paid" read keeps `reversing` and
+            // reads again; only the third concludes paid.
+            prop_assert_eq!(u.state, PaymentState::Reversing);
+            prop_assert!(u.next_check_at.is_some());
+        } else {
+            prop_assert_eq!(u.state, d.next);
+            prop_assert_eq!(u.next_check_at.is_none(), d.next.is_final());
+        }
         prop_assert!(u.checked);
     }
 }
