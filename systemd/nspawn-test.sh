@@ -105,7 +105,7 @@ case "$state" in
 running | degraded) ;;
 *) cannot_run "the container did not boot (state: ${state:-none}): $(tail -n 20 "$work/console.log")" ;;
 esac
-echo "container $MACHINE booted ($state) in $((SECONDS - started)) s"
+echo "container $MACHINE booted ($state), $((SECONDS - started)) s after the start (package build included)"
 
 fail() {
     echo "FAIL: $*" >&2
