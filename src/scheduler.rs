@@ -3,8 +3,8 @@
 //! systemd readiness and watchdog notifications, and an orderly shutdown.
 //!
 //! The jobs hold no logic: each calls [`Reconciler::run_once`] like the CLI does. A job never
-//! overlaps itself (the scheduler itself has no such guard, see shared/reference/crates.md
-//! §1.2): a tick that finds the previous pass still running is skipped. On shutdown no new pass
+//! overlaps itself (tokio-cron-scheduler has no such guard of its own, so the job keeps one): a
+//! tick that finds the previous pass still running is skipped. On shutdown no new pass
 //! starts, the pass in flight finishes its current chunk (bounded by a timeout), its leases are
 //! released, and the process exits 0.
 //!

@@ -8,8 +8,8 @@
 # checks (exit 0), so a machine without systemd does not fail CI for lack of the tool.
 #
 # `verify` refuses a unit whose ExecStart= binary does not exist, and on a build machine
-# /usr/local/bin/payrecon does not. So the units are verified as copies, in a temporary
-# directory, with /usr/local/bin/payrecon replaced by the payrecon binary built from this tree
+# /usr/bin/payrecon does not. So the units are verified as copies, in a temporary
+# directory, with /usr/bin/payrecon replaced by the payrecon binary built from this tree
 # (PAYRECON_BIN, else target/release or target/debug, else `cargo build` makes one). Nothing
 # else in the copies changes.
 set -euo pipefail
@@ -57,7 +57,7 @@ bin="$(realpath "$bin")"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for unit in "${UNITS[@]}"; do
-    sed "s|/usr/local/bin/payrecon|$bin|g" "systemd/$unit" >"$tmp/$unit"
+    sed "s|/usr/bin/payrecon|$bin|g" "systemd/$unit" >"$tmp/$unit"
 done
 
 status=0
@@ -79,6 +79,17 @@ for timer in systemd/*.timer; do
         status=1
     fi
 done
+# RestartPreventExitStatus= applies to the main process only: a configuration check as a
+# control process (ExecStartPre=) would be restarted on exit 78 until the start limit. The
+# main process validates the configuration itself.
+if grep -n '^ExecStartPre=.*config check' systemd/*.service; then
+    echo "FAIL: a config check in ExecStartPre= escapes RestartPreventExitStatus=78"
+    status=1
+fi
+if ! grep -q '^RestartPreventExitStatus=.*\b78\b' systemd/payrecon.service; then
+    echo "FAIL: payrecon.service restarts on exit 78 (bad configuration)"
+    status=1
+fi
 [ "$status" -eq 0 ] && echo "ok"
 
 echo "== systemd-analyze security --offline=yes (threshold $MAX_EXPOSURE)"

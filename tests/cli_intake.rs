@@ -251,7 +251,7 @@ fn track_registers_one_payment_and_names_the_bad_flag() {
         "HKD",
     ]);
     assert_eq!(conflict.status.code(), Some(65));
-    assert!(text(&conflict.stderr).contains("amount is 1500 HKD in the ledger"));
+    assert!(text(&conflict.stderr).contains("amount is 15.00 HKD in the ledger"));
 
     let bad = env.run(&[
         "track",

@@ -29,8 +29,9 @@ fn the_demo_settles_every_payment_as_its_scenario_defines() {
         );
     }
     assert!(stdout.contains("unknown to the ledger"), "{stdout}");
+    // Amounts as money: HK$11.00, not 1100 minor units.
     assert!(
-        stdout.contains("HKAMT00001: gateway amount 1100"),
+        stdout.contains("HKAMT00001: gateway amount 11.00 HKD differs from the ledger's 10.00 HKD"),
         "{stdout}"
     );
     // The ledger it leaves behind is readable with the ordinary commands.

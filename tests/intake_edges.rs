@@ -162,7 +162,7 @@ fn dates_and_amounts_no_gateway_can_have_are_refused() {
     ]);
     refused(&o, 65, &["--created-at:", "more than 366 days ago"]);
 
-    // qfpay.md §4.3: txamt is Int(11), so 11 digits at most.
+    // docs/PROTOCOLS.md §Q4.3: txamt is Int(11), so 11 digits at most.
     let f = env.file("big.jsonl", &row(&now_local(), "100000000000"));
     refused(
         &env.import(&f),

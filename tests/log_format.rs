@@ -94,3 +94,95 @@ fn chrono_year() -> i32 {
     use chrono::Datelike;
     chrono::Utc::now().year()
 }
+
+/// Runs payrecon with stderr in a file that JOURNAL_STREAM names, as systemd connects it.
+fn under_journal(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let log_path = dir.join("journal.log");
+    std::fs::write(&log_path, "").unwrap();
+    let id = stream_id(&log_path);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_payrecon"))
+        .args(args)
+        .env("JOURNAL_STREAM", id)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .status()
+        .unwrap();
+    (status.code(), std::fs::read_to_string(&log_path).unwrap())
+}
+
+#[test]
+fn an_invalid_configuration_is_reported_at_priority_error_under_journald() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("payrecon.toml");
+    std::fs::write(
+        &config,
+        "[ledger]\npath = \"/tmp/x.db\"\n[reconcile]\nchunk_size = 0\n[[accounts]]\nname = \"hk\"\nprovider = \"nope\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for command in [&["config", "check"][..], &["run"], &["reconcile", "--once"]] {
+        let args: Vec<&str> = ["--config", config]
+            .iter()
+            .chain(command)
+            .copied()
+            .collect();
+        let (code, text) = under_journal(dir.path(), &args);
+        assert_eq!(code, Some(78), "{command:?}: {text}");
+        assert!(
+            text.lines().count() >= 2,
+            "{command:?}: no problem lines: {text}"
+        );
+        for line in text.lines() {
+            assert!(
+                line.starts_with("<3>"),
+                "{command:?}: not at error: {line:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn command_errors_and_usage_errors_carry_priority_error_under_journald() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("payrecon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ledger]\npath = \"{}\"\n",
+            dir.path().join("l.db").display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, text) = under_journal(
+        dir.path(),
+        &[
+            "--config",
+            config,
+            "reconcile",
+            "--once",
+            "--account",
+            "nope",
+        ],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    let failure = text
+        .lines()
+        .find(|l| l.contains("nope"))
+        .unwrap_or_else(|| panic!("no error line: {text}"));
+    assert!(failure.starts_with("<3>payrecon: "), "{failure:?}");
+
+    let (code, text) = under_journal(dir.path(), &["--config", config, "run", "--no-such-flag"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(!text.trim().is_empty());
+    for line in text.lines() {
+        assert!(
+            line.starts_with("<3>"),
+            "usage error not at error: {line:?}"
+        );
+    }
+}

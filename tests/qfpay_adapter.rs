@@ -1,6 +1,6 @@
 //! QFPay adapter against a mockito server (one server per test): method, path, exact form body,
 //! `X-QF-APPCODE`, and an `X-QF-SIGN` recomputed here, independently of the adapter, from the
-//! signed string written out literally (qfpay.md §1.4).
+//! signed string written out literally (docs/PROTOCOLS.md §Q1.4).
 
 use std::time::{Duration, Instant};
 

@@ -50,7 +50,7 @@ fn outcome(data: &Value) -> Outcome {
 }
 
 /// Seed 003: with close detail the top-level `Status` is 要關帳 / 已關帳 / 操作取消, and
-/// ecpay.md §5: `E` (取消) "reverts a close to the previous state" — the authorization stands
+/// docs/PROTOCOLS.md §E5: `E` (取消) "reverts a close to the previous state" — the authorization stands
 /// (`N` 放棄 is what drops it). The sandbox's own model (`sandbox/ecpay_close.rs`) answers a
 /// capture undone exactly like this: 操作取消, `ClsAmt` 0, rows [要關帳, 已取消]. The mapping
 /// calls it `Cancelled` — a final "no money" state that is never re-checked — while the same
@@ -404,7 +404,7 @@ async fn a_watched_order_is_not_watched_past_its_look_back_when_its_recheck_fail
 /// (`RetrySchedule::default_for(Ecpay).in_progress_patience`), so it also fails Cashier
 /// `TradeStatus` "0" (unpaid) at the 2-day horizon. `gateway/ecpay/cashier.rs` says Cashier is
 /// for "merchants whose orders are not credit-card detail records" — ATM / CVS / barcode orders
-/// (ecpay.md §3.2 `ATMInfo` / `CVSInfo` / `BarcodeInfo`; §3.3: "For ATM/CVS/BARCODE/BNPL, wait
+/// (docs/PROTOCOLS.md §E3.2, the ECPay reference's §3.2 `ATMInfo` / `CVSInfo` / `BarcodeInfo`; §3.3: "For ATM/CVS/BARCODE/BNPL, wait
 /// for the notification"), which a customer pays days after checkout. Failed at the horizon,
 /// never asked again: the payment made after it never reaches the ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,17 +489,17 @@ async fn every_contradiction_of_a_final_state_under_observation_is_reported() {
     e.sandbox.shutdown().await;
 }
 
-/// qfpay.md §4.1 "Pay types currently documented" lists 806527 (Apple Pay, online), 806708
-/// (UnionPay card, offline) and 806808 (AmEx, offline) (qfpay.md lines 531–533). They are
+/// docs/PROTOCOLS.md §Q4.1 (the QFPay reference's "Pay types currently documented") lists 806527 (Apple Pay, online), 806708
+/// (UnionPay card, offline) and 806808 (AmEx, offline) (the reference's table). They are
 /// missing from `DOCUMENTED_PAY_TYPES`, so the sandbox refuses them with 1104 "unknown
 /// pay_type" (stricter than its reference) and `pay --pay-type 806527` says "QFPay does not
-/// document it (qfpay.md §4.1)", which is false.
+/// document it", which is false.
 #[test]
 fn every_pay_type_of_the_reference_table_is_documented() {
     for p in ["806527", "806708", "806808"] {
         assert!(
             payrecon::domain::PayType::parse(p).unwrap().is_documented(),
-            "{p} is in qfpay.md §4.1"
+            "{p} is in docs/PROTOCOLS.md §Q4.1"
         );
     }
 }

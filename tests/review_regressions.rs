@@ -98,7 +98,7 @@ async fn review_sweep_applies_a_record_of_another_syssn_to_a_final_payment() {
     );
 }
 
-/// F2. QFPay `cancel` 1 means "CPM reversed *or refunded*" (qfpay.md §2.4). A refunded CPM
+/// F2. QFPay `cancel` 1 means "CPM reversed *or refunded*" (docs/PROTOCOLS.md §Q2.4). A refunded CPM
 /// payment: the first read turns `succeeded` into `refunded` (decide maps Reversed on
 /// Succeeded to Refunded). Reading the same unchanged record again (the scheduled look-back
 /// round, or `sweep --again`) turns `refunded` into `cancelled` with a final_state_changed
@@ -300,7 +300,7 @@ async fn review_one_undecodable_record_blocks_its_batch_mates() {
 /// Succeeded)` makes the payment final `succeeded` with a "customer was charged" alert at once;
 /// final payments are never queried again, so when the record turns `cancel` 1 the ledger keeps
 /// saying "charged" (until some sweep happens to read it). The old rule (keep polling a `0000`
-/// while reversing, qfpay.md §2.4) at least for an accepted reversal is gone.
+/// while reversing, docs/PROTOCOLS.md §Q2.4) at least for an accepted reversal is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_an_accepted_reversal_is_overruled_by_one_lagging_read() {
     let created = Utc::now() - Duration::hours(1);

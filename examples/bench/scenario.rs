@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// QFPay's documented per-merchant limit (qfpay.md §6), and payrecon's default pace for ECPay
+/// QFPay's documented per-merchant limit (docs/PROTOCOLS.md §Q6), and payrecon's default pace for ECPay
 /// (ECPay publishes no number; the sandbox allows 60/min).
 pub const QFPAY_PER_MINUTE: f64 = 400.0;
 pub const ECPAY_PER_MINUTE: f64 = 30.0;

@@ -24,12 +24,12 @@ fn check(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             let lines = e.lines();
-            eprintln!(
+            error_line!(
                 "payrecon: configuration is invalid ({} problem(s)):",
                 lines.len()
             );
             for line in lines {
-                eprintln!("  {line}");
+                error_line!("  {line}");
             }
             return ExitCode::from(config::EX_CONFIG);
         }

@@ -31,7 +31,7 @@ pub fn cancel_on_signal(token: CancellationToken) {
 pub async fn run(settings: &Settings) -> Result<ExitCode, ExitCode> {
     let ledger = open_ledger(settings).await?;
     let engine = Reconciler::new(ledger.clone(), settings).map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     if settings.accounts.is_empty() {
@@ -42,7 +42,7 @@ pub async fn run(settings: &Settings) -> Result<ExitCode, ExitCode> {
     let result = crate::scheduler::run(Arc::new(engine), &settings.schedule, shutdown).await;
     ledger.close().await;
     result.map(|()| ExitCode::SUCCESS).map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         match e {
             // Temporary: a restart (once space returns) may well succeed.
             crate::scheduler::DaemonError::LedgerFailing { .. } => {

@@ -14,7 +14,7 @@ pub struct DemoArgs {
 
 pub async fn run(args: &DemoArgs) -> Result<ExitCode, ExitCode> {
     let report = crate::demo::run(&args.dir).await.map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     println!();
@@ -41,15 +41,15 @@ pub async fn run(args: &DemoArgs) -> Result<ExitCode, ExitCode> {
         cfg.display()
     );
     if report.timed_out {
-        eprintln!("payrecon: the demo did not settle every payment in time");
+        error_line!("payrecon: the demo did not settle every payment in time");
     }
     if report.passed() {
         println!("demo passed: every payment reached the state its scenario defines");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("demo FAILED:");
+        error_line!("demo FAILED:");
         for m in &report.mismatches {
-            eprintln!("  {m}");
+            error_line!("  {m}");
         }
         Err(ExitCode::FAILURE)
     }

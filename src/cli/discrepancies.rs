@@ -31,7 +31,7 @@ pub enum DiscrepancyCommand {
 pub async fn run(settings: &Settings, cmd: &DiscrepancyCommand) -> Result<ExitCode, ExitCode> {
     let ledger = open_ledger(settings).await?;
     let fail = |e: crate::ledger::LedgerError| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     };
     let result = match cmd {
@@ -69,7 +69,7 @@ pub async fn run(settings: &Settings, cmd: &DiscrepancyCommand) -> Result<ExitCo
         }
         DiscrepancyCommand::Resolve { id, note } => {
             if note.trim().is_empty() {
-                eprintln!("payrecon: --note must say what was done");
+                error_line!("payrecon: --note must say what was done");
                 Err(ExitCode::from(super::EX_DATAERR))
             } else {
                 match ledger.resolve_discrepancy(*id, note, Utc::now()).await {
@@ -78,7 +78,7 @@ pub async fn run(settings: &Settings, cmd: &DiscrepancyCommand) -> Result<ExitCo
                         Ok(ExitCode::SUCCESS)
                     }
                     Ok(false) => {
-                        eprintln!("payrecon: no open discrepancy with id {id}");
+                        error_line!("payrecon: no open discrepancy with id {id}");
                         Err(ExitCode::FAILURE)
                     }
                     Err(e) => Err(fail(e)),

@@ -22,7 +22,7 @@ pub struct ImportArgs {
 pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, ExitCode> {
     let shown = args.file.display();
     let no_input = |why: String| {
-        eprintln!("payrecon: {shown}: {why}");
+        error_line!("payrecon: {shown}: {why}");
         ExitCode::from(EX_NOINPUT)
     };
     match std::fs::metadata(&args.file) {
@@ -43,16 +43,16 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, Exi
         // for millions of lines.
         const SHOWN_ERRORS: usize = 100;
         for e in errors.iter().take(SHOWN_ERRORS) {
-            eprintln!("{}: {e}", args.file.display());
+            error_line!("{}: {e}", args.file.display());
         }
         if errors.len() > SHOWN_ERRORS {
-            eprintln!(
+            error_line!(
                 "{}: ... and {} more problem(s)",
                 args.file.display(),
                 errors.len() - SHOWN_ERRORS
             );
         }
-        eprintln!(
+        error_line!(
             "payrecon: {} problem(s); nothing was imported",
             errors.len()
         );
@@ -63,18 +63,18 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<ExitCode, Exi
     let report = ledger.register(&batch, now).await;
     ledger.close().await;
     let report = report.map_err(|e| {
-        eprintln!("payrecon: {e}; nothing was imported");
+        error_line!("payrecon: {e}; nothing was imported");
         ExitCode::FAILURE
     })?;
     if !report.conflicts.is_empty() {
         for (i, why) in &report.conflicts {
-            eprintln!(
+            error_line!(
                 "{}: line {}: out_trade_no: {why}",
                 args.file.display(),
                 lines[*i]
             );
         }
-        eprintln!(
+        error_line!(
             "payrecon: {} conflict(s) with the ledger; nothing was imported",
             report.conflicts.len()
         );

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::open_ledger;
 use super::output::{Format, RowPrinter, emit, printable, printable_row};
 use crate::config::Settings;
-use crate::domain::PaymentState;
+use crate::domain::{PaymentState, format_money};
 use crate::ledger::{ListFilter, time};
 use crate::outln;
 
@@ -36,7 +36,7 @@ pub enum LedgerCommand {
 }
 
 fn failed(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("payrecon: {e}");
+    error_line!("payrecon: {e}");
     ExitCode::FAILURE
 }
 
@@ -80,7 +80,7 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
     let mut out = String::new();
     let payments = ledger.find_payments(key).await.map_err(failed)?;
     if payments.is_empty() {
-        eprintln!("payrecon: no payment with id or out_trade_no {key:?}");
+        error_line!("payrecon: no payment with id or out_trade_no {key:?}");
         return Err(ExitCode::FAILURE);
     }
     // Everything below may hold text from a gateway or an import file: printed through
@@ -96,7 +96,11 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
             p.out_trade_no
         );
         outln!(out, "  state          {}", p.state);
-        outln!(out, "  amount         {} {}", p.amount, p.currency);
+        outln!(
+            out,
+            "  amount         {}",
+            format_money(p.amount, &p.currency)
+        );
         outln!(out, "  provider       {}", p.provider);
         outln!(
             out,

@@ -1,7 +1,22 @@
-//! The command line (architecture.md §5). One file per command; this file holds the argument
+//! The command line (docs/ARCHITECTURE.md §5). One file per command; this file holds the argument
 //! types and the dispatch. Commands print results on stdout and problems on stderr, and
 //! return sysexits-style exit codes.
 
+/// `eprintln!` at priority error: the line(s) carry `<3>` when stderr is the journal.
+macro_rules! error_line {
+    ($($arg:tt)*) => {
+        $crate::telemetry::stderr_lines($crate::telemetry::Priority::Error, &format!($($arg)*))
+    };
+}
+
+/// `eprintln!` at priority warning: the line(s) carry `<4>` when stderr is the journal.
+macro_rules! warning_line {
+    ($($arg:tt)*) => {
+        $crate::telemetry::stderr_lines($crate::telemetry::Priority::Warning, &format!($($arg)*))
+    };
+}
+
+mod assets;
 mod config_check;
 mod daemon;
 mod demo;
@@ -84,14 +99,17 @@ pub enum Command {
     Migrate,
     /// Serve the simulated QFPay and ECPay gateways on loopback until interrupted.
     Sandbox(sandbox::SandboxArgs),
+    /// Write the man page and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::AssetsArgs),
 }
 
 /// Loads configuration; on failure prints one line per problem and yields `EX_CONFIG`.
 pub(crate) fn load_settings(cli: &Cli) -> Result<Settings, ExitCode> {
     config::load(cli.config.as_deref()).map_err(|e: ConfigError| {
-        eprintln!("payrecon: configuration is invalid:");
+        error_line!("payrecon: configuration is invalid:");
         for line in e.lines() {
-            eprintln!("  {line}");
+            error_line!("  {line}");
         }
         ExitCode::from(config::EX_CONFIG)
     })
@@ -102,7 +120,7 @@ pub(crate) async fn open_ledger(settings: &Settings) -> Result<crate::ledger::Le
     crate::ledger::open(&settings.ledger.path, settings.ledger.busy_timeout)
         .await
         .map_err(|e| {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             ExitCode::FAILURE
         })
 }
@@ -112,6 +130,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     // `config check` reports problems itself, so it must not stop at loading.
     if let Command::Config(cmd) = &cli.command {
         return config_check::run(&cli, cmd);
+    }
+    // Packaging runs this on a build machine, with no configuration to load.
+    if let Command::GenerateAssets(args) = &cli.command {
+        return assets::run(args).unwrap_or_else(|code| code);
     }
     let settings = match load_settings(&cli) {
         Ok(s) => s,
@@ -135,7 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Discrepancies(cmd) => discrepancies::run(&settings, cmd).await,
         Command::Migrate => migrate(&settings).await,
         Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::GenerateAssets(_) => unreachable!("handled above"),
     };
     result.unwrap_or_else(|code| code)
 }

@@ -28,7 +28,7 @@ pub fn emit(text: &str) -> Result<(), std::process::ExitCode> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => {
-            eprintln!("payrecon: cannot write the output: {e}");
+            error_line!("payrecon: cannot write the output: {e}");
             Err(std::process::ExitCode::FAILURE)
         }
     }
@@ -115,9 +115,13 @@ impl<W: Write> RowPrinter<W> {
                 write!(self.out, "{sep}{}", serde_json::to_string(&p)?)?;
             }
             Format::Csv => self.out.write_all(&csv_line(&cells(&p))?)?,
-            Format::Table => self
-                .table
-                .push(cells(&p).map(|c| printable(&c).into_owned())),
+            Format::Table => {
+                let mut row = cells(&p);
+                // People read the table: the amount as money (7.77, beside its currency);
+                // JSON and CSV keep integer minor units for programs.
+                row[7] = crate::domain::format_major(p.amount, &p.currency);
+                self.table.push(row.map(|c| printable(&c).into_owned()));
+            }
         }
         self.rows += 1;
         Ok(())
@@ -246,6 +250,50 @@ mod tests {
         ] {
             assert_eq!(defuse_formula(cell), want, "{cell:?}");
         }
+    }
+
+    fn listing(format: Format, amount: i64, currency: &str) -> String {
+        let row = PaymentRow {
+            id: 1,
+            account: "hk".into(),
+            provider: "qfpay".into(),
+            kind: "payment".into(),
+            out_trade_no: "A1".into(),
+            provider_ref: None,
+            original_ref: None,
+            pay_type: Some("800101".into()),
+            amount,
+            currency: currency.into(),
+            state: "pending".into(),
+            provider_code: None,
+            attempts: 0,
+            next_check_at: None,
+            created_at: "2026-11-22T10:00:00Z".into(),
+            updated_at: "2026-11-22T10:00:00Z".into(),
+        };
+        let mut out = Vec::new();
+        let mut printer = RowPrinter::new(format, &mut out).unwrap();
+        printer.row(row).unwrap();
+        printer.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_table_shows_money_and_json_and_csv_keep_minor_units() {
+        let amount_and_currency = |table: &str| -> Vec<String> {
+            let cells: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+            cells[5..7].iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(
+            amount_and_currency(&listing(Format::Table, 777, "HKD")),
+            ["7.77", "HKD"]
+        );
+        assert_eq!(
+            amount_and_currency(&listing(Format::Table, 100, "TWD")),
+            ["100", "TWD"]
+        );
+        assert!(listing(Format::Json, 777, "HKD").contains("\"amount\":777,"));
+        assert!(listing(Format::Csv, 777, "HKD").contains(",777,HKD,"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct PayArgs {
 }
 
 fn bad(field: &str, e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("payrecon: --{field}: {e}");
+    error_line!("payrecon: --{field}: {e}");
     ExitCode::from(EX_DATAERR)
 }
 
@@ -86,16 +86,22 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
                 .map_or("-".to_string(), ToString::to_string);
             match &r.answer.outcome {
                 PaymentOutcome::Failed { code } => {
-                    eprintln!(
+                    error_line!(
                         "payrecon: QFPay refused the payment with {code}; recorded as failed (payment {})",
                         r.id
                     );
                     return Err(ExitCode::FAILURE);
                 }
-                outcome => println!(
-                    "payment {} created (syssn {syssn}, {outcome:?}); payrecon will confirm it by query",
-                    r.id
-                ),
+                outcome => {
+                    let what = match outcome {
+                        PaymentOutcome::InProgress => "QFPay is still processing it",
+                        _ => "QFPay accepted the order",
+                    };
+                    println!(
+                        "payment {} created (syssn {syssn}, {what}); payrecon will confirm it by query",
+                        r.id
+                    );
+                }
             }
             match &r.answer.pay_url {
                 Some(url) => println!("pay_url: {url}"),
@@ -104,13 +110,13 @@ pub async fn run(settings: &Settings, args: &PayArgs) -> Result<ExitCode, ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Err(PayError::Input(e)) => {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             Err(ExitCode::from(EX_DATAERR))
         }
         Err(e @ PayError::Duplicate { .. }) => Err(bad("out-trade-no", e)),
         Err(e @ PayError::PayType { .. }) => Err(bad("pay-type", e)),
         Err(e) => {
-            eprintln!("payrecon: {e}");
+            error_line!("payrecon: {e}");
             Err(ExitCode::FAILURE)
         }
     }

@@ -65,7 +65,7 @@ pub fn describe(s: &RunSummary, dry_run: bool) -> String {
 pub async fn run(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode, ExitCode> {
     let ledger = open_ledger(settings).await?;
     let engine = Reconciler::new(ledger.clone(), settings).map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     let engine = Arc::new(engine);
@@ -84,14 +84,18 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode, 
     match result {
         Ok(summary) => {
             println!("{}", describe(&summary, args.dry_run));
+            // A stop request (SIGTERM from `systemctl stop` or at shutdown, or Ctrl-C) ends
+            // the pass between chunks with the leases released: nothing is wrong, the next
+            // pass takes the rest. Exit 0 so systemd does not mark the unit failed.
             if summary.interrupted {
-                eprintln!("payrecon: interrupted; the rest is left for the next pass");
-                return Err(ExitCode::FAILURE);
+                warning_line!(
+                    "payrecon: stopped by a signal before the pass ended; the rest is left for the next pass"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("payrecon: reconcile pass failed: {e}");
+            error_line!("payrecon: reconcile pass failed: {e}");
             Err(ExitCode::FAILURE)
         }
     }

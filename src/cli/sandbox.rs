@@ -104,7 +104,7 @@ async fn terminated() {
 pub async fn run(args: &SandboxArgs) -> Result<ExitCode, ExitCode> {
     let config = config(args);
     let sandbox = Sandbox::start(config).await.map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     let state = sandbox.state();
@@ -112,7 +112,7 @@ pub async fn run(args: &SandboxArgs) -> Result<ExitCode, ExitCode> {
     let day = Duration::from_secs(86_400);
     let seeded = |what: &str, r: Result<usize, crate::sandbox::SeedError>| {
         r.map_err(|e| {
-            eprintln!("payrecon: cannot generate {what}: {e}");
+            error_line!("payrecon: cannot generate {what}: {e}");
             ExitCode::FAILURE
         })
     };

@@ -45,7 +45,7 @@ fn parse_time(s: &str, tz: FixedOffset) -> Option<DateTime<Utc>> {
 
 pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, ExitCode> {
     let Some(Account::Qfpay(account)) = settings.account(&args.account) else {
-        eprintln!(
+        error_line!(
             "payrecon: --account: {:?} is not a configured QFPay account",
             args.account
         );
@@ -53,20 +53,20 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
     };
     let parse = |flag: &str, s: &str| {
         parse_time(s, account.timezone).ok_or_else(|| {
-            eprintln!("payrecon: --{flag}: {s:?} is not RFC 3339, \"YYYY-MM-DD hh:mm:ss\" or \"YYYY-MM-DD\"");
+            error_line!("payrecon: --{flag}: {s:?} is not RFC 3339, \"YYYY-MM-DD hh:mm:ss\" or \"YYYY-MM-DD\"");
             ExitCode::from(EX_DATAERR)
         })
     };
     let (from, to) = (parse("from", &args.from)?, parse("to", &args.to)?);
     let ledger = open_ledger(settings).await?;
     let engine = Reconciler::new(ledger.clone(), settings).map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     let result = engine.sweep(&args.account, from, to, args.again).await;
     ledger.close().await;
     let report = result.map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     println!(

@@ -79,7 +79,7 @@ pub async fn run(settings: &Settings, args: &TrackArgs) -> Result<ExitCode, Exit
     let payment = validate_record(&args.fields(), 1, settings, now).map_err(|errors| {
         for e in errors {
             // The "line" of a single record is meaningless here: name the flag.
-            eprintln!("payrecon: --{}: {}", e.field.replace('_', "-"), e.reason);
+            error_line!("payrecon: --{}: {}", e.field.replace('_', "-"), e.reason);
         }
         ExitCode::from(EX_DATAERR)
     })?;
@@ -87,13 +87,14 @@ pub async fn run(settings: &Settings, args: &TrackArgs) -> Result<ExitCode, Exit
     let report = ledger.register(std::slice::from_ref(&payment), now).await;
     ledger.close().await;
     let report = report.map_err(|e| {
-        eprintln!("payrecon: {e}");
+        error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
     if let Some((_, why)) = report.conflicts.first() {
-        eprintln!(
+        error_line!(
             "payrecon: {} {}: {why}",
-            payment.account, payment.out_trade_no
+            payment.account,
+            payment.out_trade_no
         );
         return Err(ExitCode::from(EX_DATAERR));
     }

@@ -11,7 +11,7 @@ use crate::domain::{
     AccountName, ECPAY_NOPAY_PATIENCE, ECPAY_UNAUTHORIZED_PATIENCE, Patience, RetryRule,
 };
 
-/// Which order-status API to ask (ecpay.md §3).
+/// Which order-status API to ask (docs/PROTOCOLS.md §E3.1–3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EcpayQueryApi {
     /// `/1.0.0/CreditDetail/QueryTrade`: credit-card authorization detail (seed 003).
@@ -25,9 +25,9 @@ pub struct EcpayAccount {
     pub name: AccountName,
     pub base_url: url::Url,
     pub merchant_id: String,
-    /// Platform partners only; when set, the outer `MerchantID` must equal it (ecpay.md §1.1).
+    /// Platform partners only; when set, the outer `MerchantID` must equal it (docs/PROTOCOLS.md §E1.1).
     pub platform_id: Option<String>,
-    /// AES-128 key: exactly 16 bytes, used as-is (ecpay.md §1.4).
+    /// AES-128 key: exactly 16 bytes, used as-is (docs/PROTOCOLS.md §E1.4).
     pub hash_key: SecretString,
     /// AES-128-CBC IV: exactly 16 bytes, used as-is.
     pub hash_iv: SecretString,
@@ -44,10 +44,10 @@ pub struct EcpayAccount {
     pub unauthorized_patience: Patience,
     /// Conservative default: ECPay publishes no number, only "too fast → HTTP 403".
     pub rate_per_minute: u32,
-    /// ECPay: after HTTP 403, wait 30 minutes before calling again (ecpay.md §6).
+    /// ECPay: after HTTP 403, wait 30 minutes before calling again (docs/PROTOCOLS.md §E6).
     pub pause_after_403: Duration,
     pub connect_timeout: Duration,
-    /// ECPay advises ≥ 30 s for calls that touch the bank (ecpay.md §6).
+    /// ECPay advises ≥ 30 s for calls that touch the bank (docs/PROTOCOLS.md §E6).
     pub request_timeout: Duration,
     /// How long one call keeps retrying transport errors and 5xx before giving up.
     pub retry_for: Duration,

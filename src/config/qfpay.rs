@@ -11,7 +11,7 @@ use super::raw::RawAccount;
 use super::secret::secret;
 use crate::domain::{AccountName, CancelRoute, PayType};
 
-/// Request signature digest (qfpay.md §1.4): MD5 is the default every verified vector uses.
+/// Request signature digest (docs/PROTOCOLS.md §Q1.4): MD5 is the default every verified vector uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignType {
     Md5,
@@ -25,17 +25,17 @@ pub struct QfpayAccount {
     /// `X-QF-APPCODE`: identifies the merchant or partner; not a secret.
     pub app_code: String,
     pub client_key: SecretString,
-    /// Sent only when QFPay issued one (qfpay.md §1.3).
+    /// Sent only when QFPay issued one (docs/PROTOCOLS.md §Q1.3).
     pub mchid: Option<String>,
     /// Provider-local time of `start_time`/`end_time`/`sysdtm`.
     pub timezone: FixedOffset,
     pub sign_type: SignType,
     pub require_response_signature: bool,
-    /// QFPay allows 100 requests/second and 400/minute per merchant (qfpay.md §6).
+    /// QFPay allows 100 requests/second and 400/minute per merchant (docs/PROTOCOLS.md §Q6).
     pub rate_per_second: u32,
     pub rate_per_minute: u32,
     /// Ids per comma-list lookup. `syssn`/`out_trade_no` are typed String(128); four 26-digit
-    /// `syssn` plus commas fit (qfpay.md §2.1), so 4 is the safe default until QFPay confirms more.
+    /// `syssn` plus commas fit (docs/PROTOCOLS.md §Q2.1), so 4 is the safe default until QFPay confirms more.
     pub batch_size: u32,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,

@@ -1,6 +1,6 @@
 //! Which QFPay pay types can be cancelled, and how: the last-resort reversal policy's facts.
 //!
-//! The docs disagree on the endpoint per pay type (qfpay.md §4.2). The default here follows
+//! The docs disagree on the endpoint per pay type (docs/PROTOCOLS.md §Q4.2). The default here follows
 //! version B (Docusaurus 2024–25), which agrees with versions A and D on the WeChat split:
 //! Alipay CPM & MPM and WeChat CPM → `/trade/v1/reversal`; WeChat MPM → `/trade/v1/close`;
 //! Hong Kong pay types ("do not support transaction cancel") and every undocumented pay type →
@@ -19,6 +19,17 @@ pub enum CancelRoute {
     NotCancellable,
 }
 
+/// In words, for event messages and logs.
+impl std::fmt::Display for CancelRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CancelRoute::Reversal => "reversal",
+            CancelRoute::Close => "close",
+            CancelRoute::NotCancellable => "no cancel (not cancellable)",
+        })
+    }
+}
+
 impl CancelRoute {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -33,7 +44,7 @@ impl CancelRoute {
 /// How the customer pays, which decides when an unfinished payment is past hope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayMode {
-    /// Customer presents a code, merchant scans (codes ending in `08`, qfpay.md §4.1): the
+    /// Customer presents a code, merchant scans (codes ending in `08`, docs/PROTOCOLS.md §Q4.1): the
     /// wallet answers within seconds, so after ~2 minutes in progress it is a reversal candidate.
     Cpm,
     /// QR (MPM), web, WAP, in-app: the order stays payable until its `expired_time`.

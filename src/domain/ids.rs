@@ -37,7 +37,7 @@ impl Provider {
     }
 
     /// Longest merchant order number the gateway accepts: QFPay `out_trade_no` is String(128)
-    /// (qfpay.md §2.1); ECPay `MerchantTradeNo` is String(20) (seed 003, ecpay.md §3.1).
+    /// (docs/PROTOCOLS.md §Q2.1); ECPay `MerchantTradeNo` is String(20) (seed 003, docs/PROTOCOLS.md §E3.1).
     pub fn max_out_trade_no_len(self) -> usize {
         match self {
             Provider::Qfpay => 128,
@@ -138,7 +138,7 @@ pub struct OutTradeNo(String);
 impl OutTradeNo {
     /// Validates against the gateway's documented limits. ECPay order numbers are
     /// alphanumeric (ECPay rejects other characters in `MerchantTradeNo`); QFPay's are printable
-    /// ASCII without commas, because a comma would split a batched lookup (qfpay.md §2.1).
+    /// ASCII without commas, because a comma would split a batched lookup (docs/PROTOCOLS.md §Q2.1).
     pub fn parse(s: &str, provider: Provider) -> Result<Self, IdError> {
         check_len(s, provider.max_out_trade_no_len())?;
         match provider {
@@ -197,7 +197,7 @@ impl fmt::Display for ProviderRef {
     }
 }
 
-/// QFPay pay type code (`800101`, `800208`, …; qfpay.md §4.1).
+/// QFPay pay type code (`800101`, `800208`, …; docs/PROTOCOLS.md §Q4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PayType(String);

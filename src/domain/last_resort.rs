@@ -1,4 +1,4 @@
-//! The last-resort policy (architecture.md §4 step 6–7): when an undeterminable payment should
+//! The last-resort policy (docs/ARCHITECTURE.md §Q4 step 6–7): when an undeterminable payment should
 //! be reversed/closed at the gateway, handed to a person, or simply asked about again.
 //! Pure: the engine supplies the facts and the clock.
 
@@ -23,9 +23,9 @@ pub enum ReversalMode {
 pub struct LastResortPolicy {
     pub mode: ReversalMode,
     /// QFPay: a payment still 1143/1145 after more than 2 minutes should be cancelled
-    /// (qfpay.md §6, S6 §1.2.3).
+    /// (docs/PROTOCOLS.md §Q6, QFPay 2018 JP).
     pub cpm_in_progress_limit: Duration,
-    /// QFPay `expired_time` default: 30 minutes (qfpay.md §6).
+    /// QFPay `expired_time` default: 30 minutes (docs/PROTOCOLS.md §Q6).
     pub default_expiry: Duration,
     pub expiry_grace: Duration,
     /// An open payment registered longer ago than this goes to `needs_review`.
@@ -68,7 +68,7 @@ fn completion_deadline(p: &OpenPayment<'_>, policy: &LastResortPolicy) -> Option
     let pay_type = p.pay_type?;
     Some(match pay_type.mode() {
         // The customer's code was scanned when the payment was created: a CPM payment still
-        // undetermined that long after creation is past hope (S6: "after more than 2 minutes").
+        // undetermined that long after creation is past hope (QFPay 2018 JP: "after more than 2 minutes").
         PayMode::Cpm => after(p.created_at, policy.cpm_in_progress_limit),
         PayMode::Expiring => after(
             p.expires_at

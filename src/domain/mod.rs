@@ -15,7 +15,7 @@ mod transition;
 pub use cancel::{CancelRoute, PayMode};
 pub use ids::{AccountName, IdError, OutTradeNo, PayType, PaymentId, Provider, ProviderRef};
 pub use last_resort::{LastResort, LastResortPolicy, OpenPayment, ReversalMode, last_resort};
-pub use money::{Currency, Money, MoneyError};
+pub use money::{Currency, Money, MoneyError, format_major, format_money};
 pub use observation::{Observation, Outcome, RecordKind};
 pub use patience::Patience;
 pub use pay_types::{DOCUMENTED_PAY_TYPES, creatable_pay_types};

@@ -1,4 +1,4 @@
-//! Amounts: integers in the currency's minor unit, never floats (qfpay.md §7).
+//! Amounts: integers in the currency's minor unit, never floats (docs/PROTOCOLS.md §Q7).
 
 use std::fmt;
 
@@ -22,7 +22,7 @@ pub enum MoneyError {
     NotInteger(String),
 }
 
-/// Currencies QFPay lists as `txcurrcd` values (qfpay.md §7).
+/// Currencies QFPay lists as `txcurrcd` values (docs/PROTOCOLS.md §Q7).
 const QFPAY_CURRENCIES: &[&str] = &[
     "AED", "AUD", "CAD", "CNY", "EUR", "HKD", "IDR", "JPY", "MMK", "MYR", "SGD", "THB", "USD",
 ];
@@ -115,9 +115,47 @@ impl Money {
     }
 }
 
+/// Currencies without a minor unit *as the gateways use them*: ECPay amounts are whole New
+/// Taiwan dollars (ISO 4217 gives TWD two decimals, ECPay does not use them), and QFPay's JPY
+/// `txamt=1` is ¥1 (docs/PROTOCOLS.md §Q7). Every other supported currency has two decimals
+/// (IDR and MMK too, as ISO 4217 says; QFPay has not confirmed their exponent).
+const NO_MINOR_UNIT: &[&str] = &["JPY", "TWD"];
+
+/// Digits after the decimal point when an amount of `currency` is shown as money.
+pub fn minor_digits(currency: &str) -> u32 {
+    if NO_MINOR_UNIT.contains(&currency) {
+        0
+    } else {
+        2
+    }
+}
+
+/// An amount in minor units as a person reads it, e.g. `777` HKD → `7.77 HKD`, `-5` → `-0.05
+/// HKD`, `100` TWD → `100 TWD`. For human output only: JSON and CSV keep minor units.
+pub fn format_money(minor: i64, currency: &str) -> String {
+    format!("{} {currency}", format_major(minor, currency))
+}
+
+/// The number part of [`format_money`]: `777` HKD → `7.77`.
+pub fn format_major(minor: i64, currency: &str) -> String {
+    let digits = minor_digits(currency);
+    if digits == 0 {
+        return minor.to_string();
+    }
+    let scale = 10u64.pow(digits);
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / scale,
+        abs % scale,
+        width = digits as usize
+    )
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.minor, self.currency)
+        f.write_str(&format_money(self.minor, self.currency.as_str()))
     }
 }
 
@@ -140,6 +178,19 @@ mod tests {
         assert!(twd.check_supported(Provider::Qfpay).is_err());
         let hkd = Currency::parse("HKD").unwrap();
         assert!(hkd.check_supported(Provider::Qfpay).is_ok());
+    }
+
+    #[test]
+    fn amounts_print_as_money_in_the_currencys_unit() {
+        assert_eq!(format_money(777, "HKD"), "7.77 HKD");
+        assert_eq!(format_money(5, "USD"), "0.05 USD");
+        assert_eq!(format_money(100_000, "EUR"), "1000.00 EUR");
+        assert_eq!(format_money(-1_000, "HKD"), "-10.00 HKD");
+        assert_eq!(format_money(i64::MIN, "HKD"), "-92233720368547758.08 HKD");
+        assert_eq!(format_money(100, "TWD"), "100 TWD");
+        assert_eq!(format_money(1, "JPY"), "1 JPY");
+        let hkd = Currency::parse("HKD").unwrap();
+        assert_eq!(Money::new(1000, hkd).unwrap().to_string(), "10.00 HKD");
     }
 
     #[test]

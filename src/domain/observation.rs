@@ -59,7 +59,7 @@ pub enum Outcome {
     /// Still being paid: QFPay 1143/1145/…, ECPay `error_nopay` (bank has not answered).
     InProgress,
     /// The bank has not completed authorization (ECPay `Unauthorized`, 銀行未授權完成): failed
-    /// *or* still pending (ecpay.md §3.1), so never final at once; see
+    /// *or* still pending (docs/PROTOCOLS.md §E3.1), so never final at once; see
     /// [`crate::domain::Patience`] for how long it is waited out.
     Unauthorized,
     /// The gateway has no record (yet).
@@ -71,6 +71,25 @@ pub enum Outcome {
     /// the record is not understood (a `cancel` flag outside 0–5, an unknown `order_type`).
     /// Never a reversal candidate: an open payment goes to a person with the record.
     UnrecognisedPaid,
+}
+
+/// In words, for event messages (`ledger show`) and logs: never the Rust variant name.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Succeeded => "paid",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Reversed => "reversed",
+            Outcome::Refunded => "refunded",
+            Outcome::PartiallyRefunded => "partially refunded",
+            Outcome::InProgress => "in progress",
+            Outcome::Unauthorized => "not authorized",
+            Outcome::NotFound => "no record",
+            Outcome::Unrecognised => "an answer payrecon does not understand",
+            Outcome::UnrecognisedPaid => "paid, with details payrecon does not understand",
+        })
+    }
 }
 
 impl Outcome {
@@ -113,7 +132,7 @@ pub struct Observation {
     pub pay_type: Option<PayType>,
     /// Amount in minor units as the gateway reports it.
     pub amount_minor: Option<i64>,
-    /// Currency as reported; QFPay may send an empty `txcurrcd` (qfpay.md §2.3).
+    /// Currency as reported; QFPay may send an empty `txcurrcd` (docs/PROTOCOLS.md §Q2.3).
     pub currency: Option<Currency>,
     /// Gateway time of the record in provider-local text (QFPay `sysdtm`, ECPay `AuthTime`).
     pub gateway_time: Option<String>,

@@ -1,6 +1,6 @@
 //! Waiting out an answer that may mean "not yet" *or* "never".
 //!
-//! ECPay gives two such answers (seed 003, ecpay.md §3.1): `error_nopay` ("查無該筆交易授權單號",
+//! ECPay gives two such answers (seed 003, docs/PROTOCOLS.md §E3.1): `error_nopay` ("查無該筆交易授權單號",
 //! no authorization for this trade — the bank has not answered, or the customer abandoned the
 //! checkout) and `Unauthorized` ("銀行未授權完成", the bank has not completed authorization —
 //! failed or still pending). Asking every 10 minutes for as long as the payment is open costs

@@ -1,10 +1,10 @@
-//! The QFPay pay types the protocol reference documents (qfpay.md §4.1, from the official
-//! pay-type pages S1 `paytypes.md`, S3 `02-paycode.md`, S4 `In-Store/Payments.md`), and which of
+//! The QFPay pay types the protocol reference documents (docs/PROTOCOLS.md §Q4.1, from the official
+//! pay-type pages QFPay 2026 `paytypes.md`, QFPay 2024 `02-paycode.md`, QFPay 2024 `In-Store/Payments.md`), and which of
 //! them `payrecon pay` can create.
 
 use super::{PayMode, PayType};
 
-/// Every documented pay type code (qfpay.md §4.1).
+/// Every documented pay type code (docs/PROTOCOLS.md §Q4.1).
 pub const DOCUMENTED_PAY_TYPES: &[&str] = &[
     "800008", "800101", "800108", "801101", "801107", "801110", "800107", "801501", "801510",
     "801512", "801514", "800201", "800208", "800207", "800212", "800210", "800213", "801008",
@@ -14,7 +14,7 @@ pub const DOCUMENTED_PAY_TYPES: &[&str] = &[
 ];
 
 impl PayType {
-    /// Whether qfpay.md §4.1 lists this code.
+    /// Whether docs/PROTOCOLS.md §Q4.1 lists this code.
     pub fn is_documented(&self) -> bool {
         DOCUMENTED_PAY_TYPES.contains(&self.as_str())
     }

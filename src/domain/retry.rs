@@ -81,9 +81,9 @@ pub struct RetrySchedule {
 }
 
 /// ECPay: "if the bank has not answered, RtnMsg is error_nopay; query again after another 10
-/// minutes" (seed 003, ecpay.md §3.1).
+/// minutes" (seed 003, docs/PROTOCOLS.md §E3.1).
 pub const ECPAY_NOPAY_INTERVAL: Duration = Duration::from_secs(600);
-/// QFPay: wait 3–5 seconds between queries of an in-progress payment (qfpay.md §6).
+/// QFPay: wait 3–5 seconds between queries of an in-progress payment (docs/PROTOCOLS.md §Q6).
 pub const QFPAY_IN_PROGRESS_INTERVAL: Duration = Duration::from_secs(4);
 
 /// ECPay paid orders inside their look-back: 6 hours after the answer, doubling, at most 3

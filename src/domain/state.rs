@@ -1,4 +1,4 @@
-//! The payment states of the ledger (architecture.md §2). The strings are part of the public
+//! The payment states of the ledger (docs/ARCHITECTURE.md §2). The strings are part of the public
 //! interface: they are stored in `payments.state` (with a CHECK constraint) and printed by the CLI.
 
 use std::fmt;

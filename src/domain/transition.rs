@@ -1,6 +1,6 @@
 //! The payment state machine: one pure function from (ledger view, observation) to a decision.
 //!
-//! Rules (architecture.md §2):
+//! Rules (docs/ARCHITECTURE.md §2):
 //! - an open payment takes the state the gateway reports;
 //! - a final state never goes back to an open one; an open answer about a final payment is
 //!   recorded as a discrepancy when it contradicts it (`in_progress` after `succeeded`);
@@ -195,7 +195,7 @@ pub fn decide(view: LedgerView, obs: &Observation) -> Decision {
                     // Our reversal shows as cancel=1 or as closed: the same fact.
                     (Reversed, Outcome::Reversed | Outcome::Cancelled) => Reversed,
                     // QFPay cancel=1 on a paid CPM payment means reversed *or refunded*
-                    // (qfpay.md §2.4): either way the money went back. For a payment already
+                    // (docs/PROTOCOLS.md §Q2.4): either way the money went back. For a payment already
                     // known refunded it says nothing new.
                     (Succeeded | PartiallyRefunded | Refunded, Outcome::Reversed) => Refunded,
                     _ => final_state_of(outcome).unwrap_or(fin),

@@ -36,7 +36,7 @@ pub enum GatewayError {
     },
     #[error("{gateway}: HTTP {status}")]
     HttpStatus { gateway: &'static str, status: u16 },
-    #[error("{gateway}: rate limited (HTTP {status}); retry after {retry_after:?}")]
+    #[error("{gateway}: rate limited (HTTP {status}); {}", retry_hint(*retry_after))]
     RateLimited {
         gateway: &'static str,
         status: u16,
@@ -63,6 +63,21 @@ pub enum GatewayError {
     },
 }
 
+/// How long the gateway asked us to wait, as a person reads it: "retry after 39s", or that it
+/// did not say. Whole seconds, rounded up: a wait measured from an `Instant` has nanoseconds.
+fn retry_hint(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            format!(
+                "retry after {}",
+                humantime::format_duration(Duration::from_secs(secs))
+            )
+        }
+        None => "no Retry-After given".to_string(),
+    }
+}
+
 impl GatewayError {
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -74,5 +89,32 @@ impl GatewayError {
             GatewayError::Account { .. } => ErrorClass::Account,
             GatewayError::Rejected { .. } => ErrorClass::Request,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_names_its_wait_in_words_not_in_debug_form() {
+        let e = GatewayError::RateLimited {
+            gateway: "qfpay",
+            status: 429,
+            retry_after: Some(Duration::from_millis(38_400)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "qfpay: rate limited (HTTP 429); retry after 39s"
+        );
+        let e = GatewayError::RateLimited {
+            gateway: "ecpay",
+            status: 403,
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "ecpay: rate limited (HTTP 403); no Retry-After given"
+        );
     }
 }

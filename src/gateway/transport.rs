@@ -1,6 +1,6 @@
 //! What both adapters share on the wire: the HTTP client, the per-account pacer, and the one
 //! retry function (the only place that uses the `backoff` crate, so replacing it stays a
-//! one-file change; see shared/reference/crates.md on RUSTSEC-2025-0012).
+//! one-file change; see docs/RELIABILITY.md, supply chain, on RUSTSEC-2025-0012).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Gateway
 /// ever exceeded.
 ///
 /// Why not a token bucket (e.g. `governor`) with a burst: QFPay allows 100 requests/s *and*
-/// 400/min per merchant (qfpay.md §6). A bucket that lets 400 calls burst and then refills
+/// 400/min per merchant (docs/PROTOCOLS.md §Q6). A bucket that lets 400 calls burst and then refills
 /// would allow up to ~800 calls in some 60-second window and earn HTTP 429s. Even spacing at
 /// `max(1 s / per_second, 60 s / per_minute)` never exceeds either limit in any window, and
 /// is also the fastest schedule a sustained backlog can have (calls ÷ rate). It runs on

@@ -88,7 +88,7 @@ fn check_pay_type(pay_type: &PayType) -> Result<(), PayError> {
         why: if pay_type.mode() == PayMode::Cpm {
             "a customer-presented code (CPM) must be scanned at a till (auth_code)"
         } else {
-            "QFPay does not document it (qfpay.md §4.1)"
+            "QFPay does not document it (docs/PROTOCOLS.md §Q4.1)"
         },
     })
 }

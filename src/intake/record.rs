@@ -9,7 +9,7 @@ use crate::config::{Account, Settings};
 use crate::domain::{Currency, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
 use crate::ledger::NewPayment;
 
-/// The columns of the import format (architecture.md §5).
+/// The columns of the import format (docs/ARCHITECTURE.md §5).
 pub const FIELDS: &[&str] = &[
     "account",
     "kind",
@@ -215,7 +215,7 @@ fn expiry(
 /// window sweeps over months that hold nothing of the merchant's.
 const MAX_AGE: chrono::Duration = chrono::Duration::days(366);
 
-/// QFPay's largest `txamt`: the field is `Int(11)` (qfpay.md §4.3, the reversal request, the
+/// QFPay's largest `txamt`: the field is `Int(11)` (docs/PROTOCOLS.md §Q4.3, the reversal request, the
 /// call a last resort sends with the stored amount), so at most 11 digits of minor units.
 const QFPAY_MAX_TXAMT: i64 = 99_999_999_999;
 

@@ -64,7 +64,10 @@ impl Ledger {
             let amount: i64 = row.get("amount");
             let currency: String = row.get("currency");
             if amount != p.amount.minor || currency != p.amount.currency.as_str() {
-                diffs.push(format!("amount is {amount} {currency} in the ledger"));
+                diffs.push(format!(
+                    "amount is {} in the ledger",
+                    crate::domain::format_money(amount, &currency)
+                ));
             }
             let existing_ref: Option<String> = row.get("provider_ref");
             if let (Some(a), Some(b)) = (&existing_ref, &p.provider_ref)

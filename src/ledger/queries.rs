@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{Ledger, LedgerError};
 use crate::domain::PaymentState;
 
-/// A payment as the CLI prints it (architecture.md §5 names these JSON fields).
+/// A payment as the CLI prints it (docs/ARCHITECTURE.md §5 names these JSON fields).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PaymentRow {
     pub id: i64,

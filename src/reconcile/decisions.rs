@@ -213,10 +213,10 @@ impl Reconciler {
                     from_state: Some(u.state),
                     to_state: Some(u.state),
                     provider_code: None,
-                    message: Some(format!("reversal.mode = dry-run: would {r:?} now")),
+                    message: Some(format!("reversal.mode = dry-run: would send a {r} now")),
                     evidence: serde_json::json!({}),
                 });
-                tracing::info!(payment = c.id.0, route = ?r, "dry-run: would reverse");
+                tracing::info!(payment = c.id.0, route = %r, "dry-run: would reverse");
                 u
             }
             LastResort::Reverse(_) if scope.dry_run => {
@@ -258,16 +258,21 @@ impl Reconciler {
             }
             _ => std::time::Duration::from_secs(15 * 60),
         };
-        let until = ctx.now + chrono::Duration::from_std(wait).unwrap_or_default();
+        // The wait runs from when the error arrived, not from the chunk's start (`ctx.now`):
+        // a chunk of many calls can take minutes, and a pause counted from its start would end
+        // before it was even logged.
+        let now = ctx.now.max(chrono::Utc::now());
+        let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        let shown = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         if e.class() == ErrorClass::Account {
-            tracing::error!(account = %rt.name, error = %e, %until, "account error: pausing the account; an operator must check its credentials or merchant status");
+            tracing::error!(account = %rt.name, error = %e, until = %shown, "account error: pausing the account; an operator must check its credentials or merchant status");
         } else {
-            tracing::warn!(account = %rt.name, error = %e, %until, "rate limited: pausing the account");
+            tracing::warn!(account = %rt.name, error = %e, until = %shown, "rate limited: pausing the account");
         }
         summary.paused_accounts.push(rt.name.to_string());
         if !scope.dry_run {
             self.ledger
-                .pause_account(rt.name.as_str(), until, &e.to_string(), ctx.now)
+                .pause_account(rt.name.as_str(), until, &e.to_string(), now)
                 .await?;
         }
         Ok(())

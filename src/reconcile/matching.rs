@@ -1,5 +1,5 @@
 //! Matching gateway records to the claimed payments they are about: by the gateway id when the
-//! ledger has one, else by kind and merchant order number (qfpay.md §2.1: "match on the key
+//! ledger has one, else by kind and merchant order number (docs/PROTOCOLS.md §Q2.1: "match on the key
 //! yourself").
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //!
 //! Cost model (calls are what the 400/minute limit rations):
 //! - id lookups: `⌈with_syssn / batch⌉ + ⌈without_syssn / batch⌉` calls. Lookups by `syssn`
-//!   ignore time; lookups by `out_trade_no` carry the month's window (qfpay.md §2.1).
+//!   ignore time; lookups by `out_trade_no` carry the month's window (docs/PROTOCOLS.md §Q2.1).
 //! - a window sweep: QFPay returns every record whose `sysdtm` falls in the window, 100 per
 //!   page, with no total count, so paging stops at the first short page:
 //!   `⌊records / 100⌋ + 1` calls. `records` is estimated from the ledger's own payments in that
@@ -11,7 +11,7 @@
 //!
 //! The sweep window is the due payments' creation span widened by [`WINDOW_MARGIN`] on each
 //! side (the gateway's `sysdtm` is close to, not equal to, the merchant's creation time),
-//! clipped to the calendar month (windows never cross a month, qfpay.md §2.1) and to now.
+//! clipped to the calendar month (windows never cross a month, docs/PROTOCOLS.md §Q2.1) and to now.
 //! Payments the sweep does not find are looked up by id in the same pass, so the margin affects
 //! cost, never correctness.
 //!
@@ -25,7 +25,7 @@ use crate::ledger::Claimed;
 
 /// How far around the due payments' creation times a sweep window reaches.
 pub const WINDOW_MARGIN: chrono::Duration = chrono::Duration::minutes(15);
-/// QFPay's maximum `page_size` (qfpay.md §2.1).
+/// QFPay's maximum `page_size` (docs/PROTOCOLS.md §Q2.1).
 pub const PAGE_SIZE: u64 = 100;
 
 /// `--strategy`: the planner, or one lookup per payment like the seed samples (for benchmarks).

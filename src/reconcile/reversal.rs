@@ -161,7 +161,7 @@ pub(crate) async fn reverse(
         to_state: Some(PaymentState::Reversing),
         provider_code: Some(obs.provider_code.clone()),
         message: Some(format!(
-            "last resort: {route:?} after a fresh query still said {:?}",
+            "last resort: {route} after a fresh query still said {}",
             obs.outcome
         )),
         evidence: obs.evidence.clone(),
@@ -196,7 +196,7 @@ pub(crate) async fn reverse(
         events: Vec::new(),
         ..history
     };
-    tracing::warn!(payment = c.id.0, out_trade_no = %c.out_trade_no, ?route, "sending a last-resort reversal");
+    tracing::warn!(payment = c.id.0, out_trade_no = %c.out_trade_no, %route, "sending a last-resort reversal");
     let sent = client.cancel(route, &request).await;
     let answered_at = Utc::now();
     u.next_check_at = Some(answered_at + delay(schedule, 0));
@@ -228,7 +228,7 @@ pub(crate) async fn reverse(
                     u.events.push(ev(
                         "reversal_refused",
                         format!(
-                            "gateway refused: {:?}; checking the payment by a query",
+                            "gateway refused: {}; checking the payment by a query",
                             answer.outcome
                         ),
                     ));

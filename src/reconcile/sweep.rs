@@ -1,4 +1,4 @@
-//! Reconciliation sweeps of closed QFPay windows (architecture.md §4, "Sweeps"): walk every
+//! Reconciliation sweeps of closed QFPay windows (docs/ARCHITECTURE.md §4, "Sweeps"): walk every
 //! record of a past window page by page, with a cursor saved after each page so a crash
 //! resumes where it stopped; confirm ledger payments; report gateway records the ledger does
 //! not know (`missing_in_ledger`) and ledger payments the gateway never had
@@ -288,7 +288,10 @@ impl Reconciler {
         }
         tracing::info!(
             account,
-            round = ?round,
+            round = match round {
+                SweepRound::Fresh => "fresh",
+                SweepRound::LookBack => "look-back",
+            },
             records = report.records,
             calls = report.calls,
             updated = report.updated.len(),

@@ -154,7 +154,7 @@ impl Reconciler {
                     .retain(|x| *x != DiscrepancyKind::FinalStateChanged);
             }
         }
-        let message = format!("a sweep found the gateway record: {:?}", o.outcome);
+        let message = format!("a sweep found the gateway record: {}", o.outcome);
         self.write_finding(k, state, d.next, d.discrepancies, o, message, report)
             .await
     }
@@ -285,8 +285,9 @@ impl Reconciler {
             .is_some()
         {
             report.refunds_registered.push(format!(
-                "refund {out_trade_no} of {} ({amount} {currency}, {state})",
-                payment.out_trade_no
+                "refund {out_trade_no} of {} ({}, {state})",
+                payment.out_trade_no,
+                crate::domain::format_money(amount, &currency)
             ));
         }
         Ok(Some(orig.to_string()))
@@ -320,10 +321,12 @@ impl Reconciler {
             None,
             DiscrepancyKind::MissingInLedger,
             format!(
-                "syssn {key}: gateway record ({}, {} {}) unknown to the ledger",
+                "syssn {key}: gateway record ({}, {}) unknown to the ledger",
                 o.provider_code,
-                o.amount_minor.unwrap_or_default(),
-                o.currency.map(|c| c.to_string()).unwrap_or_default()
+                crate::domain::format_money(
+                    o.amount_minor.unwrap_or_default(),
+                    &o.currency.map(|c| c.to_string()).unwrap_or_default()
+                )
             ),
             &key,
             o.evidence.clone(),

@@ -38,10 +38,9 @@ fn discrepancy_detail(
 ) -> String {
     let what = match kind {
         DiscrepancyKind::AmountMismatch => format!(
-            "gateway amount {} differs from the ledger's {} {}",
-            obs.amount_minor.unwrap_or_default(),
-            c.amount_minor,
-            c.currency
+            "gateway amount {} differs from the ledger's {}",
+            crate::domain::format_money(obs.amount_minor.unwrap_or_default(), c.currency.as_str()),
+            crate::domain::format_money(c.amount_minor, c.currency.as_str())
         ),
         DiscrepancyKind::CurrencyMismatch => format!(
             "gateway currency {} differs from the ledger's {}",
@@ -75,7 +74,7 @@ fn discrepancy_detail(
 
 /// After a reversal/close was sent, how many queries in a row must still show the payment
 /// paid and not cancelled before payrecon concludes the reversal did not take effect: an
-/// accepted reversal may not be visible yet in the next read (qfpay.md §2.4), and a lagging
+/// accepted reversal may not be visible yet in the next read (docs/PROTOCOLS.md §Q2.4), and a lagging
 /// read must not make a reversed payment `succeeded` with a "customer was charged" alert.
 /// (A refusal followed by such a read concludes at once: the gateway said it cancelled
 /// nothing.)
@@ -138,7 +137,7 @@ pub fn from_observation(
             from_state: Some(c.state),
             to_state: Some(d.next),
             provider_code: Some(obs.provider_code.clone()),
-            message: Some(format!("gateway says {:?}", obs.outcome)),
+            message: Some(format!("gateway says {}", obs.outcome)),
             evidence: obs.evidence.clone(),
         }],
         discrepancies,
@@ -162,7 +161,7 @@ fn settle_at_horizon(
     if let Some(e) = u.events.first_mut() {
         e.to_state = Some(PaymentState::Failed);
         e.message = Some(format!(
-            "gateway says {:?} ({}) {} after creation, its horizon: failed",
+            "gateway says {} ({}) {} after creation, its horizon: failed",
             obs.outcome,
             obs.provider_code,
             humantime::format_duration(p.horizon)
@@ -395,8 +394,10 @@ mod tests {
         assert_eq!(u.next_check_at, None);
         assert_eq!(u.discrepancies.len(), 1);
         assert!(
-            u.discrepancies[0].detail.contains("900")
-                && u.discrepancies[0].detail.contains("1000 HKD")
+            u.discrepancies[0]
+                .detail
+                .contains("gateway amount 9.00 HKD")
+                && u.discrepancies[0].detail.contains("the ledger's 10.00 HKD")
         );
     }
 }

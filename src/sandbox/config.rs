@@ -15,7 +15,7 @@ use super::scenario::{QfpayScript, QfpayTimeline};
 pub const DEV_QFPAY_APP_CODE: &str = "DEVAPPCODE0000000000000000000000";
 /// The QFPay client key of `config/dev.toml` (never use it anywhere else).
 pub const DEV_QFPAY_CLIENT_KEY: &str = "DEVCLIENTKEY00000000000000000000";
-/// ECPay's public stage merchant (ecpay.md §1.5), `config/dev.toml`'s `tw` account.
+/// ECPay's public stage merchant (docs/PROTOCOLS.md §E1.5), `config/dev.toml`'s `tw` account.
 pub const DEV_ECPAY_MERCHANT_ID: &str = "3002607";
 pub const DEV_ECPAY_HASH_KEY: &str = "pwFHCqoQZGmho4w6";
 pub const DEV_ECPAY_HASH_IV: &str = "EkRm7iFT261dpevs";
@@ -54,7 +54,7 @@ impl QfpayMerchant {
     }
 }
 
-/// Which language ECPay writes `RtnValue.Status` in (ecpay.md §3.1: Chinese in the official
+/// Which language ECPay writes `RtnValue.Status` in (docs/PROTOCOLS.md §E3.1: Chinese in the official
 /// docs, English in the English pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatusLanguage {
@@ -102,7 +102,7 @@ pub struct SandboxConfig {
     pub faults: Faults,
     pub clock: SandboxClock,
     /// How far `RqHeader.Timestamp` may be from the sandbox clock (ECPay: 10 minutes,
-    /// ecpay.md §1.2). Advancing the sandbox clock past it makes real clients' timestamps
+    /// docs/PROTOCOLS.md §E1.2). Advancing the sandbox clock past it makes real clients' timestamps
     /// stale, as a slow host clock would; seed orders in the past to fast-forward instead.
     pub ecpay_timestamp_window: Duration,
 }

@@ -1,5 +1,5 @@
 //! One ECPay merchant's orders and the decrypted answers of `CreditDetail/QueryTrade` and
-//! `Cashier/QueryTrade` (ecpay.md §3.1–3.2). Pure given "now"; the envelope, the AES `Data` and
+//! `Cashier/QueryTrade` (docs/PROTOCOLS.md §E3.1–3.2). Pure given "now"; the envelope, the AES `Data` and
 //! the timestamp window are handled in `ecpay_http`.
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use super::state::SeedError;
 const ECPAY_TIME: &str = "%Y/%m/%d %H:%M:%S";
 
 /// `RtnCode` the sandbox answers on Cashier for an order it does not know (ECPay's real code
-/// for this is not documented in the pages read; see ecpay.md §6).
+/// for this is not documented in the pages read; see docs/PROTOCOLS.md §E6).
 pub const CASHIER_NOT_FOUND: i64 = 10_200_047;
 
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ impl EcpayBook {
     }
 
     /// The decrypted answer of `CreditDetail/QueryTrade`. An order the bank has not answered,
-    /// or that ECPay has no authorization for, is `error_nopay` (ecpay.md §3.1).
+    /// or that ECPay has no authorization for, is `error_nopay` (docs/PROTOCOLS.md §E3.1).
     pub(crate) fn credit_detail(&self, data: &Value, now: DateTime<Utc>) -> Value {
         if self.stopped {
             return json!({"RtnMsg": "error_Stop", "RtnValue": {}});

@@ -1,9 +1,9 @@
-//! What happens to an ECPay card order after authorization (ecpay.md §5, `Credit/DoAction`):
+//! What happens to an ECPay card order after authorization (docs/PROTOCOLS.md §E5, `Credit/DoAction`):
 //! captures (關帳, whole or partial), refunds (退刷), a capture undone (取消) and an
 //! authorization abandoned (放棄), and how CreditDetail shows them: `CloseData` rows, `ClsAmt`
 //! and the top-level `Status` (seed 003: with close rows it is 要關帳 / 已關帳 / 操作取消).
 //!
-//! The documents do not show how a refund appears in `CloseData` and `ClsAmt` (ecpay.md §3.1,
+//! The documents do not show how a refund appears in `CloseData` and `ClsAmt` (docs/PROTOCOLS.md §E3.1,
 //! UNCONFIRMED). Sandbox choices, one place: a capture is a row of its amount (要關帳 while
 //! requested, 已關帳 once closed); a refund is an 已關帳 row of minus its amount; undoing a
 //! capture adds an 已取消 row of the amount it undoes; `ClsAmt` is what the rows leave closed

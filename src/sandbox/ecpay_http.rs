@@ -1,4 +1,4 @@
-//! The ECPay `ecpayment` endpoints on the wire (ecpay.md §1): the JSON envelope, the
+//! The ECPay `ecpayment` endpoints on the wire (docs/PROTOCOLS.md §E1.1–E1.4): the JSON envelope, the
 //! `RqHeader.Timestamp` window, AES `Data` both ways with the adapter's own crypto, and
 //! `TransCode` 1 only when the envelope was accepted.
 
@@ -20,16 +20,16 @@ use crate::gateway::ecpay::{
 };
 
 /// `TransCode` of every refused envelope: unreadable JSON, unknown outer `MerchantID`, stale
-/// `Timestamp`, `Data` that does not decrypt. ECPay documents only "not 1" (ecpay.md §1.3);
+/// `Timestamp`, `Data` that does not decrypt. ECPay documents only "not 1" (docs/PROTOCOLS.md §E1.3);
 /// examples show 0 and 999, and `TransMsg` says which.
 pub const TRANS_REFUSED: i64 = 999;
 
 /// How far ahead of the gateway's clock a `RqHeader.Timestamp` may be. The documents give only
-/// the 10 minutes a request may be late (seed 003, ecpay.md §1.2); the official Node SDK sends
+/// the 10 minutes a request may be late (seed 003, docs/PROTOCOLS.md §E1.2); the official Node SDK sends
 /// `now + 120 s`, so that much is accepted, and no more is shown to be.
 pub const TIMESTAMP_FUTURE_LEEWAY: Duration = Duration::from_secs(120);
 
-/// `Content-Type: application/json` (seed 003, ecpay.md §1.1), parameters such as `charset`
+/// `Content-Type: application/json` (seed 003, docs/PROTOCOLS.md §E1.1), parameters such as `charset`
 /// allowed.
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -39,7 +39,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The `Data` rules (seed 003 and ecpay.md §1.1, §3.1): `MerchantTradeNo` is required,
+/// The `Data` rules (seed 003 and docs/PROTOCOLS.md §E1.1, §E3.1): `MerchantTradeNo` is required,
 /// String(20); a `PlatformID`, when sent, must equal the outer `MerchantID`. `Err` names the
 /// rule broken (the answer is ECPay's "資料檢核失敗" → `RtnMsg` `error`).
 fn check_data(data: &Value, outer: &str) -> Result<(), &'static str> {

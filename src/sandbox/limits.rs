@@ -1,6 +1,6 @@
 //! Per-merchant rate limits, as sliding windows over real time: QFPay 100 requests/second and
-//! 400/minute per merchant → HTTP 429 (qfpay.md §6); ECPay a configurable number per minute →
-//! HTTP 403 (ecpay.md §6). Refused calls do not use up the window, so a client that backs off
+//! 400/minute per merchant → HTTP 429 (docs/PROTOCOLS.md §Q6); ECPay a configurable number per minute →
+//! HTTP 403 (docs/PROTOCOLS.md §E6). Refused calls do not use up the window, so a client that backs off
 //! gets through again once the window has room.
 
 use std::collections::{HashMap, VecDeque};

@@ -1,5 +1,5 @@
 //! The built-in sandbox: an in-process HTTP server that simulates QFPay and ECPay faithfully to
-//! `shared/reference/` (signatures, AES envelopes, paging, month windows, rate limits,
+//! docs/PROTOCOLS.md (signatures, AES envelopes, paging, month windows, rate limits,
 //! reversal/close and refund rules), with payments whose state evolves on a controllable clock,
 //! seeded fault injection, and call counters. Tests, `payrecon demo`, the benchmark and
 //! `payrecon sandbox` drive payrecon's real adapters against it.

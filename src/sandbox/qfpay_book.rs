@@ -1,4 +1,4 @@
-//! One QFPay merchant's records and what `/trade/v1/query` reads from them (qfpay.md §2).
+//! One QFPay merchant's records and what `/trade/v1/query` reads from them (docs/PROTOCOLS.md §Q2.1–2.4).
 //! Pure: every function takes "now" from the caller. The other endpoints are in `qfpay_ops`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,7 +97,7 @@ pub(crate) struct MerchantBook {
     pub max_page_size: Option<usize>,
     pub records: Vec<QfpayRecord>,
     pub by_syssn: HashMap<String, usize>,
-    /// Payments and refunds share one `out_trade_no` namespace per merchant (qfpay.md §5.1).
+    /// Payments and refunds share one `out_trade_no` namespace per merchant (docs/PROTOCOLS.md §Q5.1).
     pub by_out_trade_no: HashMap<String, usize>,
     by_time: BTreeMap<(DateTime<Utc>, u64), usize>,
     pub scripts: HashMap<String, QfpayScript>,
@@ -166,7 +166,7 @@ impl MerchantBook {
         }
     }
 
-    /// A record as `/trade/v1/query` lists it (qfpay.md §2.3).
+    /// A record as `/trade/v1/query` lists it (docs/PROTOCOLS.md §Q2.3).
     pub(crate) fn render(&self, r: &QfpayRecord, now: DateTime<Utc>) -> Value {
         let code = r.code_at(now);
         let paydtm = match (code == PAID, r.timeline.paid_after()) {
@@ -260,7 +260,7 @@ impl MerchantBook {
         let syssns = list("syssn")?;
         let orders = list("out_trade_no")?;
         let explicit = start.is_some() || end.is_some();
-        // Missing ends default to the month of the other end, or of now (qfpay.md §2.1).
+        // Missing ends default to the month of the other end, or of now (docs/PROTOCOLS.md §Q2.1).
         let month = LocalWindow::month_of(start.or(end).unwrap_or_else(|| self.local(now)));
         let window = LocalWindow {
             start: start.unwrap_or(month.start),
@@ -288,7 +288,7 @@ impl MerchantBook {
         };
         let skip = (page - 1) * size;
         let picked: Vec<&QfpayRecord> = if !syssns.is_empty() || !orders.is_empty() {
-            // Times are ignored with syssn (S3); with out_trade_no they filter when sent.
+            // Times are ignored with syssn (QFPay 2024); with out_trade_no they filter when sent.
             let index = if syssns.is_empty() {
                 &self.by_out_trade_no
             } else {

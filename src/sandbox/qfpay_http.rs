@@ -1,7 +1,7 @@
-//! The QFPay endpoints on the wire (qfpay.md §1.2–1.5): form parameters from the body (or the
+//! The QFPay endpoints on the wire (docs/PROTOCOLS.md §Q1.2–1.5): form parameters from the body (or the
 //! query string of a GET), `X-QF-APPCODE` + `X-QF-SIGN` verified with the client's own signing
 //! code (`1108` on mismatch, answered unsigned), and every other answer signed with
-//! `X-QF-SIGN` = MD5(raw body + key) (qfpay.md §1.5, verified 2018 vector).
+//! `X-QF-SIGN` = MD5(raw body + key) (docs/PROTOCOLS.md §Q1.5, verified 2018 vector).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! What the QFPay endpoints other than the query do to a merchant's book: seeding, payment
-//! creation, reversal/close and refund (qfpay.md §4–5, seed 001). Pure given "now" and the
+//! creation, reversal/close and refund (docs/PROTOCOLS.md §Q4–5, seed 001). Pure given "now" and the
 //! sandbox's sequence counter.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use crate::gateway::qfpay::codes::{CodeClass, classify};
 
 /// `2011`: the `out_trade_no` was used before.
 pub const DUPLICATE_ORDER: &str = "2011";
-/// `1297`: cancel unsupported for this payment (S6 §2.5).
+/// `1297`: cancel unsupported for this payment (QFPay 2018 JP).
 pub const NOT_CANCELLABLE: &str = "1297";
 
 fn next(seq: &AtomicU64) -> u64 {
@@ -221,7 +221,7 @@ impl MerchantBook {
         (r.origssn.is_none() && r.created_at <= now).then_some(i)
     }
 
-    /// `/trade/v1/reversal` (`close = false`) and `/trade/v1/close` (qfpay.md §4.3–4.5): never
+    /// `/trade/v1/reversal` (`close = false`) and `/trade/v1/close` (docs/PROTOCOLS.md §Q4.3–4.5): never
     /// cancels a `0000` (`1260`); an unpaid payment is cancelled and no longer payable.
     pub(crate) fn cancel(
         &mut self,
@@ -271,8 +271,8 @@ impl MerchantBook {
         if let Some((code, msg)) = refusal {
             return error_body(code, msg);
         }
-        // Reversed CPM records keep 0000 with cancel 1 (S5 2017 example); closed orders show
-        // 1142 with cancel 2 (S7 2016 example).
+        // Reversed CPM records keep 0000 with cancel 1 (QFPay 2019 2017 example); closed orders show
+        // 1142 with cancel 2 (QFPay 2017 2016 example).
         r.cancel_flag = if close { 2 } else { 1 };
         r.frozen = Some(if close { "1142" } else { PAID }.to_string());
         let answer = match r.cancel_behaviour {
@@ -299,7 +299,7 @@ impl MerchantBook {
         })
     }
 
-    /// `POST /trade/v1/refund` (qfpay.md §5.1): only `0000` payments, never above the amount.
+    /// `POST /trade/v1/refund` (docs/PROTOCOLS.md §Q5.1): only `0000` payments, never above the amount.
     pub(crate) fn refund(
         &mut self,
         params: &BTreeMap<String, String>,

@@ -1,7 +1,7 @@
 //! What QFPay refuses before it touches a merchant's book, as the protocol reference documents
-//! it (seed 001, qfpay.md §1.2, §4.1, §4.3, §6, §7). Pure; each refusal names its rule so the
+//! it (seed 001, docs/PROTOCOLS.md §Q1.2, §Q4.1, §Q4.3, §Q6, §Q7). Pure; each refusal names its rule so the
 //! sandbox's stats (and docs/SANDBOX.md) can count and cite it. Codes: `1103` malformed
-//! request, `1104` bad request parameter, `1266` amount wrong (qfpay.md §3.2).
+//! request, `1104` bad request parameter, `1266` amount wrong (docs/PROTOCOLS.md §Q3.2).
 
 use std::collections::BTreeMap;
 
@@ -34,7 +34,7 @@ const fn refuse(code: &'static str, message: &'static str, rule: &'static str) -
     }
 }
 
-/// qfpay.md §1.2: request bodies are `application/x-www-form-urlencoded` (a GET carries its
+/// docs/PROTOCOLS.md §Q1.2: request bodies are `application/x-www-form-urlencoded` (a GET carries its
 /// parameters in the query string and has no body to type).
 pub(crate) fn content_type(method: &Method, headers: &HeaderMap) -> Option<Refusal> {
     let form = headers
@@ -56,9 +56,9 @@ fn value<'a>(params: &'a BTreeMap<String, String>, k: &str) -> Option<&'a str> {
     params.get(k).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-/// `/trade/v1/payment` parameters: a documented pay type (qfpay.md §4.1); CPM types carry the
-/// customer's `auth_code` (seed 001 sample: "#CPM only"); a supported currency (§7);
-/// `expired_time` 5–120 minutes and only for the pay types that take it (seed 001, §6);
+/// `/trade/v1/payment` parameters: a documented pay type (docs/PROTOCOLS.md §Q4.1); CPM types carry the
+/// customer's `auth_code` (seed 001 sample: "#CPM only"); a supported currency (§Q7);
+/// `expired_time` 5–120 minutes and only for the pay types that take it (seed 001, §Q6);
 /// `goods_name` at most 20 characters, String(64) (seed 001).
 pub(crate) fn payment(params: &BTreeMap<String, String>) -> Option<Refusal> {
     let pay_type = value(params, "pay_type").and_then(|p| PayType::parse(p).ok());
@@ -109,7 +109,7 @@ pub(crate) fn payment(params: &BTreeMap<String, String>) -> Option<Refusal> {
 }
 
 /// `/trade/v1/reversal` and `/trade/v1/close`: `txamt` is "the amount of the original
-/// transaction" (qfpay.md §4.3).
+/// transaction" (docs/PROTOCOLS.md §Q4.3).
 pub(crate) fn cancel_amount(params: &BTreeMap<String, String>, original: i64) -> Option<Refusal> {
     let sent = value(params, "txamt").and_then(|t| t.parse::<i64>().ok());
     (sent != Some(original)).then_some(refuse(

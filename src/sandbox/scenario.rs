@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 
-/// The QFPay "not yet paid" code (qfpay.md §3.2).
+/// The QFPay "not yet paid" code (docs/PROTOCOLS.md §Q3.2).
 pub const NOT_YET_PAID: &str = "1143";
 /// The QFPay success code.
 pub const PAID: &str = "0000";
@@ -81,7 +81,7 @@ pub enum CancelBehaviour {
     /// `0000` with a new `syssn`; the payment shows `cancel` 1 (reversal) or 2 (close).
     #[default]
     Accept,
-    /// `1297`: this pay type cannot be cancelled (Hong Kong wallets, S6 §2.5).
+    /// `1297`: this pay type cannot be cancelled (Hong Kong wallets, QFPay 2018 JP).
     NotCancellable,
     /// `1145` (still processing), but the cancel takes effect: the next query shows it.
     InProgress,
@@ -197,7 +197,7 @@ pub struct QfpayRefund {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// An ECPay credit-card authorization status (ecpay.md §3.1), written in the merchant's
+/// An ECPay credit-card authorization status (docs/PROTOCOLS.md §E3.1), written in the merchant's
 /// language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EcpayStatus {
@@ -294,7 +294,7 @@ impl EcpayOrder {
         self
     }
 
-    /// `action` happens `after` creation (ecpay.md §5; see `ecpay_close` for how it shows).
+    /// `action` happens `after` creation (docs/PROTOCOLS.md §E5; see `ecpay_close` for how it shows).
     pub fn then(mut self, after: Duration, action: super::ecpay_close::EcpayAction) -> Self {
         self.actions
             .push(super::ecpay_close::EcpayAfter { after, action });

@@ -178,7 +178,7 @@ impl FakeQfpay {
             )
             .with_status_code_from_request(move |_| s1.lock().unwrap().fail_with.unwrap_or(200))
             .with_header("content-type", "application/json")
-            // Signed as QFPay signs answers (X-QF-SIGN = MD5(body + key), qfpay.md §1.5):
+            // Signed as QFPay signs answers (X-QF-SIGN = MD5(body + key), docs/PROTOCOLS.md §Q1.5):
             // payrecon reverses only on signed answers.
             .with_header_from_request("x-qf-sign", move |req| {
                 let mut st = s2.lock().unwrap();

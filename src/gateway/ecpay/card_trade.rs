@@ -3,7 +3,7 @@
 //! `Amount` and `DateTime`), read into one domain [`Outcome`]. The mapping table, with the
 //! seed's words, is in `docs/PROTOCOLS.md` ("ECPay CreditDetail → ledger state").
 //!
-//! The documents leave open how a refund shows (ecpay.md §3.1: "How refunds show up in `ClsAmt`
+//! The documents leave open how a refund shows (docs/PROTOCOLS.md §E3.1: "How refunds show up in `ClsAmt`
 //! and `CloseData` is UNCONFIRMED"), so the rules take `ClsAmt` (已關帳金額, the amount
 //! captured) as the money kept, `CloseData` as how the rest went (a negative row: money given
 //! back; a 已取消/操作取消 row: a capture undone), and call an answer whose parts do not fit
@@ -230,7 +230,7 @@ impl CardTrade {
             // The authorization was given up (放棄): nothing was or will be taken.
             CardStatus::Cancelled => self.verdict(Outcome::Cancelled),
             // Authorized and not (or no longer) captured — 操作取消 is a capture undone, which
-            // puts the order back to authorized (ecpay.md: DoAction `E` reverts a close; only
+            // puts the order back to authorized (docs/PROTOCOLS.md §E5: DoAction `E` reverts a close; only
             // `N` gives the authorization up): the money is held for the merchant, and the
             // order stays watched for a new capture or a release.
             CardStatus::Authorized | CardStatus::OperationCancelled => {

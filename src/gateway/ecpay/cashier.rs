@@ -1,4 +1,4 @@
-//! `POST /1.0.0/Cashier/QueryTrade`: order-level paid/unpaid (ecpay.md §3.2, §3.3), for
+//! `POST /1.0.0/Cashier/QueryTrade`: order-level paid/unpaid (docs/PROTOCOLS.md §E3.2, §E3.3), for
 //! merchants whose orders are not credit-card detail records. Pure, like `credit_detail`.
 //!
 //! `RtnCode` (integer, 1 = success) first: any other value is a refused query
@@ -24,7 +24,7 @@ pub const CASHIER_PATH: &str = "/1.0.0/Cashier/QueryTrade";
 
 #[derive(Serialize)]
 struct CashierData<'a> {
-    /// Sent only by platform sub-merchants (ecpay.md §1.1).
+    /// Sent only by platform sub-merchants (docs/PROTOCOLS.md §E1.1).
     #[serde(rename = "PlatformID", skip_serializing_if = "Option::is_none")]
     platform_id: Option<&'a str>,
     #[serde(rename = "MerchantID")]
@@ -33,7 +33,7 @@ struct CashierData<'a> {
     merchant_trade_no: &'a str,
 }
 
-/// The plaintext `Data` JSON of a query (vector C1 in ecpay.md §2 has this exact shape).
+/// The plaintext `Data` JSON of a query (vector C1 in docs/PROTOCOLS.md §E2 has this exact shape).
 pub fn cashier_data(
     platform_id: Option<&str>,
     merchant_id: &str,

@@ -7,7 +7,7 @@
 //! wrapper); everything else is returned at once and the engine's schedule decides when to
 //! ask again.
 //!
-//! HTTP 403 means "calling too fast": ECPay wants 30 minutes of silence (ecpay.md §6), so the
+//! HTTP 403 means "calling too fast": ECPay wants 30 minutes of silence (docs/PROTOCOLS.md §E6), so the
 //! client refuses every call for `pause_after_403` and reports
 //! [`GatewayError::RateLimited`] with the remaining wait; [`EcpayClient::paused_until`] shows
 //! it to the engine.
@@ -26,7 +26,7 @@ use crate::domain::{Observation, OutTradeNo, ProviderRef};
 use crate::gateway::GatewayError;
 use crate::gateway::transport::{Pacer, RetryBudget, with_retries};
 
-/// Which status API the account is queried with (ecpay.md §3).
+/// Which status API the account is queried with (docs/PROTOCOLS.md §E3.1–3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryApi {
     /// `CreditDetail/QueryTrade`: card authorization and capture state.
@@ -78,7 +78,7 @@ struct Inner {
 
 fn transport_error(e: &reqwest::Error, timeout: Duration) -> GatewayError {
     let detail = if e.is_timeout() {
-        format!("no answer within {timeout:?}")
+        format!("no answer within {}", humantime::format_duration(timeout))
     } else {
         e.to_string()
     };
@@ -210,7 +210,7 @@ impl EcpayClient {
             self.pause();
             tracing::warn!(
                 merchant_id = %s.merchant_id,
-                pause = ?s.pause_after_403,
+                pause = %humantime::format_duration(s.pause_after_403),
                 "ECPay answered HTTP 403 (too many calls); no calls for this account until the pause ends"
             );
             return Err(GatewayError::RateLimited {

@@ -1,5 +1,5 @@
 //! `POST /1.0.0/CreditDetail/QueryTrade`: one credit-card trade by `MerchantTradeNo`, seed 003
-//! and ecpay.md §3.1. Pure: builds the `Data` JSON and turns the decrypted answer into a domain
+//! and docs/PROTOCOLS.md §E3.1. Pure: builds the `Data` JSON and turns the decrypted answer into a domain
 //! [`Observation`] or a [`GatewayError`].
 //!
 //! `TradeNo` is not sent for the orders payrecon tracks: seed 003 reserves it for recurring
@@ -12,7 +12,7 @@
 //!   ([`super::card_trade`], table in `docs/PROTOCOLS.md`).
 //! - `error_nopay`: no authorization for this trade (yet) → [`Outcome::InProgress`] with
 //!   `provider_code = "error_nopay"`; ECPay says to ask again in 10 minutes (the account's
-//!   `nopay_interval`). Never failed this early (§7 trap 6); waited out by the account's
+//!   `nopay_interval`). Never failed this early (§E6); waited out by the account's
 //!   `nopay_*` patience.
 //! - `error_Stop`: no such merchant, or the merchant has expired → [`GatewayError::Account`].
 //! - `error` (an error, or the query failed validation) and anything else → a retryable
@@ -35,7 +35,7 @@ pub const NOPAY: &str = "error_nopay";
 
 #[derive(Serialize)]
 struct CreditDetailData<'a> {
-    /// Empty for an ordinary merchant (ecpay.md §1.1).
+    /// Empty for an ordinary merchant (docs/PROTOCOLS.md §E1.1).
     #[serde(rename = "PlatformID")]
     platform_id: &'a str,
     #[serde(rename = "MerchantID")]
@@ -46,7 +46,7 @@ struct CreditDetailData<'a> {
     trade_no: Option<&'a str>,
 }
 
-/// The plaintext `Data` JSON of a query (vector C2 in ecpay.md §2 has this exact shape).
+/// The plaintext `Data` JSON of a query (vector C2 in docs/PROTOCOLS.md §E2 has this exact shape).
 pub fn credit_detail_data(
     platform_id: Option<&str>,
     merchant_id: &str,

@@ -1,4 +1,4 @@
-//! Table tests of the CreditDetail classification (seed 003, ecpay.md §3.1).
+//! Table tests of the CreditDetail classification (seed 003, docs/PROTOCOLS.md §E3.1).
 
 use super::*;
 use crate::gateway::ErrorClass;

@@ -1,4 +1,4 @@
-//! The `Data` field of every `ecpayment` call, both directions (ecpay.md §1.4):
+//! The `Data` field of every `ecpayment` call, both directions (docs/PROTOCOLS.md §E1.4):
 //!
 //! ```text
 //! encrypt: JSON ─PHP urlencode─▶ ASCII ─AES-128-CBC(HashKey, HashIV, PKCS7)─▶ bytes ─base64─▶ Data
@@ -39,7 +39,7 @@ pub enum CryptoError {
 }
 
 /// HashKey and HashIV as AES key and IV: the 16 raw ASCII bytes of each, not hex-decoded and
-/// not hashed; the IV is fixed, not random and not prepended (ecpay.md §1.4, §7 trap 3).
+/// not hashed; the IV is fixed, not random and not prepended (docs/PROTOCOLS.md §E1.4).
 ///
 /// Both live in zeroize-on-drop boxes; `Debug` prints neither.
 pub struct DataKey {

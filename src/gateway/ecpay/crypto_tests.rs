@@ -1,4 +1,4 @@
-//! Vectors from ecpay.md §2 (A1, A2, B: ECPay's published ciphertexts; C1–C3: computed with
+//! Vectors from docs/PROTOCOLS.md §E2 (A1, A2, B: ECPay's published ciphertexts; C1–C3: computed with
 //! the 3002607 sandbox keys and cross-checked with OpenSSL), failure cases, and a round trip.
 
 use super::*;

@@ -1,8 +1,8 @@
-//! The JSON envelope around `Data` (ecpay.md §1.1, §1.3).
+//! The JSON envelope around `Data` (docs/PROTOCOLS.md §E1.1, §E1.3).
 //!
 //! Request: `{"MerchantID", "RqHeader": {"Timestamp": <Unix seconds>}, "Data"}`. The timestamp
 //! is true epoch seconds (no +8 h, not milliseconds) and is made fresh for every attempt:
-//! ECPay refuses envelopes older than 10 minutes (§1.2, §7 trap 4).
+//! ECPay refuses envelopes older than 10 minutes (§E1.2, §E1.2).
 //!
 //! Response: `{"MerchantID", "RpHeader", "TransCode", "TransMsg", "Data"}`. `TransCode == 1`
 //! only says the envelope was accepted; the business answer is inside `Data`. Any other

@@ -2,7 +2,7 @@
 //!
 //! ECPay's documents disagree on field-name casing (`ClsAmt` vs `clsamt`, `CloseData` vs
 //! `close_data`), the seed's own example has keys with trailing blanks (`"Amount "`), and
-//! numbers sometimes arrive as strings (ecpay.md §3.1, §7 trap 7). So fields are looked up by
+//! numbers sometimes arrive as strings (docs/PROTOCOLS.md §E3.1). So fields are looked up by
 //! a normalised name: lower case, without blanks and underscores.
 
 use serde_json::{Map, Value};

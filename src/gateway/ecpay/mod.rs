@@ -1,4 +1,4 @@
-//! ECPay `ecpayment` adapter (issue 4; ecpay.md, seed 003).
+//! ECPay `ecpayment` adapter (issue 4; docs/PROTOCOLS.md (ECPay), seed 003).
 //!
 //! Pure core, one file per noun, plus one thin transport:
 //!

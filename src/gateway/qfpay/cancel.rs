@@ -1,8 +1,8 @@
 //! Reversal (`/trade/v1/reversal`) and close (`/trade/v1/close`): the request form and the
-//! reading of the answer (qfpay.md §4.3–4.5). Pure; the client performs the call.
+//! reading of the answer (docs/PROTOCOLS.md §Q4.3–4.5). Pure; the client performs the call.
 //!
 //! The decision to cancel belongs to the reconcile engine (query first, never reverse a `0000`,
-//! qfpay.md §4.4); which endpoint applies comes from the account's cancel routes (§4.2).
+//! docs/PROTOCOLS.md §Q4.4); which endpoint applies comes from the account's cancel routes (§Q4.2).
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
@@ -26,7 +26,7 @@ pub struct CancelRequest {
     pub target: CancelTarget,
     /// The original payment's amount in minor units (`txamt`, required).
     pub amount_minor: i64,
-    /// The original transaction time in provider-local time (`txdtm`; §4.3 "original
+    /// The original transaction time in provider-local time (`txdtm`; §Q4.3 "original
     /// transaction time"; whether the server checks it is unconfirmed).
     pub txdtm: NaiveDateTime,
     /// Device id (`udid`), optional.
@@ -36,7 +36,7 @@ pub struct CancelRequest {
 /// What QFPay answered to a reversal or close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// `0000` with a new `syssn`: the cancel was accepted. Confirm with a query (§4.4: a
+    /// `0000` with a new `syssn`: the cancel was accepted. Confirm with a query (§Q4.4: a
     /// reversal does not prove the customer was not charged).
     Accepted {
         syssn: ProviderRef,
@@ -45,12 +45,27 @@ pub enum CancelOutcome {
     /// `1143`/`1145` (or another in-progress code): still running; poll the query.
     InProgress,
     /// This payment cannot be cancelled this way: `1297`, `1150` (T0 merchant), `1155`, a `0000`
-    /// without `syssn` (S6 §2.5), or no route configured (`code` is `None`, nothing was sent).
+    /// without `syssn` (QFPay 2018 JP), or no route configured (`code` is `None`, nothing was sent).
     /// Refund instead if it was paid.
     NotCancellable { code: Option<String> },
     /// Any other final code (already paid `1260`, not found `1136`, …): the gateway refused;
     /// the original payment is untouched. Never a success.
     Refused { code: String },
+}
+
+/// In words, for event messages and logs (`ledger show` prints them to operators).
+impl std::fmt::Display for CancelOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Accepted { syssn, .. } => write!(f, "accepted as {syssn}"),
+            Self::InProgress => f.write_str("still in progress"),
+            Self::NotCancellable { code: Some(code) } => write!(f, "not cancellable ({code})"),
+            Self::NotCancellable { code: None } => {
+                f.write_str("not cancellable (no cancel route for this pay type)")
+            }
+            Self::Refused { code } => write!(f, "refused with {code}"),
+        }
+    }
 }
 
 /// A cancel answer with its evidence (the raw response body; it holds no secrets).
@@ -126,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_documented_reversal_answer_is_accepted_with_both_numbers() {
-        // qfpay.md §4.3 sample [S1/S3].
+        // docs/PROTOCOLS.md §Q4.3 sample [QFPay 2026/QFPay 2024].
         let a = answer(
             r#"{"surcharge_fee": "0", "resperr": "success", "txdtm": "2020-03-05 16:50:30",
             "syssn": "20200305066100020000977814", "sysdtm": "2020-03-05 16:54:38",

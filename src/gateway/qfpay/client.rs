@@ -43,7 +43,7 @@ impl QueryPage {
 }
 
 /// HTTP method of a call. `/trade/v1/close` is GET in the newest docs and POST in the 2017/2018
-/// ones (qfpay.md §4.5, CONFLICT); the client uses POST, like every code sample of its sibling
+/// ones (docs/PROTOCOLS.md §Q4.5, CONFLICT); the client uses POST, like every code sample of its sibling
 /// `/trade/v1/reversal`, unless told otherwise with [`QfpayClient::with_close_method`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallMethod {
@@ -59,17 +59,17 @@ pub struct ClientSettings {
     pub base_url: url::Url,
     pub app_code: String,
     pub client_key: SecretString,
-    /// Sent (and signed) only when QFPay issued one (qfpay.md §1.3).
+    /// Sent (and signed) only when QFPay issued one (docs/PROTOCOLS.md §Q1.3).
     pub mchid: Option<String>,
     /// Provider-local time of `start_time`/`end_time`/`txdtm`/`sysdtm`.
     pub timezone: FixedOffset,
     pub sign_type: SignType,
-    /// Refuse answers without `X-QF-SIGN` (qfpay.md §1.5: presence unconfirmed, so off by default).
+    /// Refuse answers without `X-QF-SIGN` (docs/PROTOCOLS.md §Q1.5: presence unconfirmed, so off by default).
     pub require_response_signature: bool,
-    /// Ids per comma-list lookup (default 4: four 26-digit `syssn` fill String(128), §2.1).
+    /// Ids per comma-list lookup (default 4: four 26-digit `syssn` fill String(128), §Q2.1).
     pub batch_size: u32,
     pub request_timeout: Duration,
-    /// QFPay allows 100 requests/s and 400/min per merchant (qfpay.md §6).
+    /// QFPay allows 100 requests/s and 400/min per merchant (docs/PROTOCOLS.md §Q6).
     pub rate_per_second: u32,
     pub rate_per_minute: u32,
 }
@@ -168,8 +168,8 @@ impl QfpayClient {
         {
             tracing::warn!(
                 page,
-                echoed_page = ?env.page,
-                echoed_page_size = ?env.page_size,
+                echoed_page = env.page.as_deref().unwrap_or("-"),
+                echoed_page_size = env.page_size.as_deref().unwrap_or("-"),
                 "QFPay echoed different paging parameters than were sent"
             );
         }
@@ -237,7 +237,7 @@ impl QfpayClient {
     /// `POST /trade/v1/payment` (seed 001). The request was validated when it was built.
     ///
     /// Not retried on transport errors or 5xx: a payment request whose answer was lost may have
-    /// created the order, and the docs say not to resend while the state is unknown (qfpay.md §6).
+    /// created the order, and the docs say not to resend while the state is unknown (docs/PROTOCOLS.md §Q6).
     /// The caller registers the payment before calling, so the reconciler finds it either way.
     pub async fn create_payment(
         &self,

@@ -1,8 +1,8 @@
-//! The QFPay `respcd` classification table (qfpay.md §3.2 current codes, §3.3 legacy codes) and
+//! The QFPay `respcd` classification table (docs/PROTOCOLS.md §Q3.2 current codes, §Q3.3 legacy codes) and
 //! the mapping of a query record to a domain [`Outcome`].
 //!
-//! The official rule (§3.1) is "0000 success, 1143/1145 in progress, anything else failed".
-//! The finer classes below follow the report's "Class" column so that the caller can tell a
+//! The official rule (§Q3.2) is "0000 success, 1143/1145 in progress, anything else failed".
+//! The finer classes below follow the classes of docs/PROTOCOLS.md §Q3.2 so that the caller can tell a
 //! payment's failure from a request problem (which says nothing about the payment) and from an
 //! account problem (pause the account, alert). A code that is in no table is never success.
 
@@ -39,7 +39,7 @@ pub fn classify(code: &str) -> Option<CodeClass> {
     }
     let n: u16 = code.parse().ok()?;
     Some(match n {
-        // §3.2, S1 status-codes.md / S3 02-paycode.md.
+        // §Q3.2, QFPay 2026 / QFPay 2024.
         0 => Success,
         1100 => RequestError,                 // system under maintenance
         1101 => OrderStateConflict,           // reversal error (old: must actively reverse)
@@ -49,7 +49,7 @@ pub fn classify(code: &str) -> Option<CodeClass> {
         1108 => AccountError,                 // signature error: key or environment wrong
         1125 => CancelRefused,                // already refunded
         1136 => NotFound,                     // transaction doesn't exist or can't be operated on
-        1142 => Failure,                      // order closed (also expired MPM, S6 §1.2.4)
+        1142 => Failure,                      // order closed (also expired MPM, QFPay 2018 JP)
         1143 | 1145 => InProgress,            // not yet paid / processing
         1147 => Failure,                      // WeChat Pay transaction error
         1150 | 1155 => CancelRefused,         // T0 cannot cancel / refund denied
@@ -63,14 +63,14 @@ pub fn classify(code: &str) -> Option<CodeClass> {
         1260..=1264 | 1266 | 1267 => OrderStateConflict, // paid/not paid/refunded/cancelled/closed/amount/info
         1265 | 1269..=1272 => CancelRefused, // refund window, balance, partial refunds, excess
         1268 => NotFound,                    // order does not exist
-        1294 => Failure,                     // blocked by the bank; never auto-retry (S2)
+        1294 => Failure,                     // blocked by the bank; never auto-retry (QFPay 2026)
         1295 => InProgress,                  // slow connection, waiting: unknown, so query
         1296 => RequestError,                // slow connection, try later: query before retrying
-        1297 => Failure,                     // bank busy; on cancel calls: unsupported (S6 §2.5)
-        1298 => InProgress,                  // slow connection; if paid don't pay again
-        2005 => Failure,                     // customer code wrong or expired
-        2011 => OrderStateConflict,          // out_trade_no reused: query the original
-        // §3.3 legacy codes, S7 §6.1 / S5 appendix.md.
+        1297 => Failure, // bank busy; on cancel calls: unsupported (QFPay 2018 JP)
+        1298 => InProgress, // slow connection; if paid don't pay again
+        2005 => Failure, // customer code wrong or expired
+        2011 => OrderStateConflict, // out_trade_no reused: query the original
+        // §Q3.3 legacy codes, QFPay 2017 / QFPay 2019.
         1109..=1112 => RequestError, // crypto error, serial error, services unavailable
         1113..=1124 => Failure,      // user/risk/restriction errors
         1126 => OrderStateConflict,  // original txn info mismatch
@@ -98,7 +98,7 @@ fn is_closed(code: &str) -> bool {
 }
 
 /// The outcome of a query record from its own `respcd` (the payment status, not the request's),
-/// its `cancel` flag and its kind (qfpay.md §2.3–2.4, §8 facts 1 and 4).
+/// its `cancel` flag and its kind (docs/PROTOCOLS.md §Q2.3–2.4, §Q3.2).
 ///
 /// - `0000` + `cancel` 0 → succeeded; 1 → reversed (CPM reversed or refunded); 2 → cancelled
 ///   (MPM closed); 3 → refunded; 4 → succeeded (pre-authorisation completed); 5 → partially
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use CodeClass::*;
 
-    /// Every code of qfpay.md §3.2, with the class the report suggests.
+    /// Every code of docs/PROTOCOLS.md §Q3.2, with the class the report suggests.
     const CURRENT: &[(&str, CodeClass)] = &[
         ("0000", Success),
         ("1100", RequestError),
@@ -194,7 +194,7 @@ mod tests {
         ("2011", OrderStateConflict),
     ];
 
-    /// Every code of qfpay.md §3.3 (ranges expanded).
+    /// Every code of docs/PROTOCOLS.md §Q3.3 (ranges expanded).
     const LEGACY: &[(&str, CodeClass)] = &[
         ("1109", RequestError),
         ("1110", RequestError),
@@ -302,7 +302,7 @@ mod tests {
                 "{code}"
             );
         }
-        // A 2016 example shows closed orders as 1142 with cancel 2 (qfpay.md §2.4).
+        // A 2016 example shows closed orders as 1142 with cancel 2 (docs/PROTOCOLS.md §Q2.4).
         assert_eq!(record_outcome("1142", Some("2"), p), Outcome::Cancelled);
         for code in ["1136", "1268"] {
             assert_eq!(record_outcome(code, None, p), Outcome::NotFound, "{code}");

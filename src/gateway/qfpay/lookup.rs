@@ -1,6 +1,6 @@
 //! Lookups by id (`syssn` or `out_trade_no` comma lists) on `/trade/v1/query`: batches planned
 //! by `request::plan_batches`, records matched to the ids asked, and a `NotFound` observation
-//! for every id no record answered (qfpay.md §2.1).
+//! for every id no record answered (docs/PROTOCOLS.md §Q2.1).
 
 use super::client::QfpayClient;
 use super::request::{self, Form, IdBatch, IdLookup};
@@ -27,7 +27,7 @@ impl QfpayClient {
     }
 
     /// One id batch (paged, although a batch of a few ids fits one page). Only records whose key
-    /// is one of the ids asked are returned (qfpay.md §2.1: match on the key yourself); ids with
+    /// is one of the ids asked are returned (docs/PROTOCOLS.md §Q2.1: match on the key yourself); ids with
     /// no record get a `NotFound` observation.
     pub async fn query_batch(&self, batch: &IdBatch) -> Result<Vec<Observation>, GatewayError> {
         let mut base = Form::default();
@@ -170,8 +170,8 @@ mod tests {
                     not_found(IdKey::OutTradeNo, "A2", "0000"),
                 ]),
             ),
-            (batch(&["A1"]), Ok(vec![found("A1", "S1")])),
-            (batch(&["A1"]), Ok(vec![found("A1", "S1")])),
+            (batch(&["A1"]), Ok(vec![found("A1", "QFPay 2026")])),
+            (batch(&["A1"]), Ok(vec![found("A1", "QFPay 2026")])),
         ];
         merge_batches(&mut results);
         let left: Vec<(String, Outcome)> = results

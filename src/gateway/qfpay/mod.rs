@@ -1,4 +1,4 @@
-//! QFPay OpenAPI adapter (issue 3; facts from shared/reference/qfpay.md).
+//! QFPay OpenAPI adapter (issue 3; facts from docs/PROTOCOLS.md (QFPay)).
 //!
 //! Pure core, split by noun:
 //! - [`sign`]: request signing (MD5/SHA-256 over raw sorted `k=v` + key) and the response

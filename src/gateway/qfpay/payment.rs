@@ -16,9 +16,9 @@ use crate::gateway::GatewayError;
 
 /// `txamt` is Int(11) (seed 001).
 pub const MAX_AMOUNT_MINOR: i64 = 99_999_999_999;
-/// `expired_time` is whole minutes, 5 to 120, default 30 (qfpay.md §6; seed 001).
+/// `expired_time` is whole minutes, 5 to 120, default 30 (docs/PROTOCOLS.md §Q6; seed 001).
 pub const EXPIRY_MINUTES: std::ops::RangeInclusive<u64> = 5..=120;
-/// Pay types documented to accept `expired_time` (qfpay.md §6, S1 request-format / S3 / S4).
+/// Pay types documented to accept `expired_time` (docs/PROTOCOLS.md §Q6, QFPay 2026 request-format / QFPay 2024 / QFPay 2024).
 pub const EXPIRY_PAY_TYPES: &[&str] = &[
     "800201", "800101", "801512", "801501", "801107", "801101", "801010", "801510",
 ];

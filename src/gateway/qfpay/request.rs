@@ -7,13 +7,13 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeDelt
 
 use crate::domain::{OutTradeNo, ProviderRef};
 
-/// QFPay's time format for `txdtm`, `start_time`, `end_time` and `sysdtm` (qfpay.md §2.1).
+/// QFPay's time format for `txdtm`, `start_time`, `end_time` and `sysdtm` (docs/PROTOCOLS.md §Q2.1).
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// Largest `page_size` QFPay accepts (qfpay.md §2.1).
+/// Largest `page_size` QFPay accepts (docs/PROTOCOLS.md §Q2.1).
 pub const PAGE_SIZE: u32 = 100;
 
-/// `syssn` / `out_trade_no` lists are typed String(128) (qfpay.md §2.1): a batch never joins to
+/// `syssn` / `out_trade_no` lists are typed String(128) (docs/PROTOCOLS.md §Q2.1): a batch never joins to
 /// more characters than this, whatever the configured batch size.
 pub const MAX_ID_LIST_CHARS: usize = 128;
 
@@ -22,7 +22,7 @@ pub const MAX_ID_LIST_CHARS: usize = 128;
 pub const MONTH_EDGE_MARGIN: TimeDelta = TimeDelta::minutes(15);
 
 /// Form parameters kept sorted by name with empty values dropped, so the body and the signature
-/// are built from the same list and can never disagree (qfpay.md §1.4, §8 fact 3).
+/// are built from the same list and can never disagree (docs/PROTOCOLS.md §Q1.4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Form {
     params: Vec<(&'static str, String)>,
@@ -108,7 +108,7 @@ fn floor_second(t: NaiveDateTime) -> NaiveDateTime {
 }
 
 /// Splits the half-open interval `[start, end)` into windows that never cross a calendar month
-/// in the account's timezone (qfpay.md §2.1 cross-month CONFLICT; §8 fact 7: always send both
+/// in the account's timezone (docs/PROTOCOLS.md §Q2.1 cross-month CONFLICT; always send both
 /// times). The last second sent is the last whole second before `end`. Empty when `end <= start`.
 pub fn month_windows(
     start: DateTime<Utc>,
@@ -154,7 +154,7 @@ impl IdKey {
 }
 
 /// A merchant order number to look up, with when the ledger registered it (if known), so a
-/// payment from an earlier month is searched in its own month (qfpay.md §2.1: whether an
+/// payment from an earlier month is searched in its own month (docs/PROTOCOLS.md §Q2.1: whether an
 /// `out_trade_no` query without times only sees the current month is unconfirmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderLookup {
@@ -165,7 +165,7 @@ pub struct OrderLookup {
 /// What to look up by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdLookup {
-    /// QFPay numbers; the server ignores times when `syssn` is given (qfpay.md §2.1).
+    /// QFPay numbers; the server ignores times when `syssn` is given (docs/PROTOCOLS.md §Q2.1).
     Syssn(Vec<ProviderRef>),
     OutTradeNo(Vec<OrderLookup>),
 }
@@ -287,7 +287,7 @@ mod tests {
                 "start_time"
             ]
         );
-        // The wire body of the worked example (qfpay.md §1.7, line 3).
+        // The wire body of the worked example (docs/PROTOCOLS.md §Q1.7, line 3).
         assert_eq!(
             f.encode(),
             "end_time=2024-03-31+23%3A59%3A59&mchid=ZaMVg12345&page=1&page_size=100\

@@ -1,5 +1,5 @@
 //! Lenient wire types for QFPay answers and the mapping of a query record to a domain
-//! [`Observation`] (qfpay.md §2.2–2.5, §8 fact 9).
+//! [`Observation`] (docs/PROTOCOLS.md §Q2.2–2.5).
 //!
 //! QFPay sends numbers as strings (`txamt`, `cancel`), `page` sometimes as a string and sometimes
 //! as an integer, empty `txcurrcd` in old records, and adds fields over time. Every field here is
@@ -170,7 +170,7 @@ fn kind_of(rec: &WireRecord) -> (RecordKind, bool) {
         Some("payment") => (RecordKind::Payment, true),
         None | Some("") if non_empty(rec.origssn.clone()).is_some() => (RecordKind::Refund, true),
         None | Some("") => (RecordKind::Payment, true),
-        // `close` (S6) or anything newer: kept, but not classified.
+        // `close` (QFPay 2018 JP) or anything newer: kept, but not classified.
         Some(_) => (RecordKind::Payment, false),
     }
 }
@@ -243,7 +243,7 @@ fn undecodable(record: &Value) -> Observation {
 mod tests {
     use super::*;
 
-    /// qfpay.md §2.5, Docusaurus sample (respcd quoted).
+    /// docs/PROTOCOLS.md §Q2.5, Docusaurus sample (respcd quoted).
     const SUCCESS: &str = r#"{
       "respmsg": "", "resperr": "请求成功", "respcd": "0000",
       "data": [{
@@ -257,7 +257,7 @@ mod tests {
       "page": "1", "page_size": "10"
     }"#;
 
-    /// qfpay.md §2.5, the 2018 pending sample: outer 0000, record 1143, integer page fields.
+    /// docs/PROTOCOLS.md §Q2.5, the 2018 pending sample: outer 0000, record 1143, integer page fields.
     const PENDING: &str = r#"{"resperr": "请求成功", "page_size": 1, "respmsg": "", "respcd": "0000", "page": 1,
      "data": [{"pay_type": "800201", "sysdtm": "2018-07-24 12:30:57", "paydtm": "", "txcurrcd": "CNY",
                "txdtm": "2018-07-24 13:31:03", "txamt": "1", "chnlsn": "", "out_trade_no": "923500563158",

@@ -1,11 +1,11 @@
-//! Request signing and response-signature checks (qfpay.md §1.4–1.7), as pure functions.
+//! Request signing and response-signature checks (docs/PROTOCOLS.md §Q1.4–1.7), as pure functions.
 //!
 //! Requests: drop empty values, sort by parameter name (byte order), join `name=value` with `&`
 //! using the *raw* UTF-8 values (no URL-encoding), append the client key bare, hash with MD5
-//! (default) or SHA-256, upper-case hex. Verified against the 2017 vector (§1.7 a).
+//! (default) or SHA-256, upper-case hex. Verified against the 2017 vector (§Q1.7 a).
 //!
 //! Responses: `upper(hex(MD5(raw body bytes + key)))`, computed on the exact bytes received,
-//! never on re-serialised JSON. Verified against the 2018 vector (§1.7 b).
+//! never on re-serialised JSON. Verified against the 2018 vector (§Q1.7 b).
 //!
 //! The signed string contains the client key, so it is built, hashed and dropped here and is
 //! never returned to callers or logged.
@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-/// The request digest (`X-QF-SIGNTYPE`, qfpay.md §1.3–1.4). MD5 is the default that every
+/// The request digest (`X-QF-SIGNTYPE`, docs/PROTOCOLS.md §Q1.3–1.4). MD5 is the default that every
 /// verified example uses; SHA-256 is sent with `X-QF-SIGNTYPE: SHA256`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignType {
@@ -81,14 +81,14 @@ pub(crate) fn response_signature(body: &[u8], key: &SecretString, sign_type: Sig
 pub(crate) enum SignatureCheck {
     /// The header was present and matched.
     Valid,
-    /// No header, and the account does not require one (qfpay.md §1.5: whether the current hosts
+    /// No header, and the account does not require one (docs/PROTOCOLS.md §Q1.5: whether the current hosts
     /// always sign is unconfirmed, so absence is accepted unless configured otherwise).
     Absent,
     /// The header did not match, or was required and missing.
     Invalid,
 }
 
-/// Checks a response signature. Hex case is ignored (official samples differ in case, §1.4).
+/// Checks a response signature. Hex case is ignored (official samples differ in case, §Q1.4).
 /// `sign_type_header` is the response's `X-QF-SIGNTYPE`; MD5 unless it says `SHA256`.
 pub(crate) fn check_response(
     body: &[u8],
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_2017_request_vector_signs_raw_utf8_values_with_the_key_appended_bare() {
-        // qfpay.md §1.7 (a), from S7 §0.1: 21 sign-up fields, key "789012".
+        // docs/PROTOCOLS.md §Q1.7 (a), from QFPay 2017: 21 sign-up fields, key "789012".
         let params = sorted(&[
             ("address", "XX区XX路XX号"),
             ("bankaccount", "1234567890"),
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn empty_values_are_left_out_of_the_signature() {
-        // With an empty `respcd=` kept the MD5 would be A461AC43… (qfpay.md §1.7).
+        // With an empty `respcd=` kept the MD5 would be A461AC43… (docs/PROTOCOLS.md §Q1.7).
         let k = key("0123456789ABCDEF0123456789ABCDEF");
         let mut params = worked_example();
         params.push(("respcd", String::new()));

@@ -1,5 +1,5 @@
 //! Time-window sweeps as a pager: one `/trade/v1/query` page per [`WindowPager::next_page`] call,
-//! so memory does not grow with the size of the window (qfpay.md §2.1, §8 facts 7–8).
+//! so memory does not grow with the size of the window (docs/PROTOCOLS.md §Q2.1).
 //!
 //! The window is split at calendar-month boundaries in the account's timezone, both times are
 //! always sent, `page_size=100`, and a month is done when a page comes back short of the page
