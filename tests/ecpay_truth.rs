@@ -3,124 +3,14 @@
 //! `error_nopay` are waited out and then settled at their horizons; a one-off order is queried
 //! without `TradeNo`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod ecpay_support;
+
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use payrecon::sandbox::{
-    DEV_ECPAY_HASH_IV, DEV_ECPAY_HASH_KEY, DEV_ECPAY_MERCHANT_ID, EcpayAction, EcpayOrder,
-    EcpayStatus, RateLimits, Sandbox, SandboxConfig, SandboxHandle,
-};
-use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
-const MID: &str = DEV_ECPAY_MERCHANT_ID;
-
-struct Env {
-    sandbox: SandboxHandle,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-/// A wall-clock sandbox and a config whose ECPay account `tw` points at it; `extra` is added
-/// to the account.
-async fn env(extra: &str) -> Env {
-    let sandbox = Sandbox::start(SandboxConfig {
-        rate_limits: RateLimits::off(),
-        ..SandboxConfig::dev()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[ledger]
-path = "{ledger}"
-[log]
-level = "warn"
-[[accounts]]
-name = "tw"
-provider = "ecpay"
-base_url = "{url}"
-merchant_id = "{MID}"
-hash_key = "{DEV_ECPAY_HASH_KEY}"
-hash_iv = "{DEV_ECPAY_HASH_IV}"
-first_query_after = "1s"
-nopay_interval = "1s"
-rate_per_minute = 6000
-retry_for = "300ms"
-{extra}
-"#,
-            ledger = dir.path().join("l.db").display(),
-            url = sandbox.base_url(),
-        ),
-    )
-    .unwrap();
-    Env {
-        sandbox,
-        dir,
-        config,
-    }
-}
-
-impl Env {
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// Seeds `order` in the sandbox and imports it into the ledger with its creation time.
-    fn seed(&self, order: EcpayOrder, created: DateTime<Utc>) {
-        let no = order.merchant_trade_no.clone();
-        let amount = order.amount;
-        self.sandbox
-            .state()
-            .insert_ecpay(MID, order.at(created))
-            .unwrap();
-        let file = self.dir.path().join(format!("{no}.jsonl"));
-        let row = json!({"account": "tw", "out_trade_no": no, "amount": amount,
-            "currency": "TWD", "created_at": created.to_rfc3339()});
-        std::fs::write(&file, format!("{row}\n")).unwrap();
-        self.run(&["import", file.to_str().unwrap()]);
-    }
-
-    fn row(&self, no: &str) -> Value {
-        let out = self.run(&["ledger", "list", "--format", "json"]);
-        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-        rows.into_iter()
-            .find(|r| r["out_trade_no"] == no)
-            .unwrap_or_else(|| panic!("{no} is not in the ledger"))
-    }
-
-    fn state(&self, no: &str) -> String {
-        self.row(no)["state"].as_str().unwrap().to_string()
-    }
-
-    fn show(&self, no: &str) -> String {
-        String::from_utf8_lossy(&self.run(&["ledger", "show", no]).stdout).into_owned()
-    }
-}
-
-fn ago(d: Duration) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(d).unwrap()
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(86_400);
+use chrono::Utc;
+use ecpay_support::*;
+use payrecon::sandbox::{EcpayAction, EcpayOrder, EcpayStatus};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecpay_capture_cancellation_or_refund_after_authorization_reaches_the_ledger() {

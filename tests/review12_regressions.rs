@@ -1,21 +1,16 @@
 //! Regression tests from the adversarial review of issue 12 and the ECPay after-final
 //! observation (each failed on the reviewed code). Each states the money-safety rule it checks.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod ecpay_support;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ecpay_support::*;
 use payrecon::domain::{OutTradeNo, Outcome, Provider};
 use payrecon::gateway::ecpay::credit_detail::classify_credit_detail;
-use payrecon::sandbox::{
-    DEV_ECPAY_HASH_IV, DEV_ECPAY_HASH_KEY, DEV_ECPAY_MERCHANT_ID, EcpayAction, EcpayOrder,
-    RateLimits, Sandbox, SandboxConfig, SandboxHandle,
-};
+use payrecon::sandbox::{EcpayAction, EcpayOrder};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
-const MID: &str = DEV_ECPAY_MERCHANT_ID;
 
 // ---------------------------------------------------------------------------------------------
 // The mapping (src/gateway/ecpay/card_trade.rs), through the public classifier.
@@ -193,110 +188,6 @@ fn a_partial_capture_in_flight_is_not_a_full_success() {
 // Through the binary against the sandbox.
 // ---------------------------------------------------------------------------------------------
 
-struct Env {
-    sandbox: SandboxHandle,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-async fn env(extra: &str) -> Env {
-    let sandbox = Sandbox::start(SandboxConfig {
-        rate_limits: RateLimits::off(),
-        ..SandboxConfig::dev()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[ledger]
-path = "{ledger}"
-[log]
-level = "warn"
-[[accounts]]
-name = "tw"
-provider = "ecpay"
-base_url = "{url}"
-merchant_id = "{MID}"
-hash_key = "{DEV_ECPAY_HASH_KEY}"
-hash_iv = "{DEV_ECPAY_HASH_IV}"
-first_query_after = "1s"
-nopay_interval = "1s"
-rate_per_minute = 6000
-retry_for = "300ms"
-{extra}
-"#,
-            ledger = dir.path().join("l.db").display(),
-            url = sandbox.base_url(),
-        ),
-    )
-    .unwrap();
-    Env {
-        sandbox,
-        dir,
-        config,
-    }
-}
-
-impl Env {
-    fn try_run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.try_run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn seed(&self, order: EcpayOrder, created: DateTime<Utc>) {
-        let no = order.merchant_trade_no.clone();
-        let amount = order.amount;
-        self.sandbox
-            .state()
-            .insert_ecpay(MID, order.at(created))
-            .unwrap();
-        let file = self.dir.path().join(format!("{no}.jsonl"));
-        let row = json!({"account": "tw", "out_trade_no": no, "amount": amount,
-            "currency": "TWD", "created_at": created.to_rfc3339()});
-        std::fs::write(&file, format!("{row}\n")).unwrap();
-        self.run(&["import", file.to_str().unwrap()]);
-    }
-
-    fn row(&self, no: &str) -> Value {
-        let out = self.run(&["ledger", "list", "--format", "json"]);
-        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-        rows.into_iter()
-            .find(|r| r["out_trade_no"] == no)
-            .unwrap_or_else(|| panic!("{no} is not in the ledger"))
-    }
-
-    fn state(&self, no: &str) -> String {
-        self.row(no)["state"].as_str().unwrap().to_string()
-    }
-
-    fn show(&self, no: &str) -> String {
-        String::from_utf8_lossy(&self.run(&["ledger", "show", no]).stdout).into_owned()
-    }
-}
-
-fn ago(d: Duration) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(d).unwrap()
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 /// The sandbox's own timeline: authorized, capture requested, capture undone (E), captured
