@@ -2,11 +2,11 @@
 //! lease clean-up,
 //! systemd readiness and watchdog notifications, and an orderly shutdown.
 //!
-//! The jobs hold no logic: each calls [`Reconciler::run_once`] like the CLI does. A job never
-//! overlaps itself (tokio-cron-scheduler has no such guard of its own, so the job keeps one): a
-//! tick that finds the previous pass still running is skipped. On shutdown no new pass
-//! starts, the pass in flight finishes its current chunk (bounded by a timeout), its leases are
-//! released, and the process exits 0.
+//! The jobs hold no logic: each calls [`Reconciler::run_once`] like the CLI does. Every tick
+//! starts the lanes that are idle: an account whose lane is still working since an earlier
+//! tick (a long ECPay backlog at its pace) is skipped, and never holds the others back. On
+//! shutdown no new pass starts, each lane in flight finishes its current unit (bounded by a
+//! timeout), its account lease is released, and the process exits 0.
 //!
 //! Two host failures end the daemon instead (the same orderly stop, then an error): the ledger
 //! path no longer naming the file the daemon opened (checked before every pass), and
@@ -22,12 +22,13 @@ use sd_notify::NotifyState;
 use tokio::sync::{Mutex, mpsc};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ScheduleSettings;
 use crate::ledger::LedgerError;
 use crate::reconcile::{Reconciler, RunScope};
 
-/// How long shutdown waits for the pass in flight before leaving its leases to expire.
+/// How long shutdown waits for the lanes in flight before leaving their leases to expire.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the daemon stopped other than by a signal.
@@ -44,24 +45,27 @@ pub enum DaemonError {
     LedgerFailing { passes: u32, last: String },
 }
 
-/// What the reconcile job shares across ticks: the single-flight guard, the count of passes
-/// that failed in a row, and the way to tell the main loop that the daemon must end.
+/// What the reconcile job shares across ticks: the passes in flight, the count of passes that
+/// failed in a row, and the way to tell the main loop that the daemon must end.
 #[derive(Debug)]
 struct PassJob {
     engine: Arc<Reconciler>,
-    running: Mutex<()>,
+    in_flight: TaskTracker,
     failed_in_a_row: AtomicU32,
     max_failed_passes: u32,
     fatal: mpsc::UnboundedSender<DaemonError>,
 }
 
 impl PassJob {
-    /// Runs a pass unless one is already running. The mutex is the single-flight guard.
+    /// Starts a pass of the idle lanes in the background (tracked, so shutdown can wait).
+    fn start(self: &Arc<Self>, shutdown: &CancellationToken) {
+        let (job, shutdown) = (self.clone(), shutdown.clone());
+        self.in_flight
+            .spawn(async move { job.tick(&shutdown).await });
+    }
+
+    /// Runs a pass of the lanes not already working (each lane is its own single-flight guard).
     async fn tick(&self, shutdown: &CancellationToken) {
-        let Ok(_running) = self.running.try_lock() else {
-            tracing::debug!("previous reconcile pass still running; skipping this tick");
-            return;
-        };
         if shutdown.is_cancelled() {
             return;
         }
@@ -72,6 +76,7 @@ impl PassJob {
         }
         let scope = RunScope {
             trigger: "cron",
+            lane_wait: None,
             ..RunScope::default()
         };
         match self.engine.run_once(&scope, shutdown).await {
@@ -106,7 +111,7 @@ pub async fn run(
     let (fatal_tx, mut fatal) = mpsc::unbounded_channel();
     let passes = Arc::new(PassJob {
         engine: engine.clone(),
-        running: Mutex::new(()),
+        in_flight: TaskTracker::new(),
         failed_in_a_row: AtomicU32::new(0),
         max_failed_passes: schedule.max_failed_passes,
         fatal: fatal_tx,
@@ -115,8 +120,8 @@ pub async fn run(
     let (p, s) = (passes.clone(), shutdown.clone());
     sched
         .add(Job::new_async(schedule.reconcile.as_str(), move |_, _| {
-            let (p, s) = (p.clone(), s.clone());
-            Box::pin(async move { p.tick(&s).await })
+            p.start(&s);
+            Box::pin(async {})
         })?)
         .await?;
 
@@ -159,10 +164,7 @@ pub async fn run(
     ]);
 
     // A first pass right away, so a restart does not wait for the next tick.
-    {
-        let (p, s) = (passes.clone(), shutdown.clone());
-        tokio::spawn(async move { p.tick(&s).await });
-    }
+    passes.start(&shutdown);
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -174,15 +176,16 @@ pub async fn run(
         }
     };
 
-    tracing::info!("shutting down: no new passes; waiting for the one in flight");
+    tracing::info!("shutting down: no new passes; waiting for the lanes in flight");
     notify(&[NotifyState::Stopping]);
-    // Stops a pass in flight between chunks when the daemon ends on its own.
+    // Stops the lanes in flight between units when the daemon ends on its own.
     shutdown.cancel();
     sched.shutdown().await?;
-    match tokio::time::timeout(SHUTDOWN_GRACE, passes.running.lock()).await {
-        Ok(_) => tracing::info!("payrecon daemon stopped"),
+    passes.in_flight.close();
+    match tokio::time::timeout(SHUTDOWN_GRACE, passes.in_flight.wait()).await {
+        Ok(()) => tracing::info!("payrecon daemon stopped"),
         Err(_) => {
-            tracing::warn!("the pass in flight did not finish in time; its leases will expire")
+            tracing::warn!("a lane in flight did not finish in time; its account lease will expire")
         }
     }
     if let Err(e) = engine.ledger().release_leases(engine.owner()).await {

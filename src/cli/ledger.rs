@@ -32,7 +32,11 @@ pub enum LedgerCommand {
         key: String,
     },
     /// Counts by state per account, the oldest open payment, gateway calls spent.
-    Stats,
+    Stats {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn failed(e: impl std::fmt::Display) -> ExitCode {
@@ -49,7 +53,7 @@ pub async fn run(settings: &Settings, cmd: &LedgerCommand) -> Result<ExitCode, E
             format,
         } => list(&ledger, *state, account.clone(), *format).await,
         LedgerCommand::Show { key } => show(&ledger, key).await,
-        LedgerCommand::Stats => stats(&ledger).await,
+        LedgerCommand::Stats { json } => stats(&ledger, *json).await,
     };
     ledger.close().await;
     result
@@ -154,10 +158,16 @@ async fn show(ledger: &crate::ledger::Ledger, key: &str) -> Result<ExitCode, Exi
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stats(ledger: &crate::ledger::Ledger) -> Result<ExitCode, ExitCode> {
+async fn stats(ledger: &crate::ledger::Ledger, json: bool) -> Result<ExitCode, ExitCode> {
     let mut out = String::new();
     let now = Utc::now();
-    let s = ledger.stats(&time::to_db(now)).await.map_err(failed)?;
+    let s = ledger.stats(now).await.map_err(failed)?;
+    if json {
+        let text = serde_json::to_string_pretty(&s).map_err(failed)?;
+        outln!(out, "{text}");
+        emit(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!(out, "payments by account and state:");
     if s.by_state.is_empty() {
         outln!(out, "  (none)");
@@ -199,6 +209,26 @@ async fn stats(ledger: &crate::ledger::Ledger) -> Result<ExitCode, ExitCode> {
     }
     for (account, until, reason) in &s.paused_accounts {
         outln!(out, "paused account: {account} until {until} ({reason})");
+    }
+    outln!(out, "lanes (one per account; the holder is the process working it):");
+    if s.lanes.is_empty() {
+        outln!(out, "  (none)");
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    for l in &s.lanes {
+        outln!(
+            out,
+            "  {:<16} {:<6} holder {} (token {}), heartbeat {}, pace {}, due {}, paused until {}",
+            l.account,
+            l.provider.as_deref().unwrap_or("-"),
+            dash(&l.holder),
+            l.token,
+            dash(&l.heartbeat_at),
+            l.pace_per_minute
+                .map_or_else(|| "-".to_string(), |p| format!("{p}/min")),
+            l.due,
+            dash(&l.paused_until)
+        );
     }
     emit(&out)?;
     Ok(ExitCode::SUCCESS)

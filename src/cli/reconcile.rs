@@ -78,6 +78,7 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode, 
         dry_run: args.dry_run,
         strategy: args.strategy,
         trigger: "cli",
+        lane_wait: Some(settings.reconcile.lane_wait),
     };
     let result = engine.run_once(&scope, &shutdown).await;
     ledger.close().await;

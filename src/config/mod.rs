@@ -63,7 +63,10 @@ pub struct ScheduleSettings {
 
 #[derive(Debug, Clone)]
 pub struct ReconcileSettings {
+    /// The account lease's time-to-live; a lane renews it every third of it.
     pub lease: Duration,
+    /// How long a one-off pass or sweep waits for an account another process works.
+    pub lane_wait: Duration,
     pub chunk_size: u32,
     pub concurrency: u32,
     pub give_up_after: Duration,
@@ -231,7 +234,8 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let mut p = Problems::new("reconcile", &mut list);
     let r = &raw.reconcile;
     let reconcile = ReconcileSettings {
-        lease: p.duration("lease", r.lease.as_ref(), Duration::from_secs(300)),
+        lease: p.duration("lease", r.lease.as_ref(), Duration::from_secs(60)),
+        lane_wait: p.duration("lane_wait", r.lane_wait.as_ref(), Duration::from_secs(10)),
         chunk_size: p.count("chunk_size", r.chunk_size, 500, 100_000),
         concurrency: p.count("concurrency", r.concurrency, 4, 64),
         give_up_after: p.duration(

@@ -43,6 +43,7 @@ pub(crate) struct RawSchedule {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReconcile {
     pub lease: Option<String>,
+    pub lane_wait: Option<String>,
     pub chunk_size: Option<i64>,
     pub concurrency: Option<i64>,
     pub give_up_after: Option<String>,

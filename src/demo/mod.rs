@@ -184,7 +184,7 @@ async fn register(
 
 /// Counts of payments still open (pending, in progress, reversing).
 async fn open_count(ledger: &Ledger) -> usize {
-    let stats = ledger.stats(&ledger::time::to_db(Utc::now())).await;
+    let stats = ledger.stats(Utc::now()).await;
     stats.map_or(usize::MAX, |s| {
         s.by_state
             .iter()

@@ -17,7 +17,7 @@ use crate::domain::{
 };
 use crate::gateway::GatewayError;
 use crate::gateway::qfpay::{PaymentCreated, PaymentInputError, PaymentRequest, QfpayClient};
-use crate::ledger::{Ledger, LedgerError, NewPayment};
+use crate::ledger::{Ledger, LedgerError, NewPayment, WriteGuard};
 use crate::reconcile::update;
 
 /// What to create.
@@ -153,7 +153,9 @@ pub async fn create_qfpay_payment(
         ),
         Err(e) => update::from_call_error(&claimed, e, &schedule, answered_at, 0.5),
     };
-    let applied = ledger.apply(&owner, None, &[update], answered_at).await;
+    let applied = ledger
+        .apply(WriteGuard::Hold(&owner), None, &[update], answered_at)
+        .await;
     let answer = result.map_err(|source| PayError::Call {
         id,
         out_trade_no: order.out_trade_no.to_string(),

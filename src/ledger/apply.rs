@@ -1,13 +1,13 @@
-//! Writing a pass's decisions: one transaction per chunk, each payment update guarded by the
-//! lease (a pass that lost its lease writes nothing for that payment), each with its events
-//! and discrepancies.
+//! Writing a lane's decisions: one transaction per answer (an ECPay answer, a QFPay id-lookup
+//! batch, a sweep page), fenced by the lane's account lease (a lane whose lease another
+//! process took writes nothing), each payment update with its events and discrepancies.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
 use super::time::to_db;
-use super::{Ledger, LedgerError};
+use super::{Fence, Ledger, LedgerError};
 use crate::domain::{DiscrepancyKind, PaymentId, PaymentState, ProviderRef, RetryReason};
 
 /// One history row.
@@ -58,20 +58,33 @@ fn retry_reason_str(r: RetryReason) -> String {
         .unwrap_or_default()
 }
 
+/// What entitles a writer to update payments.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteGuard<'a> {
+    /// A lane: the account lease must still be the fence's (else [`LedgerError::FencedOut`]).
+    Lane(&'a Fence),
+    /// `pay`: the row it registered held, and the hold not yet expired (else the update is
+    /// skipped: a lane has taken the payment over).
+    Hold(&'a str),
+}
+
 impl Ledger {
-    /// Applies `updates` in one transaction and releases their leases. Returns the ids of the
-    /// payments written, once committed (an update whose lease was lost to another pass is
-    /// skipped whole), so that a pass counts only what the ledger holds.
+    /// Applies `updates` in one transaction and clears any row hold on them. Returns the ids
+    /// of the payments written, once committed, so that a pass counts only what the ledger
+    /// holds. A lane whose fence no longer holds writes nothing ([`LedgerError::FencedOut`]).
     pub async fn apply(
         &self,
-        owner: &str,
+        guard: WriteGuard<'_>,
         run_id: Option<i64>,
         updates: &[PaymentUpdate],
         now: DateTime<Utc>,
     ) -> Result<HashSet<PaymentId>, LedgerError> {
         let now_s = to_db(now);
         let mut applied = HashSet::with_capacity(updates.len());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (mut tx, account, holder) = match guard {
+            WriteGuard::Lane(fence) => (self.fenced(fence).await?, Some(&fence.account), None),
+            WriteGuard::Hold(owner) => (self.pool.begin_with("BEGIN IMMEDIATE").await?, None, Some(owner)),
+        };
         for u in updates {
             let (reason, repeats) = match u.retry {
                 Some((r, n)) => (Some(retry_reason_str(r)), i64::from(n)),
@@ -93,7 +106,9 @@ impl Ledger {
                      lease_owner = NULL,
                      lease_expires_at = NULL,
                      last_run_id = COALESCE(?12, last_run_id)
-                 WHERE id = ?10 AND lease_owner = ?11
+                 WHERE id = ?10
+                   AND (?11 IS NULL OR (lease_owner = ?11 AND lease_expires_at > ?9))
+                   AND (?13 IS NULL OR account = ?13)
                    AND NOT (state NOT IN ('pending', 'in_progress', 'reversing')
                             AND ?1 IN ('pending', 'in_progress', 'reversing'))",
             )
@@ -107,14 +122,15 @@ impl Ledger {
             .bind(u.in_progress_since.map(to_db))
             .bind(&now_s)
             .bind(u.id.0)
-            .bind(owner)
+            .bind(holder)
             .bind(run_id)
+            .bind(account)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
                 tracing::warn!(
                     payment = u.id.0,
-                    "lease lost before apply; another pass owns this payment now"
+                    "the payment's hold expired before its answer was written; a lane has it now"
                 );
                 continue;
             }
@@ -132,27 +148,27 @@ impl Ledger {
 
     /// Writes the intent to reverse *before* any reversal call: state `reversing`,
     /// `reversal_requested_at` set, and `events` (the history up to and including the intent).
-    /// Returns `false` (and writes nothing) if this pass no longer holds the lease, the payment
-    /// is no longer open, or a reversal was ever requested before: the guard against reversing
-    /// twice, also across crashes.
+    /// Returns `false` (and writes nothing) if the payment is no longer open or a reversal
+    /// was ever requested before: the guard against reversing twice, also across crashes and
+    /// processes; [`LedgerError::FencedOut`] if the lane's account lease is no longer its own.
     pub async fn mark_reversing(
         &self,
-        owner: &str,
+        fence: &Fence,
         run_id: Option<i64>,
         id: PaymentId,
         events: &[NewEvent],
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
         let now_s = to_db(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.fenced(fence).await?;
         let done = sqlx::query(
             "UPDATE payments SET state = 'reversing', reversal_requested_at = ?1, updated_at = ?1
-             WHERE id = ?2 AND lease_owner = ?3 AND reversal_requested_at IS NULL
+             WHERE id = ?2 AND account = ?3 AND reversal_requested_at IS NULL
                AND state IN ('pending', 'in_progress')",
         )
         .bind(&now_s)
         .bind(id.0)
-        .bind(owner)
+        .bind(&fence.account)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -169,23 +185,25 @@ impl Ledger {
     /// Records a discrepancy that is not about one claimed payment (sweeps).
     pub async fn record_discrepancy(
         &self,
-        account: &str,
+        fence: &Fence,
         payment_id: Option<PaymentId>,
         d: &NewDiscrepancy,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(payment_id.map(|p| p.0))
-        .bind(account)
+        .bind(&fence.account)
         .bind(d.kind.as_str())
         .bind(&d.detail)
         .bind(d.evidence.to_string())
         .bind(to_db(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

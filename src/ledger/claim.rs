@@ -1,6 +1,6 @@
-//! Claiming due payments with a lease, so two passes (the daemon and a CLI one-off, or two
-//! replicas) never work the same payment at once, and a crashed pass loses nothing: its leases
-//! simply expire.
+//! Which payments are due: the units a lane works, the payments a sweep page is about, and the
+//! input of window planning. Reading them takes no lock: the lane's account lease (see
+//! `account_lease`) is what keeps two processes off the same payments.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -13,7 +13,7 @@ use crate::domain::{
     RecordKind, RetryReason,
 };
 
-/// Which payments a pass may claim.
+/// Which payments a pass may work on.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimScope {
     pub account: Option<String>,
@@ -25,7 +25,7 @@ pub struct ClaimScope {
     pub run_id: Option<i64>,
 }
 
-/// A payment claimed by a pass: everything the engine needs to plan, call and decide.
+/// A due payment a lane works on: everything the engine needs to plan, call and decide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
     pub id: PaymentId,
@@ -174,49 +174,11 @@ fn bind_due<'q>(
 }
 
 impl Ledger {
-    /// Claims up to `limit` due, open, unleased payments with ids above `after` (a pass walks
-    /// the backlog in id order, so it visits each payment at most once even with `--all`).
-    /// One `BEGIN IMMEDIATE` transaction: the select and the lease write cannot interleave with
-    /// another process's claim.
-    pub async fn claim(
-        &self,
-        owner: &str,
-        scope: &ClaimScope,
-        after: i64,
-        limit: u32,
-        now: DateTime<Utc>,
-        lease: std::time::Duration,
-    ) -> Result<Vec<Claimed>, LedgerError> {
-        let until =
-            to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
-        let sql = format!(
-            "UPDATE payments SET lease_owner = ?8, lease_expires_at = ?9
-             WHERE id IN (SELECT id FROM payments WHERE {DUE_WHERE} ORDER BY id LIMIT ?6)
-             RETURNING {CLAIMED_COLUMNS}"
-        );
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = bind_due(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            scope,
-            after,
-            limit,
-            now,
-        )
-        .bind(owner)
-        .bind(&until)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut claimed = rows
-            .iter()
-            .map(Claimed::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
-    }
-
-    /// The payments [`Ledger::claim`] would claim, without taking a lease (`--dry-run`).
-    pub async fn peek_due(
+    /// Up to `limit` due payments of the scope with ids above `after`, in id order: the next
+    /// unit of a lane (a lane walks its backlog in id order, so it visits each payment at most
+    /// once per pass even with `--all`). Nothing is written: the lane's account lease is what
+    /// keeps other processes off these payments, and its units run one after another.
+    pub async fn due_unit(
         &self,
         scope: &ClaimScope,
         after: i64,
@@ -238,46 +200,37 @@ impl Ledger {
         rows.iter().map(Claimed::from_row).collect()
     }
 
-    /// Claims the due payments of `account` whose gateway id or order number is among the
-    /// given keys: the payments a page of a window sweep is about.
+    /// The due payments of `account` whose gateway id or order number is among the given
+    /// keys: the payments a page of a window sweep is about.
     ///
     /// The candidates are found through the key indexes (`payments_by_ref`, and the unique
     /// `(account, kind, out_trade_no)`), and `NOT INDEXED` stops SQLite from walking
     /// `payments_by_state` instead: that plan visited every due payment of the account for
     /// each page, so a sweep of a backlog of n due payments cost O(n²) row visits
     /// (docs/PERFORMANCE.md).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn claim_keys(
+    pub async fn due_for_keys(
         &self,
-        owner: &str,
         scope: &ClaimScope,
         account: &str,
         refs: &[&str],
         orders: &[&str],
         now: DateTime<Utc>,
-        lease: std::time::Duration,
     ) -> Result<Vec<Claimed>, LedgerError> {
-        let until =
-            to_db(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
         let sql = format!(
-            "UPDATE payments SET lease_owner = ?8, lease_expires_at = ?9
+            "SELECT {CLAIMED_COLUMNS} FROM payments NOT INDEXED
              WHERE id IN (
-                 SELECT id FROM payments NOT INDEXED
-                 WHERE id IN (
-                         SELECT id FROM payments
-                         WHERE account = ?10
-                           AND provider_ref IN (SELECT value FROM json_each(?11))
-                         UNION ALL
-                         SELECT id FROM payments
-                         WHERE account = ?10 AND kind IN ('payment', 'refund')
-                           AND out_trade_no IN (SELECT value FROM json_each(?12)))
-                   AND {DUE_WHERE}
-                 LIMIT ?6)
-             RETURNING {CLAIMED_COLUMNS}"
+                     SELECT id FROM payments
+                     WHERE account = ?8
+                       AND provider_ref IN (SELECT value FROM json_each(?9))
+                     UNION ALL
+                     SELECT id FROM payments
+                     WHERE account = ?8 AND kind IN ('payment', 'refund')
+                       AND out_trade_no IN (SELECT value FROM json_each(?10)))
+               AND {DUE_WHERE}
+             ORDER BY id LIMIT ?6"
         );
         let refs = serde_json::to_string(refs).unwrap_or_else(|_| "[]".into());
         let orders = serde_json::to_string(orders).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = bind_due(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
             scope,
@@ -285,14 +238,11 @@ impl Ledger {
             u32::MAX,
             now,
         )
-        .bind(owner)
-        .bind(&until)
         .bind(account)
         .bind(refs)
         .bind(orders)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
         rows.iter().map(Claimed::from_row).collect()
     }
 
@@ -344,26 +294,38 @@ impl Ledger {
         Ok(n.max(0) as u64)
     }
 
-    /// Clears leases that expired (their pass crashed or was killed). Claims already treat
-    /// expired leases as free; this keeps `ledger list` and `sqlite3` readers from seeing stale
-    /// owners.
+    /// Clears leases whose holder stopped renewing them: account leases of a lane whose
+    /// heartbeat stopped (a crashed or killed process), and payment rows a `pay` command held
+    /// when it died. Acquisition already treats expired leases as free; this keeps `ledger
+    /// stats`, `ledger list` and `sqlite3` readers from showing stale holders. A live lane's
+    /// lease is never touched: its heartbeat keeps it in the future.
     pub async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, LedgerError> {
-        let done = sqlx::query(
+        let now = to_db(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
             "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
              WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?",
         )
-        .bind(to_db(now))
-        .execute(&self.pool)
+        .bind(&now)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        let accounts = sqlx::query(
+            "UPDATE account_leases SET holder = NULL, expires_at = NULL
+             WHERE holder IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.rows_affected() + accounts.rows_affected())
     }
 
-    /// Gives back leases this owner still holds (shutdown, or a chunk abandoned on error).
-    pub async fn release_leases(&self, owner: &str) -> Result<u64, LedgerError> {
+    /// Gives back every lease `holder` still holds (shutdown, or a lane abandoned on error).
+    pub async fn release_leases(&self, holder: &str) -> Result<u64, LedgerError> {
         let done = sqlx::query(
-            "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+            "UPDATE account_leases SET holder = NULL, expires_at = NULL WHERE holder = ?",
         )
-        .bind(owner)
+        .bind(holder)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

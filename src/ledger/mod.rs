@@ -1,10 +1,11 @@
 //! The SQLite ledger: payments, their append-only event history, runs, discrepancies, sweep
-//! cursors and account pauses (schema in `migrations/`).
+//! cursors, account pauses and account leases (schema in `migrations/`).
 //!
 //! All SQL is plain runtime `sqlx::query` (no compile-time macros, so no database is needed to
 //! build) and sticks to what PostgreSQL also accepts where it can, so a second backend behind
 //! the same methods stays possible.
 
+mod account_lease;
 mod apply;
 mod claim;
 mod connect;
@@ -14,7 +15,8 @@ mod runs;
 mod sweeps;
 pub mod time;
 
-pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate};
+pub use account_lease::{AccountHolder, Fence, LaneRow};
+pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
 pub use claim::{ClaimScope, Claimed};
 pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
@@ -57,6 +59,11 @@ pub enum LedgerError {
          in two"
     )]
     Replaced { path: String, why: String },
+    #[error(
+        "fenced out: account {account} is held by another process now (our lease token {token} \
+         is no longer the account's); this write is refused"
+    )]
+    FencedOut { account: String, token: i64 },
 }
 
 /// A handle on the ledger database. Cheap to clone (a connection pool).

@@ -91,6 +91,8 @@ pub struct Stats {
     pub open_discrepancies: i64,
     /// (account, paused until, reason) for pauses still in force.
     pub paused_accounts: Vec<(String, String, String)>,
+    /// Each account's lane: holder, heartbeat, pace, due backlog, pause.
+    pub lanes: Vec<super::LaneRow>,
 }
 
 const OPEN_STATES: &str = "('pending', 'in_progress', 'reversing')";
@@ -169,7 +171,9 @@ impl Ledger {
             .collect()
     }
 
-    pub async fn stats(&self, now: &str) -> Result<Stats, LedgerError> {
+    pub async fn stats(&self, now_t: chrono::DateTime<chrono::Utc>) -> Result<Stats, LedgerError> {
+        let now_s = super::time::to_db(now_t);
+        let now = now_s.as_str();
         let by_state = sqlx::query(
             "SELECT account, state, COUNT(*) AS n FROM payments GROUP BY account, state ORDER BY account, state",
         )
@@ -210,6 +214,7 @@ impl Ledger {
             runs,
             open_discrepancies,
             paused_accounts,
+            lanes: self.lanes(now_t).await?,
         })
     }
 }

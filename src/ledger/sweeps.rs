@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::apply::{insert_discrepancy, insert_event};
 use super::time::{from_db, to_db};
-use super::{Ledger, LedgerError, NewDiscrepancy, NewEvent};
+use super::{Fence, Ledger, LedgerError, NewDiscrepancy, NewEvent};
 use crate::domain::{PaymentId, PaymentState};
 
 /// Progress of one month piece of a sweep.
@@ -49,7 +49,6 @@ pub struct SchedulePosition {
 /// A refund record of the gateway whose payment is in the ledger, to register.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoundRefund<'a> {
-    pub account: &'a str,
     pub out_trade_no: &'a str,
     pub syssn: Option<&'a str>,
     pub original_ref: &'a str,
@@ -89,20 +88,21 @@ impl Ledger {
 
     pub async fn save_sweep_cursor(
         &self,
-        account: &str,
+        fence: &Fence,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         round: SweepRound,
         cursor: SweepCursor,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "INSERT INTO sweep_cursors (account, window_start, window_end, next_page, records_seen, completed_at, updated_at, round)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (account, window_start, window_end, round) DO UPDATE SET
                  next_page = ?4, records_seen = ?5, completed_at = ?6, updated_at = ?7",
         )
-        .bind(account)
+        .bind(&fence.account)
         .bind(to_db(start))
         .bind(to_db(end))
         .bind(i64::from(cursor.next_page))
@@ -110,8 +110,9 @@ impl Ledger {
         .bind(cursor.completed.then(|| to_db(now)))
         .bind(to_db(now))
         .bind(round as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -142,22 +143,24 @@ impl Ledger {
 
     pub async fn save_schedule_position(
         &self,
-        account: &str,
+        fence: &Fence,
         position: SchedulePosition,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "INSERT INTO sweep_schedule (account, swept_until, rechecked_from, updated_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (account) DO UPDATE SET
                  swept_until = ?2, rechecked_from = ?3, updated_at = ?4",
         )
-        .bind(account)
+        .bind(&fence.account)
         .bind(to_db(position.swept_until))
         .bind(to_db(position.rechecked_from))
         .bind(to_db(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -205,8 +208,10 @@ impl Ledger {
     /// Guarded by the state it was read in, so a concurrent change wins and this writes
     /// nothing. Returns whether the payment was updated, and the indexes of the discrepancies
     /// newly recorded.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply_sweep_finding(
         &self,
+        fence: &Fence,
         id: i64,
         expected: PaymentState,
         to: PaymentState,
@@ -214,12 +219,14 @@ impl Ledger {
         discrepancies: &[NewDiscrepancy],
         now: DateTime<Utc>,
     ) -> Result<(bool, Vec<usize>), LedgerError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT state FROM payments WHERE id = ? AND lease_owner IS NULL")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mut tx = self.fenced(fence).await?;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM payments WHERE id = ? AND account = ? AND lease_owner IS NULL",
+        )
+        .bind(id)
+        .bind(&fence.account)
+        .fetch_optional(&mut *tx)
+        .await?;
         if current.as_deref() != Some(expected.as_str()) {
             tx.rollback().await?;
             return Ok((false, Vec::new()));
@@ -250,15 +257,23 @@ impl Ledger {
     }
 
     /// Links a refund row to its payment's gateway id, if it was not linked yet.
-    pub async fn link_refund(&self, id: i64, original_ref: &str) -> Result<(), LedgerError> {
+    pub async fn link_refund(
+        &self,
+        fence: &Fence,
+        id: i64,
+        original_ref: &str,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "UPDATE payments SET original_ref = ?1 WHERE id = ?2 AND kind = 'refund'
-               AND original_ref IS NULL",
+               AND original_ref IS NULL AND account = ?3",
         )
         .bind(original_ref)
         .bind(id)
-        .execute(&self.pool)
+        .bind(&fence.account)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -267,11 +282,12 @@ impl Ledger {
     /// row with that order number exists already.
     pub async fn register_found_refund(
         &self,
+        fence: &Fence,
         r: &FoundRefund<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, LedgerError> {
         let now_s = to_db(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.fenced(fence).await?;
         let open = !r.state.is_final();
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, original_ref,
@@ -281,7 +297,7 @@ impl Ledger {
              ON CONFLICT (account, kind, out_trade_no) DO NOTHING
              RETURNING id",
         )
-        .bind(r.account)
+        .bind(&fence.account)
         .bind(r.out_trade_no)
         .bind(r.syssn)
         .bind(r.original_ref)
@@ -331,18 +347,27 @@ impl Ledger {
         .await?)
     }
 
-    /// Makes open payments due now, so the next pass settles them under a lease.
-    pub async fn make_due(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), LedgerError> {
+    /// Makes open payments due now, so the lane's next unit settles them.
+    pub async fn make_due(
+        &self,
+        fence: &Fence,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "UPDATE payments SET next_check_at = ?1
              WHERE id IN (SELECT value FROM json_each(?2))
+               AND account = ?3
                AND state IN ('pending', 'in_progress', 'reversing')
                AND (next_check_at IS NULL OR next_check_at > ?1)",
         )
         .bind(to_db(now))
         .bind(serde_json::to_string(ids).unwrap_or_default())
-        .execute(&self.pool)
+        .bind(&fence.account)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

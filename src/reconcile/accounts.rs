@@ -1,10 +1,11 @@
 //! Per-account runtime: the gateway client built from config (once, so every pass shares the
-//! account's pacer and pause) and the account's retry schedule.
+//! account's pacer and pause), the account's retry schedule and its lane slot.
 
 use std::time::Duration;
 
 use crate::config::{Account, EcpayAccount, QfpayAccount, Settings};
-use crate::domain::{AccountName, RetryRule, RetrySchedule};
+use super::lane::LaneSlot;
+use crate::domain::{AccountName, Provider, RetryRule, RetrySchedule};
 use crate::gateway::GatewayError;
 use crate::gateway::ecpay::EcpayClient;
 use crate::gateway::qfpay::QfpayClient;
@@ -27,6 +28,17 @@ pub(crate) struct AccountRuntime {
     pub name: AccountName,
     pub schedule: RetrySchedule,
     pub gateway: Gateway,
+    /// The account's lane slot in this process (see `lane`).
+    pub lane: LaneSlot,
+}
+
+impl AccountRuntime {
+    pub fn provider(&self) -> Provider {
+        match self.gateway {
+            Gateway::Qfpay { .. } => Provider::Qfpay,
+            Gateway::Ecpay { .. } => Provider::Ecpay,
+        }
+    }
 }
 
 /// The schedule of one account: the provider defaults with the account's own intervals.
@@ -66,6 +78,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Vec<AccountRuntime>, GatewayE
         .map(|a| AccountRuntime {
             name: a.name().clone(),
             schedule: schedule_for(a),
+            lane: LaneSlot::default(),
             gateway: match a {
                 Account::Qfpay(q) => Gateway::Qfpay {
                     client: Box::new(q.client(http.clone())),

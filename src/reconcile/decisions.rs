@@ -1,6 +1,6 @@
 //! What a pass does with the answers it got: decisions through the state machine, the last
 //! resort for payments still undetermined past their deadline, account pauses, and writing
-//! each chunk.
+//! each delivery.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::domain::{
     RecordKind, RetryReason, last_resort,
 };
 use crate::gateway::{ErrorClass, GatewayError};
-use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
+use crate::ledger::{Claimed, NewEvent, PaymentUpdate, WriteGuard};
 
 /// ECPay: a settled order stays under observation within the account's
 /// `after_final_look_back` (captures, cancellations and refunds after authorization come days
@@ -131,7 +131,7 @@ impl Reconciler {
         Ok(updates)
     }
 
-    /// Counts a chunk's updates into the summary and applies them (not in a dry run).
+    /// Counts a delivery's updates into the summary and applies them (not in a dry run).
     pub(crate) async fn commit(
         &self,
         ctx: &PassContext<'_>,
@@ -139,14 +139,14 @@ impl Reconciler {
         updates: &[PaymentUpdate],
         summary: &mut RunSummary,
     ) -> Result<(), ReconcileError> {
-        // Counted only once written: a chunk whose commit fails (a full disk) and a payment
-        // whose lease another pass took must not show in the run's counters.
+        // Counted only once written: a delivery whose commit fails (a full disk, a lane fenced
+        // out) must not show in the run's counters.
         let applied = if scope.dry_run {
             None
         } else {
             Some(
                 self.ledger
-                    .apply(&self.owner, ctx.run_id, updates, ctx.now)
+                    .apply(WriteGuard::Lane(ctx.fence), ctx.run_id, updates, ctx.now)
                     .await?,
             )
         };

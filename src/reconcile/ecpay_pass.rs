@@ -1,26 +1,29 @@
-//! Asking ECPay about one account's claimed payments: one call per order (ECPay has no batch
+//! Asking ECPay about one unit of an account's due payments, each answer handed to the lane as
+//! it arrives: one call per order (ECPay has no batch
 //! query), never sooner than `first_query_after` after the order was created (seed 003), and
 //! none while the account is paused after an HTTP 403.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 
-use super::{Answer, PassContext};
+use super::{Answer, Delivery, PassContext, Sink};
 use crate::config::EcpayAccount;
 use crate::gateway::ecpay::EcpayClient;
 use crate::ledger::Claimed;
 
-/// Answers for the members that were asked, the members to postpone (with when), and calls.
+/// Asks about `members` and hands each answer to `sink` as it arrives (postponed members
+/// first, together). Returns the calls spent.
 pub(crate) async fn check(
     ctx: &PassContext<'_>,
     client: &EcpayClient,
     account: &EcpayAccount,
     claimed: &[Claimed],
     members: &[usize],
-) -> (HashMap<usize, Answer>, Vec<(usize, DateTime<Utc>)>, u64) {
+    sink: Sink,
+) -> u64 {
     let first_after = chrono::Duration::from_std(account.first_query_after).unwrap_or_default();
     let mut postponed = Vec::new();
     let mut ask = Vec::new();
@@ -40,8 +43,14 @@ pub(crate) async fn check(
             ask.push(i);
         }
     }
-    let calls = ask.len() as u64;
-    let answers = futures::stream::iter(ask)
+    if !postponed.is_empty() {
+        let _ = sink.send(Delivery {
+            postponed,
+            ..Delivery::default()
+        });
+    }
+    futures::stream::iter(ask)
+        .take_while(|_| std::future::ready(!ctx.stop.is_cancelled()))
         .map(|i| async move {
             let c = &claimed[i];
             let answer = match client.query(&c.out_trade_no, c.provider_ref.as_ref()).await {
@@ -51,7 +60,9 @@ pub(crate) async fn check(
             (i, answer)
         })
         .buffer_unordered(ctx.concurrency)
-        .collect::<HashMap<_, _>>()
-        .await;
-    (answers, postponed, calls)
+        .fold(0, |calls, (i, answer)| {
+            let _ = sink.send(Delivery::answers(HashMap::from([(i, answer)])));
+            std::future::ready(calls + 1)
+        })
+        .await
 }

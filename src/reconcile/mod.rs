@@ -1,10 +1,12 @@
-//! The reconcile pass (docs/ARCHITECTURE.md §4): claim due payments, plan gateway calls, call,
-//! decide with the pure state machine, apply in batched transactions, and reverse as a last
-//! resort. Cron, the CLI and tests all go through [`Reconciler::run_once`].
+//! The reconcile pass (docs/ARCHITECTURE.md §4): one lane per merchant account (`lane`: a lane
+//! works one account under its lease), all lanes at once; each lane plans gateway calls, calls,
+//! decides with the pure state machine, applies each answer as it arrives, and reverses as a
+//! last resort. Cron, the CLI and tests all go through [`Reconciler::run_once`].
 
 mod accounts;
 mod decisions;
 mod ecpay_pass;
+mod lane;
 mod matching;
 pub mod plan;
 mod qfpay_pass;
@@ -16,6 +18,7 @@ mod window_sweep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -24,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ReconcileSettings, Settings};
 use crate::domain::{LastResortPolicy, Provider};
 use crate::gateway::GatewayError;
-use crate::ledger::{ClaimScope, Claimed, Ledger, LedgerError, PaymentUpdate, RunCounters};
-use accounts::{AccountRuntime, Gateway};
+use crate::ledger::{Fence, Ledger, LedgerError, RunCounters};
+pub use lane::LaneWait;
 pub use plan::Strategy;
 
 /// What one gateway call told us about one payment, and when the answer arrived: every next
@@ -48,6 +51,27 @@ impl Answer {
     }
 }
 
+/// What one answered call tells the lane: answers for some members of the unit, or members to
+/// look at again later (with when). The lane decides and writes each delivery in one
+/// transaction as soon as it arrives.
+#[derive(Debug, Default)]
+pub(crate) struct Delivery {
+    pub answers: HashMap<usize, Answer>,
+    pub postponed: Vec<(usize, DateTime<Utc>)>,
+}
+
+impl Delivery {
+    pub fn answers(answers: HashMap<usize, Answer>) -> Self {
+        Self {
+            answers,
+            postponed: Vec::new(),
+        }
+    }
+}
+
+/// Where the gateway passes send their deliveries.
+pub(crate) type Sink = tokio::sync::mpsc::UnboundedSender<Delivery>;
+
 /// Which payments a pass works on, and how.
 #[derive(Debug, Clone, Default)]
 pub struct RunScope {
@@ -61,6 +85,16 @@ pub struct RunScope {
     pub strategy: Strategy,
     /// Who started it: `cron`, `cli`, `demo` …
     pub trigger: &'static str,
+    /// How long to wait for an account another process (or this one) is working:
+    /// `None` skips it at once (the daemon's ticks), `Some(d)` waits up to `d`.
+    pub lane_wait: Option<Duration>,
+}
+
+/// An account a pass did not work because another process held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedAccount {
+    pub account: String,
+    pub holder: String,
 }
 
 /// The outcome of a pass.
@@ -72,8 +106,28 @@ pub struct RunSummary {
     pub decided: std::collections::BTreeMap<String, u64>,
     pub reversals_sent: u64,
     pub paused_accounts: Vec<String>,
-    /// The pass stopped early (shutdown requested); unprocessed leases were released.
+    /// Accounts another process held for longer than the pass would wait.
+    pub skipped_accounts: Vec<SkippedAccount>,
+    /// Accounts whose lease another process took while this pass stalled: their lanes stopped
+    /// and wrote nothing more.
+    pub fenced_out: Vec<String>,
+    /// The pass stopped early (shutdown requested) between units.
     pub interrupted: bool,
+}
+
+impl RunSummary {
+    /// Adds a lane's summary to the pass's.
+    pub(crate) fn merge(&mut self, o: RunSummary) {
+        self.counters.add(o.counters);
+        for (k, v) in o.decided {
+            *self.decided.entry(k).or_default() += v;
+        }
+        self.reversals_sent += o.reversals_sent;
+        self.paused_accounts.extend(o.paused_accounts);
+        self.skipped_accounts.extend(o.skipped_accounts);
+        self.fenced_out.extend(o.fenced_out);
+        self.interrupted |= o.interrupted;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,19 +140,22 @@ pub enum ReconcileError {
     UnknownAccount(String),
 }
 
-/// Everything one pass's helpers need.
-#[derive(Debug)]
+/// Everything one unit's helpers need.
+#[derive(Debug, Clone)]
 pub(crate) struct PassContext<'a> {
     pub ledger: &'a Ledger,
-    pub owner: &'a str,
+    /// The lane's lease: every write presents it.
+    pub fence: &'a Fence,
     pub run_id: Option<i64>,
     pub now: DateTime<Utc>,
     pub strategy: Strategy,
     pub concurrency: usize,
-    /// Whether a chunk may sweep its own windows: only when the pass had no window phase
+    /// Whether a unit may sweep its own windows: only when the pass had no window phase
     /// (`--dry-run`); otherwise every window worth sweeping was swept (or abandoned as too
-    /// large) before the chunks, and sweeping it again per chunk would repeat pages.
-    pub chunk_sweeps: bool,
+    /// large) before the units, and sweeping it again per unit would repeat pages.
+    pub unit_sweeps: bool,
+    /// Cancelled when the lane must make no more calls (its lease is lost, or a write failed).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl PassContext<'_> {
@@ -108,16 +165,26 @@ impl PassContext<'_> {
     }
 }
 
+/// A unique id for this process as a lease holder: host, pid and a random tag.
+fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+}
+
 /// The reconcile engine for one process. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Reconciler {
     ledger: Ledger,
-    accounts: Vec<AccountRuntime>,
+    accounts: Vec<accounts::AccountRuntime>,
     policy: LastResortPolicy,
     settings: ReconcileSettings,
     /// How old a closed window is when the scheduled sweep reads it again.
     sweep_look_back: std::time::Duration,
-    /// Lease owner id: unique per process.
+    /// Lease holder id: unique per process.
     owner: String,
 }
 
@@ -135,15 +202,7 @@ impl Reconciler {
             },
             settings: settings.reconcile.clone(),
             sweep_look_back: settings.schedule.sweep_look_back,
-            owner: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
-        })
-    }
-
-    /// The timezone of a configured QFPay account.
-    pub(crate) fn qfpay_timezone(&self, account: &str) -> Option<chrono::FixedOffset> {
-        self.accounts.iter().find_map(|r| match &r.gateway {
-            Gateway::Qfpay { account: a, .. } if r.name.as_str() == account => Some(a.timezone),
-            _ => None,
+            owner: holder_id(),
         })
     }
 
@@ -151,12 +210,14 @@ impl Reconciler {
         &self.ledger
     }
 
+    /// This process's lease holder id.
     pub fn owner(&self) -> &str {
         &self.owner
     }
 
-    /// One pass over due payments. Stops between chunks when `shutdown` is cancelled (the
-    /// chunk in flight is finished and applied; nothing else is claimed).
+    /// One pass: every account in scope worked by its own lane, all at once. A lane stops
+    /// between units when `shutdown` is cancelled (the unit in flight is finished and applied).
+    /// A daemon tick (`lane_wait: None`) whose lanes are all busy writes no run.
     #[tracing::instrument(skip_all, fields(trigger = scope.trigger, dry_run = scope.dry_run))]
     pub async fn run_once(
         &self,
@@ -168,6 +229,15 @@ impl Reconciler {
         {
             return Err(ReconcileError::UnknownAccount(a.clone()));
         }
+        let lanes: Vec<_> = self
+            .accounts
+            .iter()
+            .filter(|rt| scope.account.as_ref().is_none_or(|a| rt.name.as_str() == a))
+            .filter(|rt| scope.provider.is_none_or(|p| rt.provider() == p))
+            .collect();
+        if scope.lane_wait.is_none() && lanes.iter().all(|rt| rt.lane.is_busy()) {
+            return Ok(RunSummary::default());
+        }
         let started = Utc::now();
         let run_id = if scope.dry_run {
             None
@@ -178,16 +248,26 @@ impl Reconciler {
                     .await?,
             )
         };
+        let wait = scope.lane_wait.map_or(LaneWait::Skip, LaneWait::UpTo);
+        let results = futures::future::join_all(
+            lanes
+                .iter()
+                .map(|rt| self.run_lane(rt, scope, run_id, wait, shutdown)),
+        )
+        .await;
         let mut summary = RunSummary {
             run_id,
             ..RunSummary::default()
         };
-        let result = self.passes(scope, run_id, shutdown, &mut summary).await;
-        if !scope.dry_run {
-            // Whatever happened, leave no lease of ours behind.
-            let released = self.ledger.release_leases(&self.owner).await?;
-            if released > 0 {
-                tracing::info!(released, "released leases of unprocessed payments");
+        let mut result = Ok(());
+        for r in results {
+            match r {
+                Ok(s) => summary.merge(s),
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
             }
         }
         let status = match (&result, summary.interrupted) {
@@ -210,113 +290,5 @@ impl Reconciler {
             "reconcile pass {status}"
         );
         Ok(summary)
-    }
-
-    async fn passes(
-        &self,
-        scope: &RunScope,
-        run_id: Option<i64>,
-        shutdown: &CancellationToken,
-        summary: &mut RunSummary,
-    ) -> Result<(), ReconcileError> {
-        let claim_scope = ClaimScope {
-            account: scope.account.clone(),
-            provider: scope.provider,
-            ignore_schedule: scope.all,
-            run_id,
-        };
-        // Dense windows first, swept page by page across the whole backlog; then the rest in
-        // id-ordered chunks (skipping what the sweeps decided).
-        if scope.strategy == Strategy::Planned && !scope.dry_run {
-            window_sweep::sweep_dense_windows(self, scope, &claim_scope, run_id, shutdown, summary)
-                .await?;
-        }
-        let mut after = 0;
-        loop {
-            if shutdown.is_cancelled() {
-                summary.interrupted = true;
-                return Ok(());
-            }
-            let now = Utc::now();
-            let chunk = if scope.dry_run {
-                self.ledger
-                    .peek_due(&claim_scope, after, self.settings.chunk_size, now)
-                    .await?
-            } else {
-                self.ledger
-                    .claim(
-                        &self.owner,
-                        &claim_scope,
-                        after,
-                        self.settings.chunk_size,
-                        now,
-                        self.settings.lease,
-                    )
-                    .await?
-            };
-            let Some(last) = chunk.last() else {
-                return Ok(());
-            };
-            after = last.id.0;
-            summary.counters.claimed += chunk.len() as u64;
-            let ctx = PassContext {
-                ledger: &self.ledger,
-                owner: &self.owner,
-                run_id,
-                now,
-                strategy: scope.strategy,
-                concurrency: self.settings.concurrency as usize,
-                chunk_sweeps: scope.dry_run,
-            };
-            let updates = self.process_chunk(&ctx, scope, &chunk, summary).await?;
-            self.commit(&ctx, scope, &updates, summary).await?;
-        }
-    }
-
-    /// Calls the gateways for one claimed chunk and decides every payment in it.
-    async fn process_chunk(
-        &self,
-        ctx: &PassContext<'_>,
-        scope: &RunScope,
-        chunk: &[Claimed],
-        summary: &mut RunSummary,
-    ) -> Result<Vec<PaymentUpdate>, ReconcileError> {
-        let mut by_account: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, c) in chunk.iter().enumerate() {
-            by_account.entry(c.account.as_str()).or_default().push(i);
-        }
-        let mut updates = Vec::with_capacity(chunk.len());
-        for (account, members) in by_account {
-            let Some(rt) = self.accounts.iter().find(|r| r.name.as_str() == account) else {
-                // A payment of an account no longer configured: leave it for later, say so.
-                tracing::warn!(
-                    account,
-                    payments = members.len(),
-                    "payments of an unconfigured account are skipped"
-                );
-                updates.extend(
-                    members.iter().map(|&i| {
-                        update::postpone(&chunk[i], ctx.now + chrono::Duration::hours(1))
-                    }),
-                );
-                continue;
-            };
-            let (answers, postponed, calls) = match &rt.gateway {
-                Gateway::Qfpay { client, account } => {
-                    let (a, c) =
-                        qfpay_pass::check(ctx, client, account.batch_size, chunk, &members).await;
-                    (a, Vec::new(), c)
-                }
-                Gateway::Ecpay { client, account } => {
-                    ecpay_pass::check(ctx, client, account, chunk, &members).await
-                }
-            };
-            summary.counters.calls += calls;
-            updates.extend(
-                self.decide(ctx, scope, rt, chunk, answers, postponed, summary)
-                    .await?,
-            );
-        }
-        Ok(updates)
     }
 }

@@ -1,6 +1,7 @@
-//! Asking QFPay about one account's claimed payments: window sweeps where they are cheaper
-//! (see `plan`), batched id lookups for the rest, and a `NotFound` for every payment no
-//! successful answer mentioned.
+//! Asking QFPay about one unit of an account's due payments: window sweeps where they are
+//! cheaper (see `plan`), batched id lookups for the rest, and a `NotFound` for every payment
+//! no successful answer mentioned. Each answer goes to the lane as soon as the calls it depends
+//! on have answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,27 +11,28 @@ use futures::StreamExt;
 
 use super::matching::{Matcher, foreign_record};
 use super::plan::{self, Strategy};
-use super::{Answer, PassContext};
+use super::{Answer, Delivery, PassContext, Sink};
 use crate::domain::{Observation, Outcome};
 use crate::gateway::GatewayError;
 use crate::gateway::qfpay::{IdBatch, IdKey, IdLookup, OrderLookup, QfpayClient, WindowQuery};
 use crate::ledger::Claimed;
 
-/// Answers for `members` (indexes into `claimed`), and the number of calls spent.
+/// Asks about `members` (indexes into `claimed`) and hands each answer to `sink` as soon as
+/// the calls it depends on have answered. Returns the number of calls spent.
 pub(crate) async fn check(
     ctx: &PassContext<'_>,
     client: &QfpayClient,
     batch_size: u32,
     claimed: &[Claimed],
     members: &[usize],
-) -> (HashMap<usize, Answer>, u64) {
-    let mut answers = HashMap::new();
+    sink: Sink,
+) -> u64 {
     let mut calls = 0;
     let matcher = Matcher::new(claimed, members);
     let mut lookups: Vec<usize> = Vec::new();
     match ctx.strategy {
         Strategy::PerPayment => lookups.extend_from_slice(members),
-        Strategy::Planned if !ctx.chunk_sweeps => lookups.extend_from_slice(members),
+        Strategy::Planned if !ctx.unit_sweeps => lookups.extend_from_slice(members),
         Strategy::Planned => {
             for g in plan::group_by_month(claimed, members, client.timezone()) {
                 let account = claimed[g.members[0]].account.as_str();
@@ -41,34 +43,22 @@ pub(crate) async fn check(
                     .await
                     .unwrap_or(u64::MAX);
                 let estimate = plan::estimate_records(in_ledger);
+                let mut found = HashMap::new();
                 if g.aggregate.prefer_sweep(estimate, batch_size) {
                     let budget = g.aggregate.id_calls(batch_size);
-                    calls += sweep(
-                        client,
-                        (start, end),
-                        budget,
-                        claimed,
-                        &matcher,
-                        &mut answers,
-                    )
-                    .await;
+                    calls += sweep(client, (start, end), budget, claimed, &matcher, &mut found)
+                        .await;
                 }
-                lookups.extend(g.members.iter().filter(|i| !answers.contains_key(i)));
+                lookups.extend(g.members.iter().filter(|i| !found.contains_key(i)));
+                if !found.is_empty() {
+                    let _ = sink.send(Delivery::answers(found));
+                }
             }
         }
     }
     let batch_for_each = ctx.strategy == Strategy::PerPayment;
-    calls += look_up(
-        ctx,
-        client,
-        claimed,
-        &lookups,
-        batch_for_each,
-        &matcher,
-        &mut answers,
-    )
-    .await;
-    (answers, calls)
+    calls += look_up(ctx, client, claimed, &lookups, batch_for_each, &matcher, &sink).await;
+    calls
 }
 
 /// Sweeps one month group's window, at most `budget` pages; returns calls spent. Matching
@@ -119,7 +109,43 @@ fn carrier(obs: &Observation, key: IdKey) -> Option<&str> {
     }
 }
 
-/// Looks `members` up by id (in batches, or one per call for `--strategy per-payment`).
+/// What the batches that asked about one member said so far.
+#[derive(Debug, Default)]
+struct Heard {
+    /// Batches still to answer.
+    outstanding: usize,
+    found: Option<(Observation, DateTime<Utc>)>,
+    failed: Option<(Arc<GatewayError>, DateTime<Utc>)>,
+    /// A record carrying the member's id that is not the member's (another kind or `syssn`).
+    carried: Option<(Observation, DateTime<Utc>)>,
+    answered_at: Option<DateTime<Utc>>,
+}
+
+impl Heard {
+    /// The member's answer once every batch that asked about it has answered. A member is
+    /// "not found" only when every batch answered and none carried its ids; one failed batch
+    /// (e.g. the other month of an order near a month edge) makes it a failed call, whatever
+    /// the others said.
+    fn conclude(self, c: &Claimed) -> Option<Answer> {
+        if let Some((obs, at)) = self.found {
+            return Some(Answer::seen(obs, at));
+        }
+        if let Some((e, at)) = self.failed {
+            return Some(Answer::failed(e, at));
+        }
+        if let Some((obs, at)) = self.carried {
+            return Some(Answer::seen(foreign_record(c.kind, obs), at));
+        }
+        let at = self.answered_at?;
+        let mut obs = Observation::new(c.kind, Outcome::NotFound, "not_found");
+        obs.out_trade_no = Some(c.out_trade_no.clone());
+        obs.provider_ref = c.provider_ref.clone();
+        Some(Answer::seen(obs, at))
+    }
+}
+
+/// Looks `members` up by id (in batches, or one per call for `--strategy per-payment`), and
+/// sends the members each answered batch completes to `sink`, together.
 async fn look_up(
     ctx: &PassContext<'_>,
     client: &QfpayClient,
@@ -127,7 +153,7 @@ async fn look_up(
     members: &[usize],
     one_per_call: bool,
     matcher: &Matcher,
-    answers: &mut HashMap<usize, Answer>,
+    sink: &Sink,
 ) -> u64 {
     let (with_ref, without_ref): (Vec<usize>, Vec<usize>) = members
         .iter()
@@ -162,14 +188,7 @@ async fn look_up(
         }
     }
     let batches: Vec<IdBatch> = lookups.iter().flat_map(|l| client.plan(l)).collect();
-    let calls = batches.len() as u64;
-    let mut results = futures::stream::iter(batches)
-        .map(|b| async move {
-            let r = client.query_batch(&b).await;
-            (b, r)
-        })
-        .buffer_unordered(ctx.concurrency);
-    // Which members each batch asked about, to attribute errors and "not found".
+    // Which members each batch asks about, to attribute errors and "not found".
     let mut asked: HashMap<(IdKey, &str), Vec<usize>> = HashMap::new();
     for &i in members {
         let c = &claimed[i];
@@ -181,21 +200,32 @@ async fn look_up(
             .or_default()
             .push(i);
     }
-    // A member is "not found" only when every batch that asked about it answered and none
-    // carried its ids; one failed batch (e.g. the other month of an order near a month edge)
-    // makes it a failed call, whatever the others said.
-    let mut asked_ok: HashMap<usize, DateTime<Utc>> = HashMap::new();
-    let mut failed: HashMap<usize, (Arc<GatewayError>, DateTime<Utc>)> = HashMap::new();
-    let mut carried: HashMap<usize, (Observation, DateTime<Utc>)> = HashMap::new();
-    while let Some((batch, result)) = results.next().await {
-        let at = Utc::now();
-        let in_batch: Vec<usize> = batch
+    let in_batch = |batch: &IdBatch| -> Vec<usize> {
+        batch
             .ids
             .iter()
             .filter_map(|id| asked.get(&(batch.key, id.as_str())))
             .flatten()
             .copied()
-            .collect();
+            .collect()
+    };
+    let mut heard: HashMap<usize, Heard> = HashMap::new();
+    for b in &batches {
+        for i in in_batch(b) {
+            heard.entry(i).or_default().outstanding += 1;
+        }
+    }
+    let mut calls = 0;
+    let mut results = futures::stream::iter(batches)
+        .take_while(|_| std::future::ready(!ctx.stop.is_cancelled()))
+        .map(|b| async move {
+            let r = client.query_batch(&b).await;
+            (b, r)
+        })
+        .buffer_unordered(ctx.concurrency);
+    while let Some((batch, result)) = results.next().await {
+        calls += 1;
+        let at = Utc::now();
         match result {
             Ok(observations) => {
                 for obs in observations
@@ -203,42 +233,41 @@ async fn look_up(
                     .filter(|o| o.outcome != Outcome::NotFound)
                 {
                     if let Some(i) = matcher.find(claimed, &obs) {
-                        answers.insert(i, Answer::seen(obs, at));
-                    } else if let Some(&i) = carrier(&obs, batch.key)
+                        if let Some(h) = heard.get_mut(&i) {
+                            h.found = Some((obs, at));
+                        }
+                    } else if let Some(h) = carrier(&obs, batch.key)
                         .and_then(|k| asked.get(&(batch.key, k)))
                         .and_then(|v| v.first())
+                        .and_then(|i| heard.get_mut(i))
                     {
-                        carried.insert(i, (obs, at));
+                        h.carried.get_or_insert((obs, at));
                     }
-                }
-                for i in in_batch {
-                    asked_ok.insert(i, at);
                 }
             }
             Err(e) => {
                 let e = Arc::new(e);
-                for i in in_batch {
-                    failed.insert(i, (e.clone(), at));
+                for i in in_batch(&batch) {
+                    if let Some(h) = heard.get_mut(&i) {
+                        h.failed.get_or_insert((e.clone(), at));
+                    }
                 }
             }
         }
-    }
-    for (i, (e, at)) in failed {
-        answers.entry(i).or_insert(Answer::failed(e, at));
-    }
-    for (i, (obs, at)) in carried {
-        answers
-            .entry(i)
-            .or_insert_with(|| Answer::seen(foreign_record(claimed[i].kind, obs), at));
-    }
-    for (i, at) in asked_ok {
-        answers.entry(i).or_insert_with(|| {
-            let c = &claimed[i];
-            let mut obs = Observation::new(c.kind, Outcome::NotFound, "not_found");
-            obs.out_trade_no = Some(c.out_trade_no.clone());
-            obs.provider_ref = c.provider_ref.clone();
-            Answer::seen(obs, at)
-        });
+        let mut done = HashMap::new();
+        for i in in_batch(&batch) {
+            let Some(h) = heard.get_mut(&i) else { continue };
+            h.answered_at = Some(at);
+            h.outstanding = h.outstanding.saturating_sub(1);
+            if h.outstanding == 0
+                && let Some(answer) = heard.remove(&i).and_then(|h| h.conclude(&claimed[i]))
+            {
+                done.insert(i, answer);
+            }
+        }
+        if !done.is_empty() {
+            let _ = sink.send(Delivery::answers(done));
+        }
     }
     calls
 }

@@ -171,7 +171,7 @@ pub(crate) async fn reverse(
     history.events.push(intent);
     match ctx
         .ledger
-        .mark_reversing(ctx.owner, ctx.run_id, c.id, &history.events, at)
+        .mark_reversing(ctx.fence, ctx.run_id, c.id, &history.events, at)
         .await
     {
         Ok(true) => {}

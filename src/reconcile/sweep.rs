@@ -20,12 +20,15 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use super::accounts::Gateway;
+use super::lane::{LaneWait, NotEntered};
 use super::plan;
 use super::{ReconcileError, Reconciler};
 use crate::domain::DiscrepancyKind;
 use crate::gateway::qfpay::WindowQuery;
-use crate::ledger::{NewDiscrepancy, SchedulePosition, SweepCursor, SweepRound};
+use crate::ledger::{Fence, NewDiscrepancy, SchedulePosition, SweepCursor, SweepRound};
 
 /// Payments created this close to a window's edge may have a `sysdtm` on the other side of it,
 /// so they are not reported missing.
@@ -61,6 +64,11 @@ pub enum SweepError {
     Open(DateTime<Utc>),
     #[error("--from must be before --to")]
     Empty,
+    #[error(
+        "account {account} is held by {holder} (another process works it); the sweep did not \
+         start: run it again when that process is done, or raise reconcile.lane_wait"
+    )]
+    Held { account: String, holder: String },
     #[error("sweep stopped on a gateway error (resume by running it again): {0}")]
     Gateway(#[from] crate::gateway::GatewayError),
     #[error(transparent)]
@@ -90,6 +98,10 @@ fn month_pieces(
     out
 }
 
+/// How long the hourly sweep of an account queues behind a pass of the same account (in this
+/// process or another) before it gives the hour up; its cursor keeps the place.
+const SCHEDULED_SWEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// How long after a window closes before the scheduled sweep reads it (late records settle).
 const SETTLE: chrono::Duration = chrono::Duration::hours(1);
 /// The longest window one scheduled sweep reads; a long backlog is caught up a day per run.
@@ -101,29 +113,52 @@ fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl Reconciler {
-    /// The scheduled sweep: for each QFPay account, the next closed window after the
-    /// schedule's own cursor (the last day on the first run), then the next window that has
-    /// reached the look-back age, re-read for what happened to its payments since.
+    /// The scheduled sweep: for each QFPay account, in its lane (all accounts at once), the
+    /// next closed window after the schedule's own cursor (the last day on the first run), then
+    /// the next window that has reached the look-back age, re-read for what happened to its
+    /// payments since.
     pub async fn sweep_closed_windows(&self, now: DateTime<Utc>) {
         let closed_until = floor_hour(now - SETTLE);
         let look_back = chrono::Duration::from_std(self.sweep_look_back).unwrap_or_default();
-        for rt in &self.accounts {
-            if !matches!(rt.gateway, Gateway::Qfpay { .. }) {
-                continue;
-            }
-            let account = rt.name.as_str();
-            if let Err(e) = self.scheduled_sweep(account, closed_until, look_back).await {
-                tracing::warn!(account, error = %e, "scheduled sweep failed; it resumes at the next tick");
-            }
-        }
+        let sweeps = self
+            .accounts
+            .iter()
+            .filter(|rt| matches!(rt.gateway, Gateway::Qfpay { .. }))
+            .map(|rt| async move {
+                let account = rt.name.as_str();
+                let shutdown = CancellationToken::new();
+                let lane = match self
+                    .enter_lane(rt, LaneWait::UpTo(SCHEDULED_SWEEP_WAIT), &shutdown)
+                    .await
+                {
+                    Ok(Ok(lane)) => lane,
+                    Ok(Err(why)) => {
+                        tracing::info!(account, ?why, "account busy; the scheduled sweep resumes at the next tick");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(account, error = %e, "scheduled sweep failed; it resumes at the next tick");
+                        return;
+                    }
+                };
+                let result = self
+                    .scheduled_sweep(&lane.fence, closed_until, look_back)
+                    .await;
+                lane.leave().await;
+                if let Err(e) = result {
+                    tracing::warn!(account, error = %e, "scheduled sweep failed; it resumes at the next tick");
+                }
+            });
+        futures::future::join_all(sweeps).await;
     }
 
     async fn scheduled_sweep(
         &self,
-        account: &str,
+        fence: &Fence,
         closed_until: DateTime<Utc>,
         look_back: chrono::Duration,
     ) -> Result<(), SweepError> {
+        let account = fence.account.as_str();
         let mut pos = match self.ledger.schedule_position(account).await? {
             Some(p) => p,
             None => {
@@ -135,35 +170,36 @@ impl Reconciler {
                     rechecked_from: start,
                 };
                 self.ledger
-                    .save_schedule_position(account, p, Utc::now())
+                    .save_schedule_position(fence, p, Utc::now())
                     .await?;
                 p
             }
         };
         let to = (pos.swept_until + MAX_WINDOW).min(closed_until);
         if pos.swept_until < to {
-            self.sweep_round(account, pos.swept_until, to, SweepRound::Fresh, false)
+            self.sweep_round(fence, pos.swept_until, to, SweepRound::Fresh, false)
                 .await?;
             pos.swept_until = to;
             self.ledger
-                .save_schedule_position(account, pos, Utc::now())
+                .save_schedule_position(fence, pos, Utc::now())
                 .await?;
         }
         let due = (closed_until - look_back).min(pos.swept_until);
         let to = (pos.rechecked_from + MAX_WINDOW).min(due);
         if pos.rechecked_from < to {
-            self.sweep_round(account, pos.rechecked_from, to, SweepRound::LookBack, false)
+            self.sweep_round(fence, pos.rechecked_from, to, SweepRound::LookBack, false)
                 .await?;
             pos.rechecked_from = to;
             self.ledger
-                .save_schedule_position(account, pos, Utc::now())
+                .save_schedule_position(fence, pos, Utc::now())
                 .await?;
         }
         Ok(())
     }
 
-    /// Sweeps `[from, to)` of a QFPay account. Running it again resumes an interrupted sweep
-    /// and skips completed month pieces, unless `again` (read them once more from page 1).
+    /// Sweeps `[from, to)` of a QFPay account, in its lane: waiting up to `reconcile.lane_wait`
+    /// for another process that works the account. Running it again resumes an interrupted
+    /// sweep and skips completed month pieces, unless `again` (read them once more from page 1).
     pub async fn sweep(
         &self,
         account: &str,
@@ -171,25 +207,51 @@ impl Reconciler {
         to: DateTime<Utc>,
         again: bool,
     ) -> Result<SweepReport, SweepError> {
-        self.sweep_round(account, from, to, SweepRound::Fresh, again)
-            .await
-    }
-
-    async fn sweep_round(
-        &self,
-        account: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        round: SweepRound,
-        again: bool,
-    ) -> Result<SweepReport, SweepError> {
-        let now = Utc::now();
-        if to > now {
+        if to > Utc::now() {
             return Err(SweepError::Open(to));
         }
         if from >= to {
             return Err(SweepError::Empty);
         }
+        let Some(rt) = self
+            .accounts
+            .iter()
+            .find(|r| r.name.as_str() == account && matches!(r.gateway, Gateway::Qfpay { .. }))
+        else {
+            return Err(SweepError::NotQfpay(account.to_string()));
+        };
+        let wait = LaneWait::UpTo(self.settings.lane_wait);
+        let lane = match self.enter_lane(rt, wait, &CancellationToken::new()).await? {
+            Ok(lane) => lane,
+            Err(NotEntered::Held(h)) => {
+                return Err(SweepError::Held {
+                    account: account.to_string(),
+                    holder: h.holder,
+                });
+            }
+            Err(_) => {
+                return Err(SweepError::Held {
+                    account: account.to_string(),
+                    holder: "this process".into(),
+                });
+            }
+        };
+        let result = self
+            .sweep_round(&lane.fence, from, to, SweepRound::Fresh, again)
+            .await;
+        lane.leave().await;
+        result
+    }
+
+    async fn sweep_round(
+        &self,
+        fence: &Fence,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        round: SweepRound,
+        again: bool,
+    ) -> Result<SweepReport, SweepError> {
+        let account = fence.account.as_str();
         let Some(Gateway::Qfpay {
             client,
             account: cfg,
@@ -243,7 +305,7 @@ impl Reconciler {
                     complete_run = false;
                     let raw: String = o.evidence.to_string().chars().take(300).collect();
                     self.report_once(
-                        account,
+                        fence,
                         None,
                         DiscrepancyKind::UnreadableRecord,
                         format!("a record without a readable syssn or out_trade_no: {raw}"),
@@ -254,7 +316,7 @@ impl Reconciler {
                     .await?;
                 }
                 self.sweep_page(
-                    account,
+                    fence,
                     cfg.timezone,
                     cfg.ledger_is_complete,
                     &page.observations,
@@ -265,12 +327,12 @@ impl Reconciler {
                 cursor.next_page = page.page + 1;
                 cursor.records_seen += page.observations.len() as u64;
                 self.ledger
-                    .save_sweep_cursor(account, start, end, round, cursor, Utc::now())
+                    .save_sweep_cursor(fence, start, end, round, cursor, Utc::now())
                     .await?;
             }
             cursor.completed = true;
             self.ledger
-                .save_sweep_cursor(account, start, end, round, cursor, Utc::now())
+                .save_sweep_cursor(fence, start, end, round, cursor, Utc::now())
                 .await?;
             if complete_run {
                 for (id, out_trade_no) in self
@@ -279,7 +341,7 @@ impl Reconciler {
                     .await?
                 {
                     if !seen.contains(&id) {
-                        self.report_once(account, Some(id), DiscrepancyKind::MissingAtGateway,
+                        self.report_once(fence, Some(id), DiscrepancyKind::MissingAtGateway,
                             format!("out_trade_no {out_trade_no}: no gateway record in the closed window {start} – {end}"),
                             &out_trade_no, serde_json::json!({}), &mut report.missing_at_gateway).await?;
                     }
@@ -307,7 +369,7 @@ impl Reconciler {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn report_once(
         &self,
-        account: &str,
+        fence: &Fence,
         payment: Option<i64>,
         kind: DiscrepancyKind,
         detail: String,
@@ -315,6 +377,7 @@ impl Reconciler {
         evidence: serde_json::Value,
         list: &mut Vec<String>,
     ) -> Result<(), SweepError> {
+        let account = fence.account.as_str();
         if !self
             .ledger
             .discrepancy_exists(account, payment, kind.as_str(), key)
@@ -327,7 +390,7 @@ impl Reconciler {
             };
             self.ledger
                 .record_discrepancy(
-                    account,
+                    fence,
                     payment.map(crate::domain::PaymentId),
                     &d,
                     Utc::now(),

@@ -1,6 +1,6 @@
 //! What one page of a sweep does to the ledger (see `sweep` for the walk):
 //!
-//! - a record of an open payment makes it due (the next pass settles it under a lease);
+//! - a record of an open payment makes it due (the lane's next unit settles it);
 //! - a record of a payment no pass works on any more (final, or `needs_review`) goes through
 //!   the state machine: `succeeded` → `refunded` / `partially_refunded`, `needs_review` → the
 //!   gateway's final state, each an `observed` event with the record as evidence; a
@@ -22,7 +22,7 @@ use crate::domain::{
     Currency, DiscrepancyKind, LedgerView, Observation, Outcome, PaymentState, RecordKind, decide,
 };
 use crate::gateway::qfpay::TIME_FORMAT;
-use crate::ledger::{FoundRefund, KnownPayment, NewDiscrepancy, NewEvent};
+use crate::ledger::{Fence, FoundRefund, KnownPayment, NewDiscrepancy, NewEvent};
 
 fn find<'a>(known: &'a [KnownPayment], o: &Observation) -> Option<&'a KnownPayment> {
     let kind = o.kind.as_str();
@@ -71,13 +71,14 @@ fn view(k: &KnownPayment, state: PaymentState) -> Option<LedgerView> {
 impl Reconciler {
     pub(super) async fn sweep_page(
         &self,
-        account: &str,
+        fence: &Fence,
         tz: FixedOffset,
         ledger_is_complete: bool,
         observations: &[Observation],
         seen: &mut HashSet<i64>,
         report: &mut SweepReport,
     ) -> Result<(), SweepError> {
+        let account = fence.account.as_str();
         let refs: Vec<&str> = observations
             .iter()
             .flat_map(|o| [o.provider_ref.as_ref(), o.original_ref.as_ref()])
@@ -93,10 +94,10 @@ impl Reconciler {
         let mut refunded: BTreeSet<String> = BTreeSet::new();
         for o in observations {
             let Some(k) = find(&known, o) else {
-                if let Some(orig) = self.register_refund(account, tz, &known, o, report).await? {
+                if let Some(orig) = self.register_refund(fence, tz, &known, o, report).await? {
                     refunded.insert(orig);
                 } else {
-                    self.unknown_record(account, ledger_is_complete, o, report)
+                    self.unknown_record(fence, ledger_is_complete, o, report)
                         .await?;
                 }
                 continue;
@@ -105,7 +106,7 @@ impl Reconciler {
             seen.insert(k.id);
             if let (RecordKind::Refund, Some(orig)) = (o.kind, &o.original_ref) {
                 if k.original_ref.is_none() {
-                    self.ledger.link_refund(k.id, orig.as_str()).await?;
+                    self.ledger.link_refund(fence, k.id, orig.as_str()).await?;
                 }
                 refunded.insert(orig.to_string());
             }
@@ -114,23 +115,24 @@ impl Reconciler {
                 due.push(k.id);
                 continue;
             }
-            self.apply_to_settled(account, k, state, o, report).await?;
+            self.apply_to_settled(fence, k, state, o, report).await?;
         }
         report.made_due += due.len() as u64;
-        self.ledger.make_due(&due, Utc::now()).await?;
-        self.follow_refunds(account, &refunded, report).await
+        self.ledger.make_due(fence, &due, Utc::now()).await?;
+        self.follow_refunds(fence, &refunded, report).await
     }
 
     /// A record about a payment no pass works on: the state machine decides, the ledger
     /// follows (or records the contradiction).
     async fn apply_to_settled(
         &self,
-        account: &str,
+        fence: &Fence,
         k: &KnownPayment,
         state: PaymentState,
         o: &Observation,
         report: &mut SweepReport,
     ) -> Result<(), SweepError> {
+        let account = fence.account.as_str();
         let Some(v) = view(k, state) else {
             return Ok(());
         };
@@ -155,7 +157,7 @@ impl Reconciler {
             }
         }
         let message = format!("a sweep found the gateway record: {}", o.outcome);
-        self.write_finding(k, state, d.next, d.discrepancies, o, message, report)
+        self.write_finding(fence, k, state, d.next, d.discrepancies, o, message, report)
             .await
     }
 
@@ -163,6 +165,7 @@ impl Reconciler {
     #[allow(clippy::too_many_arguments)]
     async fn write_finding(
         &self,
+        fence: &Fence,
         k: &KnownPayment,
         state: PaymentState,
         next: PaymentState,
@@ -203,7 +206,7 @@ impl Reconciler {
         };
         let (changed, recorded) = self
             .ledger
-            .apply_sweep_finding(k.id, state, next, &event, &discrepancies, now)
+            .apply_sweep_finding(fence, k.id, state, next, &event, &discrepancies, now)
             .await?;
         if changed {
             report
@@ -222,7 +225,7 @@ impl Reconciler {
     /// id, or `None` when the record is not such a refund.
     async fn register_refund(
         &self,
-        account: &str,
+        fence: &Fence,
         tz: FixedOffset,
         known: &[KnownPayment],
         o: &Observation,
@@ -266,7 +269,6 @@ impl Reconciler {
             .and_then(|t| tz.from_local_datetime(&t).single())
             .map_or_else(Utc::now, |t| t.to_utc());
         let found = FoundRefund {
-            account,
             out_trade_no: out_trade_no.as_str(),
             syssn: o.provider_ref.as_ref().map(|r| r.as_str()),
             original_ref: orig.as_str(),
@@ -280,7 +282,7 @@ impl Reconciler {
         };
         if self
             .ledger
-            .register_found_refund(&found, Utc::now())
+            .register_found_refund(fence, &found, Utc::now())
             .await?
             .is_some()
         {
@@ -296,7 +298,7 @@ impl Reconciler {
     /// A record the ledger does not know: reported when the ledger is the complete book.
     async fn unknown_record(
         &self,
-        account: &str,
+        fence: &Fence,
         ledger_is_complete: bool,
         o: &Observation,
         report: &mut SweepReport,
@@ -317,7 +319,7 @@ impl Reconciler {
             .or_else(|| o.out_trade_no.as_ref().map(|n| n.to_string()))
             .unwrap_or_default();
         self.report_once(
-            account,
+            fence,
             None,
             DiscrepancyKind::MissingInLedger,
             format!(
@@ -340,10 +342,11 @@ impl Reconciler {
     /// the payment itself says more and is applied as it is).
     async fn follow_refunds(
         &self,
-        account: &str,
+        fence: &Fence,
         originals: &BTreeSet<String>,
         report: &mut SweepReport,
     ) -> Result<(), SweepError> {
+        let account = fence.account.as_str();
         if originals.is_empty() {
             return Ok(());
         }
@@ -376,7 +379,7 @@ impl Reconciler {
                 "refund records of this payment total {total} of {} {}",
                 k.amount, k.currency
             );
-            self.write_finding(k, state, next, Vec::new(), &o, message, report)
+            self.write_finding(fence, k, state, next, Vec::new(), &o, message, report)
                 .await?;
         }
         Ok(())

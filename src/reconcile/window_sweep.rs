@@ -1,14 +1,14 @@
-//! The first phase of a planned pass: for each account and calendar month whose due QFPay
-//! payments are cheaper to find by sweeping the time window than by id lookups (see `plan`),
-//! walk the window page by page; each page claims the due payments it is about, decides and
-//! applies them. Memory stays at one page, however large the backlog.
+//! The first phase of a QFPay lane's planned pass: for each calendar month whose due payments
+//! are cheaper to find by sweeping the time window than by id lookups (see `plan`), walk the
+//! window page by page; each page reads the due payments it is about, decides them and applies
+//! them in one transaction. Memory stays at one page, however large the backlog.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::accounts::Gateway;
+use super::accounts::{AccountRuntime, Gateway};
 use super::matching::Matcher;
 use super::plan::{self, MonthAggregate};
 use super::{Answer, PassContext, ReconcileError, Reconciler, RunScope, RunSummary};
@@ -17,44 +17,40 @@ use crate::ledger::ClaimScope;
 
 pub(crate) async fn sweep_dense_windows(
     engine: &Reconciler,
+    ctx: &PassContext<'_>,
+    rt: &AccountRuntime,
     scope: &RunScope,
     claim_scope: &ClaimScope,
-    run_id: Option<i64>,
     shutdown: &CancellationToken,
     summary: &mut RunSummary,
 ) -> Result<(), ReconcileError> {
+    let Gateway::Qfpay {
+        client,
+        account: cfg,
+    } = &rt.gateway
+    else {
+        return Ok(());
+    };
+    let account = rt.name.as_str();
     let now = Utc::now();
-    let mut months: HashMap<(String, DateTime<Utc>), MonthAggregate> = HashMap::new();
+    let mut months: HashMap<DateTime<Utc>, MonthAggregate> = HashMap::new();
     engine
         .ledger
-        .for_each_due(claim_scope, now, |account, created, has_ref| {
-            let Some(tz) = engine.qfpay_timezone(account) else {
-                return;
-            };
-            let (start, _) = plan::month_bounds(created, tz);
+        .for_each_due(claim_scope, now, |_, created, has_ref| {
+            let (start, _) = plan::month_bounds(created, cfg.timezone);
             months
-                .entry((account.to_string(), start))
-                .or_insert_with(|| MonthAggregate::new(created, tz))
+                .entry(start)
+                .or_insert_with(|| MonthAggregate::new(created, cfg.timezone))
                 .add(created, has_ref);
         })
         .await?;
     let mut months: Vec<_> = months.into_iter().collect();
-    months.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((account, _), agg) in months {
-        let Some(rt) = engine.accounts.iter().find(|r| r.name.as_str() == account) else {
-            continue;
-        };
-        let Gateway::Qfpay {
-            client,
-            account: cfg,
-        } = &rt.gateway
-        else {
-            continue;
-        };
+    months.sort_by_key(|m| m.0);
+    for (_, agg) in months {
         let (start, end) = agg.window(now);
         let in_ledger = engine
             .ledger
-            .count_created_between(&account, start, end)
+            .count_created_between(account, start, end)
             .await?;
         let estimate = plan::estimate_records(in_ledger);
         if !agg.prefer_sweep(estimate, cfg.batch_size) {
@@ -73,6 +69,9 @@ pub(crate) async fn sweep_dense_windows(
             pages += 1;
             if shutdown.is_cancelled() {
                 summary.interrupted = true;
+                return Ok(());
+            }
+            if ctx.stop.is_cancelled() {
                 return Ok(());
             }
             let page = match pager.next_page().await {
@@ -97,54 +96,36 @@ pub(crate) async fn sweep_dense_windows(
                 .iter()
                 .filter_map(|o| o.out_trade_no.as_ref().map(|r| r.as_str()))
                 .collect();
-            let claimed = engine
+            let due = engine
                 .ledger
-                .claim_keys(
-                    &engine.owner,
-                    claim_scope,
-                    &account,
-                    &refs,
-                    &orders,
-                    now,
-                    engine.settings.lease,
-                )
+                .due_for_keys(claim_scope, account, &refs, &orders, now)
                 .await?;
-            if claimed.is_empty() {
+            if due.is_empty() {
                 continue;
             }
-            summary.counters.claimed += claimed.len() as u64;
-            let all: Vec<usize> = (0..claimed.len()).collect();
-            let matcher = Matcher::new(&claimed, &all);
+            summary.counters.claimed += due.len() as u64;
+            let all: Vec<usize> = (0..due.len()).collect();
+            let matcher = Matcher::new(&due, &all);
             let mut answers = HashMap::new();
             for obs in page.observations {
-                if let Some(i) = matcher.find(&claimed, &obs) {
+                if let Some(i) = matcher.find(&due, &obs) {
                     answers.insert(i, Answer::seen(obs, now));
                 }
             }
             let ctx = PassContext {
-                ledger: &engine.ledger,
-                owner: &engine.owner,
-                run_id,
                 now,
-                strategy: scope.strategy,
-                concurrency: engine.settings.concurrency as usize,
-                chunk_sweeps: false,
+                ..ctx.clone()
             };
-            // Claimed by a key but not matched (another record reused the order number): leave
-            // them to the id lookups of the second phase.
+            // Read by a key but not matched (another record reused the order number): leave
+            // them to the id lookups of the units.
             let unmatched: Vec<_> = all
                 .iter()
                 .filter(|i| !answers.contains_key(i))
-                .copied()
+                .map(|&i| (i, now))
                 .collect();
-            let mut updates = engine
-                .decide(&ctx, scope, rt, &claimed, answers, Vec::new(), summary)
+            let updates = engine
+                .decide(&ctx, scope, rt, &due, answers, unmatched, summary)
                 .await?;
-            updates.extend(
-                unmatched
-                    .iter()
-                    .map(|&i| super::update::postpone(&claimed[i], now)),
-            );
             engine.commit(&ctx, scope, &updates, summary).await?;
         }
     }

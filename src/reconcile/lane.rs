@@ -1,0 +1,372 @@
+//! **A lane works one account.** Each configured merchant account has its own lane: its own
+//! task in a pass, its own gateway client (pacer, pause, retry state) and its own lease in the
+//! ledger (`account_leases`), so a slow, paused or failing account never delays another, and
+//! only one process works an account at a time: the lane's pacer *is* the merchant's rate
+//! limit across every process sharing the ledger (docs/ARCHITECTURE.md §4, "Lanes").
+//!
+//! A lane:
+//! 1. enters: the account's in-process slot (a reconcile pass and a sweep of the same account
+//!    take turns), then the account lease, waiting for another process's lease up to a bound
+//!    or skipping the account with a line naming the holder;
+//! 2. keeps a heartbeat task renewing the lease every third of its time-to-live; a renewal that
+//!    finds the lease taken (this process stalled past it) stops the lane's calls at once;
+//! 3. works in small units (what it can finish well within one heartbeat interval at its pace)
+//!    and applies each answer in one transaction as it arrives, fenced by the lease's token;
+//! 4. leaves: stops the heartbeat and releases the lease, also after an error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+
+use super::accounts::{AccountRuntime, Gateway};
+use super::{
+    Delivery, PassContext, ReconcileError, Reconciler, RunScope, RunSummary, SkippedAccount,
+    Strategy, window_sweep,
+};
+use crate::ledger::{AccountHolder, ClaimScope, Fence, Ledger, LedgerError};
+
+/// How long a lane waits for an account that is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneWait {
+    /// Skip it at once: the daemon's next tick tries again.
+    Skip,
+    /// Wait up to this long (one-off passes and sweeps), then skip it with a line naming the
+    /// holder.
+    UpTo(Duration),
+}
+
+/// The in-process half of a lane: a pass and a sweep of the same account take turns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LaneSlot(Arc<Mutex<()>>);
+
+impl LaneSlot {
+    /// Whether a pass or a sweep of this process is working the account right now.
+    pub fn is_busy(&self) -> bool {
+        self.0.try_lock().is_err()
+    }
+}
+
+/// Why a lane did not start.
+#[derive(Debug)]
+pub(crate) enum NotEntered {
+    /// This process is working the account already (the daemon's previous pass or its sweep).
+    Busy,
+    /// Another process holds the account's lease.
+    Held(AccountHolder),
+    /// Shutdown was requested while waiting.
+    Stopping,
+}
+
+/// An entered lane: the fence its writes present, and the heartbeat keeping it.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub fence: Fence,
+    /// Cancelled when the heartbeat finds the lease taken by another process: stop calling.
+    pub lost: CancellationToken,
+    stop_heartbeat: CancellationToken,
+    heartbeat: tokio::task::JoinHandle<()>,
+    ledger: Ledger,
+    _slot: OwnedMutexGuard<()>,
+}
+
+/// The lease's time-to-live and the heartbeat's interval.
+pub(crate) fn heartbeat_interval(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(200))
+}
+
+/// Calls per minute the lane allows itself for the account: its client's pacer.
+pub(crate) fn pace_per_minute(rt: &AccountRuntime) -> u32 {
+    match &rt.gateway {
+        Gateway::Qfpay { account, .. } => account
+            .rate_per_minute
+            .min(account.rate_per_second.saturating_mul(60)),
+        Gateway::Ecpay { account, .. } => account.rate_per_minute,
+    }
+}
+
+/// How many due payments one unit takes: the calls the lane makes in half a heartbeat
+/// interval at its pace (at least one call), times the payments a call asks about, at most
+/// `chunk_size`. Small units keep a stop request's wait short and memory at one unit.
+pub(crate) fn unit_size(rt: &AccountRuntime, ttl: Duration, chunk_size: u32) -> u32 {
+    let half = heartbeat_interval(ttl).as_secs_f64() / 2.0;
+    let calls = (f64::from(pace_per_minute(rt)) * half / 60.0).floor().max(1.0) as u32;
+    let per_call = match &rt.gateway {
+        Gateway::Qfpay { account, .. } => account.batch_size.max(1),
+        Gateway::Ecpay { .. } => 1,
+    };
+    calls.saturating_mul(per_call).clamp(1, chunk_size.max(1))
+}
+
+impl Reconciler {
+    /// Enters `rt`'s lane: its in-process slot, then its account lease.
+    pub(crate) async fn enter_lane(
+        &self,
+        rt: &AccountRuntime,
+        wait: LaneWait,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<Lane, NotEntered>, LedgerError> {
+        let deadline = match wait {
+            LaneWait::Skip => tokio::time::Instant::now(),
+            LaneWait::UpTo(d) => tokio::time::Instant::now() + d,
+        };
+        let slot = match rt.lane.0.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) if wait == LaneWait::Skip => return Ok(Err(NotEntered::Busy)),
+            Err(_) => tokio::select! {
+                g = rt.lane.0.clone().lock_owned() => g,
+                _ = tokio::time::sleep_until(deadline) => return Ok(Err(NotEntered::Busy)),
+                _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
+            },
+        };
+        let ttl = self.settings.lease;
+        let pace = pace_per_minute(rt);
+        let fence = loop {
+            match self
+                .ledger
+                .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, Utc::now())
+                .await?
+            {
+                Ok(fence) => break fence,
+                Err(holder) if tokio::time::Instant::now() >= deadline => {
+                    return Ok(Err(NotEntered::Held(holder)));
+                }
+                Err(_) => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500).min(heartbeat_interval(ttl))) => {}
+                    _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
+                },
+            }
+        };
+        tracing::debug!(account = %rt.name, token = fence.token, "lane entered");
+        let lost = CancellationToken::new();
+        let stop_heartbeat = CancellationToken::new();
+        let heartbeat = tokio::spawn(beat(
+            self.ledger.clone(),
+            fence.clone(),
+            ttl,
+            lost.clone(),
+            stop_heartbeat.clone(),
+        ));
+        Ok(Ok(Lane {
+            fence,
+            lost,
+            stop_heartbeat,
+            heartbeat,
+            ledger: self.ledger.clone(),
+            _slot: slot,
+        }))
+    }
+
+    /// Enters the lane and works it; a lane that cannot be entered is reported in the summary.
+    pub(crate) async fn run_lane(
+        &self,
+        rt: &AccountRuntime,
+        scope: &RunScope,
+        run_id: Option<i64>,
+        wait: LaneWait,
+        shutdown: &CancellationToken,
+    ) -> Result<RunSummary, ReconcileError> {
+        let mut summary = RunSummary::default();
+        let lane = match self.enter_lane(rt, wait, shutdown).await? {
+            Ok(lane) => lane,
+            Err(why) => {
+                note_not_entered(rt.name.as_str(), why, &mut summary);
+                return Ok(summary);
+            }
+        };
+        let result = self
+            .work_lane(&lane, rt, scope, run_id, shutdown, &mut summary)
+            .await;
+        lane.leave().await;
+        match result {
+            Err(ReconcileError::Ledger(e @ LedgerError::FencedOut { .. })) => {
+                tracing::warn!(account = %rt.name, error = %e, "lane stopped: fenced out");
+                summary.fenced_out.push(rt.name.to_string());
+                Ok(summary)
+            }
+            other => other.map(|()| summary),
+        }
+    }
+
+    /// Works the lane's account: dense windows first (QFPay), then units of due payments in id
+    /// order until none is left, the lease is lost, or shutdown is requested between units.
+    async fn work_lane(
+        &self,
+        lane: &Lane,
+        rt: &AccountRuntime,
+        scope: &RunScope,
+        run_id: Option<i64>,
+        shutdown: &CancellationToken,
+        summary: &mut RunSummary,
+    ) -> Result<(), ReconcileError> {
+        let claim_scope = ClaimScope {
+            account: Some(rt.name.to_string()),
+            provider: None,
+            ignore_schedule: scope.all,
+            run_id,
+        };
+        let ctx = |now| PassContext {
+            ledger: &self.ledger,
+            fence: &lane.fence,
+            run_id,
+            now,
+            strategy: scope.strategy,
+            concurrency: self.settings.concurrency as usize,
+            unit_sweeps: scope.dry_run,
+            stop: lane.lost.clone(),
+        };
+        if scope.strategy == Strategy::Planned
+            && !scope.dry_run
+            && matches!(rt.gateway, Gateway::Qfpay { .. })
+        {
+            window_sweep::sweep_dense_windows(self, &ctx(Utc::now()), rt, scope, &claim_scope, shutdown, summary)
+                .await?;
+        }
+        let unit = unit_size(rt, self.settings.lease, self.settings.chunk_size);
+        let mut after = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                summary.interrupted = true;
+                return Ok(());
+            }
+            if lane.lost.is_cancelled() {
+                return Err(LedgerError::FencedOut {
+                    account: lane.fence.account.clone(),
+                    token: lane.fence.token,
+                }
+                .into());
+            }
+            let now = Utc::now();
+            let due = self.ledger.due_unit(&claim_scope, after, unit, now).await?;
+            let Some(last) = due.last() else {
+                return Ok(());
+            };
+            after = last.id.0;
+            summary.counters.claimed += due.len() as u64;
+            self.work_unit(&ctx(now), scope, rt, &due, summary).await?;
+        }
+    }
+
+    /// Asks the gateway about one unit and applies each answer as it arrives: the calls run
+    /// while earlier answers are decided and written.
+    async fn work_unit(
+        &self,
+        ctx: &PassContext<'_>,
+        scope: &RunScope,
+        rt: &AccountRuntime,
+        unit: &[crate::ledger::Claimed],
+        summary: &mut RunSummary,
+    ) -> Result<(), ReconcileError> {
+        let members: Vec<usize> = (0..unit.len()).collect();
+        let (sink, mut answers) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+        // A failed write stops the calls too: their answers could not be written.
+        let stop = ctx.stop.child_token();
+        let calling = PassContext {
+            stop: stop.clone(),
+            ..ctx.clone()
+        };
+        let ask = async {
+            match &rt.gateway {
+                Gateway::Qfpay { client, account } => {
+                    super::qfpay_pass::check(&calling, client, account.batch_size, unit, &members, sink)
+                        .await
+                }
+                Gateway::Ecpay { client, account } => {
+                    super::ecpay_pass::check(&calling, client, account, unit, &members, sink).await
+                }
+            }
+        };
+        let apply = async {
+            let mut calls_in_decisions = RunSummary::default();
+            while let Some(d) = answers.recv().await {
+                let written = async {
+                    let updates = self
+                        .decide(ctx, scope, rt, unit, d.answers, d.postponed, &mut calls_in_decisions)
+                        .await?;
+                    self.commit(ctx, scope, &updates, &mut calls_in_decisions).await
+                }
+                .await;
+                if let Err(e) = written {
+                    stop.cancel();
+                    return (calls_in_decisions, Err(e));
+                }
+            }
+            (calls_in_decisions, Ok(()))
+        };
+        let (calls, (decided, written)) = tokio::join!(ask, apply);
+        summary.counters.calls += calls;
+        summary.merge(decided);
+        written
+    }
+}
+
+fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
+    match why {
+        NotEntered::Busy => {
+            tracing::debug!(account, "this process is working the account already; skipped")
+        }
+        NotEntered::Stopping => summary.interrupted = true,
+        NotEntered::Held(h) => {
+            tracing::warn!(
+                account,
+                holder = %h.holder,
+                heartbeat_at = h.heartbeat_at.as_deref().unwrap_or("-"),
+                "account {account} is held by {} (another process works it); skipped",
+                h.holder
+            );
+            summary.skipped_accounts.push(SkippedAccount {
+                account: account.to_string(),
+                holder: h.holder,
+            });
+        }
+    }
+}
+
+impl Lane {
+    /// Stops the heartbeat and gives the account back.
+    pub(crate) async fn leave(self) {
+        self.stop_heartbeat.cancel();
+        let _ = self.heartbeat.await;
+        match self.ledger.release_account(&self.fence).await {
+            Ok(_) => tracing::debug!(account = %self.fence.account, "lane left"),
+            Err(e) => {
+                tracing::warn!(account = %self.fence.account, error = %e, "cannot release the account lease; it expires on its own")
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its time-to-live until stopped. A renewal that finds the
+/// lease no longer ours cancels `lost`; a failed renewal (a full disk, a locked file) is
+/// retried at the next beat: if none succeeds before the lease expires, another process may
+/// take the account, and the fence refuses this lane's writes.
+async fn beat(
+    ledger: Ledger,
+    fence: Fence,
+    ttl: Duration,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(heartbeat_interval(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match ledger.renew_account(&fence, ttl, Utc::now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(account = %fence.account, token = fence.token, "fenced out: the account's lease was taken by another process while this one was stalled; stopping the lane");
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(account = %fence.account, error = %e, "cannot renew the account lease; retrying at the next beat")
+            }
+        }
+    }
+}
