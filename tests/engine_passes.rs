@@ -199,20 +199,26 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
     h.register(&[qf_payment("C2", Some(&syssn(1)), "800108", 900, t)])
         .await;
-    // A pass claims it, writes its intent, and dies before calling (its lease expires at once).
+    // A lane takes the account, writes its intent, and dies before calling (its lease expires
+    // at once).
     let now = chrono::Utc::now();
     let claimed = h
         .ledger
-        .claim(
-            "crashed",
-            &Default::default(),
-            0,
-            10,
-            now,
-            std::time::Duration::ZERO,
-        )
+        .due_unit(&Default::default(), 0, 10, now)
         .await
         .unwrap();
+    let fence = h
+        .ledger
+        .acquire_account(
+            claimed[0].account.as_str(),
+            "crashed",
+            std::time::Duration::ZERO,
+            400,
+            now,
+        )
+        .await
+        .unwrap()
+        .expect("a free account");
     let intent = payrecon::ledger::NewEvent {
         at: now,
         kind: "reversal_intent",
@@ -224,7 +230,7 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
     };
     assert!(
         h.ledger
-            .mark_reversing("crashed", None, claimed[0].id, &[intent], now)
+            .mark_reversing(&fence, None, claimed[0].id, &[intent], now)
             .await
             .unwrap()
     );

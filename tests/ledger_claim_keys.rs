@@ -1,6 +1,7 @@
-//! `Ledger::claim_keys`, the claim of a sweep page: it takes exactly the due payments of the
-//! account whose gateway id or order number is on the page, and finds them through the key
-//! indexes rather than by walking every due payment (docs/PERFORMANCE.md).
+//! `Ledger::due_for_keys`, the payments of a sweep page: exactly the due payments of the
+//! account whose gateway id or order number is on the page, found through the key indexes
+//! rather than by walking every due payment (docs/PERFORMANCE.md); and `pay`'s held row, which
+//! no lane reads until the hold ends.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use chrono::Utc;
 use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, Provider, ProviderRef, RecordKind,
 };
-use payrecon::ledger::{self, ClaimScope, NewPayment};
+use payrecon::ledger::{self, ClaimScope, NewPayment, WriteGuard};
 
 fn payment(account: &str, no: &str, syssn: Option<&str>, kind: RecordKind) -> NewPayment {
     NewPayment {
@@ -25,7 +26,7 @@ fn payment(account: &str, no: &str, syssn: Option<&str>, kind: RecordKind) -> Ne
 }
 
 #[tokio::test]
-async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_nothing_else() {
+async fn a_page_reads_the_due_payments_it_names_by_syssn_or_order_number_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
@@ -69,8 +70,7 @@ async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_no
     let scope = ClaimScope::default();
     let now = Utc::now();
     let claimed = l
-        .claim_keys(
-            "me",
+        .due_for_keys(
             &scope,
             "hk",
             // A by syssn, DONE (final, not due), the other account's syssn, an unknown one.
@@ -83,7 +83,6 @@ async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_no
             // B (also named in account "other"), the refund R, and A again by order number.
             &["B", "R", "A"],
             now,
-            Duration::from_secs(60),
         )
         .await
         .unwrap();
@@ -100,27 +99,13 @@ async fn a_page_claims_the_due_payments_it_names_by_syssn_or_order_number_and_no
             ("R".to_string(), "hk")
         ]
     );
-    // Leased now: a second page naming them again claims nothing.
-    let again = l
-        .claim_keys(
-            "other-pass",
-            &scope,
-            "hk",
-            &[],
-            &["A", "B", "R"],
-            now,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    assert!(again.is_empty());
 }
 
 /// `pay`'s row while its creation call is in flight (issue 12 item 5): held by the caller, so
-/// neither a claim (even `--all`) nor a sweep page takes it until the hold ends; only the
+/// neither a lane's unit (even `--all`) nor a sweep page reads it until the hold ends; only the
 /// holder's own update applies.
 #[tokio::test]
-async fn a_payment_held_for_its_creation_call_is_claimed_by_no_pass_until_the_hold_ends() {
+async fn a_payment_held_for_its_creation_call_is_read_by_no_lane_until_the_hold_ends() {
     let dir = tempfile::tempdir().unwrap();
     let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
@@ -153,39 +138,27 @@ async fn a_payment_held_for_its_creation_call_is_claimed_by_no_pass_until_the_ho
         ignore_schedule: true,
         ..ClaimScope::default()
     };
-    let lease = Duration::from_secs(60);
-    assert!(
-        l.claim("pass", &all, 0, 100, now, lease)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(l.due_unit(&all, 0, 100, now).await.unwrap().is_empty());
     let page = l
-        .claim_keys("pass", &all, "hk", &[], &["W1"], now, lease)
+        .due_for_keys(&all, "hk", &[], &["W1"], now)
         .await
         .unwrap();
     assert!(page.is_empty());
-    // Another owner's update is refused; the holder's applies and releases the row.
+    // Another holder's update is refused; the holder's applies and releases the row.
     let update = payrecon::reconcile::update::postpone(&held, now);
     assert!(
-        l.apply("pass", None, std::slice::from_ref(&update), now)
+        l.apply(WriteGuard::Hold("pay-2"), None, std::slice::from_ref(&update), now)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        l.apply("pay-1", None, &[update], now)
+        l.apply(WriteGuard::Hold("pay-1"), None, &[update], now)
             .await
             .unwrap()
             .contains(&held.id)
     );
-    assert_eq!(
-        l.claim("pass", &all, 0, 100, now, lease)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(l.due_unit(&all, 0, 100, now).await.unwrap().len(), 1);
 
     // A holder that died: its hold expires and the payment is due again.
     l.register_held(
@@ -198,6 +171,14 @@ async fn a_payment_held_for_its_creation_call_is_claimed_by_no_pass_until_the_ho
     .unwrap();
     let after = hold_until + chrono::Duration::seconds(1);
     let due = ClaimScope::default();
-    let claimed = l.claim("pass2", &due, 0, 100, after, lease).await.unwrap();
-    assert!(claimed.iter().any(|c| c.out_trade_no.as_str() == "W2"));
+    let unit = l.due_unit(&due, 0, 100, after).await.unwrap();
+    assert!(unit.iter().any(|c| c.out_trade_no.as_str() == "W2"));
+    // ... and the dead holder's late answer is not written over the lane's work.
+    let late = payrecon::reconcile::update::postpone(&unit[0], after);
+    assert!(
+        l.apply(WriteGuard::Hold("pay-3"), None, &[late], after)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
