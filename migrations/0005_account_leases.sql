@@ -11,5 +11,7 @@ CREATE TABLE account_leases (
     heartbeat_at     TEXT,
     expires_at       TEXT,
     -- the holder's pace: gateway calls per minute it allows itself for the account
-    pace_per_minute  INTEGER
+    pace_per_minute  INTEGER,
+    -- when the last holder's pacer allowed its next call: the next holder keeps the pace
+    next_call_at     TEXT
 );

@@ -125,17 +125,24 @@ pub async fn run(
         })?)
         .await?;
 
-    let (e, g) = (engine.clone(), Arc::new(Mutex::new(())));
+    let (e, g, t, s) = (
+        engine.clone(),
+        Arc::new(Mutex::new(())),
+        passes.in_flight.clone(),
+        shutdown.clone(),
+    );
     sched
         .add(Job::new_async(schedule.sweep.as_str(), move |_, _| {
-            let (e, g) = (e.clone(), g.clone());
-            Box::pin(async move {
+            let (e, g, s) = (e.clone(), g.clone(), s.clone());
+            // Tracked like the passes: shutdown waits for a sweep in flight too.
+            t.spawn(async move {
                 let Ok(_running) = g.try_lock() else {
                     tracing::debug!("previous sweep still running; skipping this tick");
                     return;
                 };
-                e.sweep_closed_windows(Utc::now()).await;
-            })
+                e.sweep_closed_windows(Utc::now(), &s).await;
+            });
+            Box::pin(async {})
         })?)
         .await?;
 

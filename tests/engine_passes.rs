@@ -218,7 +218,8 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
         )
         .await
         .unwrap()
-        .expect("a free account");
+        .expect("a free account")
+        .fence;
     let intent = payrecon::ledger::NewEvent {
         at: now,
         kind: "reversal_intent",

@@ -143,7 +143,9 @@ async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the
     };
     // A first scheduled run a day and a bit ago reads the day before it.
     let first = now - TimeDelta::hours(30);
-    engine.sweep_closed_windows(first).await;
+    engine
+        .sweep_closed_windows(first, &tokio_util::sync::CancellationToken::new())
+        .await;
     let c0 = hour(first);
     // An operator sweeps a later window by hand.
     engine
@@ -157,7 +159,9 @@ async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the
         .unwrap();
     // The schedule goes on from its own cursor, not from the end of the manual sweep, and
     // re-reads the first day once it is older than the look-back.
-    engine.sweep_closed_windows(now).await;
+    engine
+        .sweep_closed_windows(now, &tokio_util::sync::CancellationToken::new())
+        .await;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT window_start, round FROM sweep_cursors WHERE completed_at IS NOT NULL",
     )

@@ -35,7 +35,8 @@ async fn a_stalled_holder_is_fenced_out_once_another_takes_the_account_over() {
         .acquire_account("hk", "A", ttl, 400, t0)
         .await
         .unwrap()
-        .expect("free");
+        .expect("free")
+        .fence;
     // Held: B is told who holds it.
     let held = l
         .acquire_account("hk", "B", ttl, 400, t0)
@@ -53,7 +54,8 @@ async fn a_stalled_holder_is_fenced_out_once_another_takes_the_account_over() {
         .acquire_account("hk", "B", ttl, 400, later)
         .await
         .unwrap()
-        .expect("A's lease expired");
+        .expect("A's lease expired")
+        .fence;
     assert!(b.token > a.token);
 
     // A wakes up: its heartbeat fails, and every write it tries is refused whole.
@@ -64,7 +66,12 @@ async fn a_stalled_holder_is_fenced_out_once_another_takes_the_account_over() {
         .unwrap();
     let update = payrecon::reconcile::update::postpone(&unit[0], later);
     let refused = l
-        .apply(WriteGuard::Lane(&a), None, std::slice::from_ref(&update), later)
+        .apply(
+            WriteGuard::Lane(&a),
+            None,
+            std::slice::from_ref(&update),
+            later,
+        )
         .await;
     assert!(
         matches!(refused, Err(LedgerError::FencedOut { ref account, token }) if account == "hk" && token == a.token),
@@ -76,20 +83,26 @@ async fn a_stalled_holder_is_fenced_out_once_another_takes_the_account_over() {
         Err(LedgerError::FencedOut { .. })
     ));
     // A's release does not free B's account; B's writes go through.
-    assert!(!l.release_account(&a).await.unwrap());
+    assert!(!l.release_account(&a, None).await.unwrap());
     let written = l
         .apply(WriteGuard::Lane(&b), None, &[update], later)
         .await
         .unwrap();
     assert!(written.contains(&unit[0].id));
-    // B releases; the next holder's token is higher still.
-    assert!(l.release_account(&b).await.unwrap());
+    // B releases, saying when its pacer allows the next call; the next holder learns it, and
+    // its token is higher still.
+    let next_call = later + chrono::Duration::milliseconds(150);
+    assert!(l.release_account(&b, Some(next_call)).await.unwrap());
     let c = l
         .acquire_account("hk", "C", ttl, 400, later)
         .await
         .unwrap()
         .expect("released");
-    assert_eq!(c.token, b.token + 1);
+    assert_eq!(c.fence.token, b.token + 1);
+    assert_eq!(
+        c.next_call_at.map(|t| t.timestamp_millis()),
+        Some(next_call.timestamp_millis())
+    );
 }
 
 #[tokio::test]
@@ -104,7 +117,8 @@ async fn the_reaper_clears_only_leases_whose_heartbeat_stopped() {
         .acquire_account("live", "A", ttl, 30, t0)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .fence;
     l.acquire_account("dead", "B", ttl, 30, t0)
         .await
         .unwrap()

@@ -139,18 +139,20 @@ async fn a_payment_held_for_its_creation_call_is_read_by_no_lane_until_the_hold_
         ..ClaimScope::default()
     };
     assert!(l.due_unit(&all, 0, 100, now).await.unwrap().is_empty());
-    let page = l
-        .due_for_keys(&all, "hk", &[], &["W1"], now)
-        .await
-        .unwrap();
+    let page = l.due_for_keys(&all, "hk", &[], &["W1"], now).await.unwrap();
     assert!(page.is_empty());
     // Another holder's update is refused; the holder's applies and releases the row.
     let update = payrecon::reconcile::update::postpone(&held, now);
     assert!(
-        l.apply(WriteGuard::Hold("pay-2"), None, std::slice::from_ref(&update), now)
-            .await
-            .unwrap()
-            .is_empty()
+        l.apply(
+            WriteGuard::Hold("pay-2"),
+            None,
+            std::slice::from_ref(&update),
+            now
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     assert!(
         l.apply(WriteGuard::Hold("pay-1"), None, &[update], now)

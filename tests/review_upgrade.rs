@@ -50,7 +50,9 @@ async fn review_the_upgrade_skips_the_backlog_of_the_old_schedule() {
         .unwrap();
     let engine = payrecon::reconcile::Reconciler::new(ledger.clone(), &h.settings).unwrap();
     for _ in 0..5 {
-        engine.sweep_closed_windows(now).await;
+        engine
+            .sweep_closed_windows(now, &tokio_util::sync::CancellationToken::new())
+            .await;
     }
     let starts: Vec<String> = sqlx::query_scalar(
         "SELECT window_start FROM sweep_cursors WHERE completed_at IS NOT NULL ORDER BY 1",

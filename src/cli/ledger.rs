@@ -210,7 +210,10 @@ async fn stats(ledger: &crate::ledger::Ledger, json: bool) -> Result<ExitCode, E
     for (account, until, reason) in &s.paused_accounts {
         outln!(out, "paused account: {account} until {until} ({reason})");
     }
-    outln!(out, "lanes (one per account; the holder is the process working it):");
+    outln!(
+        out,
+        "lanes (one per account; the holder is the process working it):"
+    );
     if s.lanes.is_empty() {
         outln!(out, "  (none)");
     }

@@ -62,6 +62,18 @@ impl Pacer {
         self.interval
     }
 
+    /// The first instant the next call may be made, once any call was made.
+    pub async fn next_slot(&self) -> Option<Instant> {
+        *self.next_slot.lock().await
+    }
+
+    /// No slot before `at`: the pace another process kept for the same account goes on here
+    /// (the lane that takes an account over starts where the previous holder's pacer was).
+    pub async fn not_before(&self, at: Instant) {
+        let mut next = self.next_slot.lock().await;
+        *next = Some(next.map_or(at, |n| n.max(at)));
+    }
+
     /// Waits for this caller's slot. Slots are handed out in call order.
     pub async fn acquire(&self) {
         if self.interval.is_zero() {

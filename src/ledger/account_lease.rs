@@ -20,6 +20,13 @@ pub struct Fence {
     pub token: i64,
 }
 
+/// An account taken: the fence, and when the previous holder's pacer allowed its next call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub fence: Fence,
+    pub next_call_at: Option<DateTime<Utc>>,
+}
+
 /// Who holds an account, as the ledger says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountHolder {
@@ -51,7 +58,8 @@ fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> String {
 impl Ledger {
     /// Takes `account` for `holder` unless another holder's lease is still live. Returns the
     /// fence (with a token one above the last one ever handed out for the account), or who
-    /// holds it.
+    /// holds it. A holder may take its own lease again (one whose release failed, e.g. on a
+    /// full disk): within a process the lane slot is what keeps two lanes apart.
     pub async fn acquire_account(
         &self,
         account: &str,
@@ -59,7 +67,7 @@ impl Ledger {
         ttl: std::time::Duration,
         pace_per_minute: u32,
         now: DateTime<Utc>,
-    ) -> Result<Result<Fence, AccountHolder>, LedgerError> {
+    ) -> Result<Result<Acquired, AccountHolder>, LedgerError> {
         let now_s = to_db(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let taken = sqlx::query(
@@ -70,7 +78,8 @@ impl Ledger {
                  holder = ?2, token = account_leases.token + 1, acquired_at = ?3,
                  heartbeat_at = ?3, expires_at = ?4, pace_per_minute = ?5
              WHERE account_leases.holder IS NULL OR account_leases.expires_at <= ?3
-             RETURNING token",
+                OR account_leases.holder = ?2
+             RETURNING token, next_call_at",
         )
         .bind(account)
         .bind(holder)
@@ -80,10 +89,16 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await?;
         let answer = match taken {
-            Some(r) => Ok(Fence {
-                account: account.to_string(),
-                holder: holder.to_string(),
-                token: r.get("token"),
+            Some(r) => Ok(Acquired {
+                fence: Fence {
+                    account: account.to_string(),
+                    holder: holder.to_string(),
+                    token: r.get("token"),
+                },
+                next_call_at: r
+                    .get::<Option<String>, _>("next_call_at")
+                    .as_deref()
+                    .and_then(super::time::from_db),
             }),
             None => {
                 let r = sqlx::query(
@@ -125,12 +140,18 @@ impl Ledger {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Gives the account back (the token stays, so the next holder's is higher).
-    pub async fn release_account(&self, fence: &Fence) -> Result<bool, LedgerError> {
+    /// Gives the account back (the token stays, so the next holder's is higher), with when
+    /// this holder's pacer allowed its next call.
+    pub async fn release_account(
+        &self,
+        fence: &Fence,
+        next_call_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, LedgerError> {
         let done = sqlx::query(
-            "UPDATE account_leases SET holder = NULL, expires_at = NULL
+            "UPDATE account_leases SET holder = NULL, expires_at = NULL, next_call_at = ?
              WHERE account = ? AND holder = ? AND token = ?",
         )
+        .bind(next_call_at.map(to_db))
         .bind(&fence.account)
         .bind(&fence.holder)
         .bind(fence.token)

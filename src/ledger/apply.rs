@@ -83,7 +83,11 @@ impl Ledger {
         let mut applied = HashSet::with_capacity(updates.len());
         let (mut tx, account, holder) = match guard {
             WriteGuard::Lane(fence) => (self.fenced(fence).await?, Some(&fence.account), None),
-            WriteGuard::Hold(owner) => (self.pool.begin_with("BEGIN IMMEDIATE").await?, None, Some(owner)),
+            WriteGuard::Hold(owner) => (
+                self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                None,
+                Some(owner),
+            ),
         };
         for u in updates {
             let (reason, repeats) = match u.retry {

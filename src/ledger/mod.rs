@@ -15,7 +15,7 @@ mod runs;
 mod sweeps;
 pub mod time;
 
-pub use account_lease::{AccountHolder, Fence, LaneRow};
+pub use account_lease::{AccountHolder, Acquired, Fence, LaneRow};
 pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
 pub use claim::{ClaimScope, Claimed};
 pub use connect::open;

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use crate::config::{Account, EcpayAccount, QfpayAccount, Settings};
 use super::lane::LaneSlot;
+use crate::config::{Account, EcpayAccount, QfpayAccount, Settings};
 use crate::domain::{AccountName, Provider, RetryRule, RetrySchedule};
 use crate::gateway::GatewayError;
 use crate::gateway::ecpay::EcpayClient;
 use crate::gateway::qfpay::QfpayClient;
-use crate::gateway::transport::http_client;
+use crate::gateway::transport::{Pacer, http_client};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Gateway {
@@ -33,6 +33,14 @@ pub(crate) struct AccountRuntime {
 }
 
 impl AccountRuntime {
+    /// The account's pacer: the lane hands it over to the next holder through the lease.
+    pub fn pacer(&self) -> &Pacer {
+        match &self.gateway {
+            Gateway::Qfpay { client, .. } => client.pacer(),
+            Gateway::Ecpay { client, .. } => client.pacer(),
+        }
+    }
+
     pub fn provider(&self) -> Provider {
         match self.gateway {
             Gateway::Qfpay { .. } => Provider::Qfpay,

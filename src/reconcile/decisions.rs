@@ -225,6 +225,10 @@ impl Reconciler {
             }
             LastResort::Reverse(r) => {
                 let Some(client) = client else { return u };
+                if !ctx.may_call() {
+                    // The lane may have lost the account: the next holder decides.
+                    return u;
+                }
                 let (u, calls, sent) = reversal::reverse(ctx, client, &rt.schedule, c, r, u).await;
                 summary.counters.calls += calls;
                 summary.reversals_sent += u64::from(sent);

@@ -50,7 +50,7 @@ pub(crate) async fn check(
         });
     }
     futures::stream::iter(ask)
-        .take_while(|_| std::future::ready(!ctx.stop.is_cancelled()))
+        .take_while(|_| std::future::ready(ctx.may_call()))
         .map(|i| async move {
             let c = &claimed[i];
             let answer = match client.query(&c.out_trade_no, c.provider_ref.as_ref()).await {

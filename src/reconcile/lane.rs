@@ -60,12 +60,54 @@ pub(crate) enum NotEntered {
     Stopping,
 }
 
+/// Until when the lane's lease is surely its own, by this process's clock: the last successful
+/// renewal plus the lease's time-to-live. A process that was stalled (SIGSTOP, a paused VM)
+/// wakes up past it and makes no further call, even before its heartbeat finds the lease
+/// taken: a call then could break the merchant's rate limit that the new holder now keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseClock {
+    valid_until: Arc<std::sync::Mutex<chrono::DateTime<Utc>>>,
+    /// Calls stop this long before the lease would run out (one heartbeat interval: a live
+    /// lane renews long before).
+    margin: chrono::Duration,
+}
+
+impl LeaseClock {
+    fn new(renewed: chrono::DateTime<Utc>, ttl: Duration) -> Self {
+        let clock = Self {
+            valid_until: Arc::new(std::sync::Mutex::new(renewed)),
+            margin: chrono::Duration::from_std(heartbeat_interval(ttl)).unwrap_or_default(),
+        };
+        clock.renewed(renewed, ttl);
+        clock
+    }
+
+    fn renewed(&self, at: chrono::DateTime<Utc>, ttl: Duration) {
+        let mut v = self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *v = at + chrono::Duration::from_std(ttl).unwrap_or_default();
+    }
+
+    /// Whether the lane may still make a call.
+    pub fn may_call(&self) -> bool {
+        let v = *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Utc::now() + self.margin < v
+    }
+}
+
 /// An entered lane: the fence its writes present, and the heartbeat keeping it.
 #[derive(Debug)]
 pub(crate) struct Lane {
     pub fence: Fence,
     /// Cancelled when the heartbeat finds the lease taken by another process: stop calling.
     pub lost: CancellationToken,
+    pub clock: LeaseClock,
+    pacer: crate::gateway::transport::Pacer,
     stop_heartbeat: CancellationToken,
     heartbeat: tokio::task::JoinHandle<()>,
     ledger: Ledger,
@@ -92,7 +134,9 @@ pub(crate) fn pace_per_minute(rt: &AccountRuntime) -> u32 {
 /// `chunk_size`. Small units keep a stop request's wait short and memory at one unit.
 pub(crate) fn unit_size(rt: &AccountRuntime, ttl: Duration, chunk_size: u32) -> u32 {
     let half = heartbeat_interval(ttl).as_secs_f64() / 2.0;
-    let calls = (f64::from(pace_per_minute(rt)) * half / 60.0).floor().max(1.0) as u32;
+    let calls = (f64::from(pace_per_minute(rt)) * half / 60.0)
+        .floor()
+        .max(1.0) as u32;
     let per_call = match &rt.gateway {
         Gateway::Qfpay { account, .. } => account.batch_size.max(1),
         Gateway::Ecpay { .. } => 1,
@@ -123,13 +167,14 @@ impl Reconciler {
         };
         let ttl = self.settings.lease;
         let pace = pace_per_minute(rt);
-        let fence = loop {
+        let (acquired, at) = loop {
+            let at = Utc::now();
             match self
                 .ledger
-                .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, Utc::now())
+                .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, at)
                 .await?
             {
-                Ok(fence) => break fence,
+                Ok(acquired) => break (acquired, at),
                 Err(holder) if tokio::time::Instant::now() >= deadline => {
                     return Ok(Err(NotEntered::Held(holder)));
                 }
@@ -139,19 +184,33 @@ impl Reconciler {
                 },
             }
         };
+        let fence = acquired.fence;
         tracing::debug!(account = %rt.name, token = fence.token, "lane entered");
+        // Keep the pace of the previous holder's last call (another process's pacer).
+        if let Some(wait) = acquired
+            .next_call_at
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+        {
+            rt.pacer()
+                .not_before(tokio::time::Instant::now() + wait)
+                .await;
+        }
+        let clock = LeaseClock::new(at, ttl);
         let lost = CancellationToken::new();
         let stop_heartbeat = CancellationToken::new();
         let heartbeat = tokio::spawn(beat(
             self.ledger.clone(),
             fence.clone(),
             ttl,
+            clock.clone(),
             lost.clone(),
             stop_heartbeat.clone(),
         ));
         Ok(Ok(Lane {
             fence,
             lost,
+            clock,
+            pacer: rt.pacer().clone(),
             stop_heartbeat,
             heartbeat,
             ledger: self.ledger.clone(),
@@ -216,13 +275,22 @@ impl Reconciler {
             concurrency: self.settings.concurrency as usize,
             unit_sweeps: scope.dry_run,
             stop: lane.lost.clone(),
+            lease: lane.clock.clone(),
         };
         if scope.strategy == Strategy::Planned
             && !scope.dry_run
             && matches!(rt.gateway, Gateway::Qfpay { .. })
         {
-            window_sweep::sweep_dense_windows(self, &ctx(Utc::now()), rt, scope, &claim_scope, shutdown, summary)
-                .await?;
+            window_sweep::sweep_dense_windows(
+                self,
+                &ctx(Utc::now()),
+                rt,
+                scope,
+                &claim_scope,
+                shutdown,
+                summary,
+            )
+            .await?;
         }
         let unit = unit_size(rt, self.settings.lease, self.settings.chunk_size);
         let mut after = 0;
@@ -231,7 +299,9 @@ impl Reconciler {
                 summary.interrupted = true;
                 return Ok(());
             }
-            if lane.lost.is_cancelled() {
+            if lane.lost.is_cancelled() || !lane.clock.may_call() {
+                // Taken over, or not renewed in time (a stall, a ledger that refused the
+                // heartbeat): either way this lane no longer surely holds the account.
                 return Err(LedgerError::FencedOut {
                     account: lane.fence.account.clone(),
                     token: lane.fence.token,
@@ -270,8 +340,15 @@ impl Reconciler {
         let ask = async {
             match &rt.gateway {
                 Gateway::Qfpay { client, account } => {
-                    super::qfpay_pass::check(&calling, client, account.batch_size, unit, &members, sink)
-                        .await
+                    super::qfpay_pass::check(
+                        &calling,
+                        client,
+                        account.batch_size,
+                        unit,
+                        &members,
+                        sink,
+                    )
+                    .await
                 }
                 Gateway::Ecpay { client, account } => {
                     super::ecpay_pass::check(&calling, client, account, unit, &members, sink).await
@@ -283,9 +360,18 @@ impl Reconciler {
             while let Some(d) = answers.recv().await {
                 let written = async {
                     let updates = self
-                        .decide(ctx, scope, rt, unit, d.answers, d.postponed, &mut calls_in_decisions)
+                        .decide(
+                            ctx,
+                            scope,
+                            rt,
+                            unit,
+                            d.answers,
+                            d.postponed,
+                            &mut calls_in_decisions,
+                        )
                         .await?;
-                    self.commit(ctx, scope, &updates, &mut calls_in_decisions).await
+                    self.commit(ctx, scope, &updates, &mut calls_in_decisions)
+                        .await
                 }
                 .await;
                 if let Err(e) = written {
@@ -305,7 +391,10 @@ impl Reconciler {
 fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
     match why {
         NotEntered::Busy => {
-            tracing::debug!(account, "this process is working the account already; skipped")
+            tracing::debug!(
+                account,
+                "this process is working the account already; skipped"
+            )
         }
         NotEntered::Stopping => summary.interrupted = true,
         NotEntered::Held(h) => {
@@ -325,11 +414,16 @@ fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
 }
 
 impl Lane {
-    /// Stops the heartbeat and gives the account back.
+    /// Stops the heartbeat and gives the account back, with the pacer's next slot for the
+    /// next holder.
     pub(crate) async fn leave(self) {
         self.stop_heartbeat.cancel();
         let _ = self.heartbeat.await;
-        match self.ledger.release_account(&self.fence).await {
+        let next_call_at = self.pacer.next_slot().await.map(|slot| {
+            let ahead = slot.saturating_duration_since(tokio::time::Instant::now());
+            Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default()
+        });
+        match self.ledger.release_account(&self.fence, next_call_at).await {
             Ok(_) => tracing::debug!(account = %self.fence.account, "lane left"),
             Err(e) => {
                 tracing::warn!(account = %self.fence.account, error = %e, "cannot release the account lease; it expires on its own")
@@ -346,6 +440,7 @@ async fn beat(
     ledger: Ledger,
     fence: Fence,
     ttl: Duration,
+    clock: LeaseClock,
     lost: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -357,8 +452,9 @@ async fn beat(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match ledger.renew_account(&fence, ttl, Utc::now()).await {
-            Ok(true) => {}
+        let at = Utc::now();
+        match ledger.renew_account(&fence, ttl, at).await {
+            Ok(true) => clock.renewed(at, ttl),
             Ok(false) => {
                 tracing::warn!(account = %fence.account, token = fence.token, "fenced out: the account's lease was taken by another process while this one was stalled; stopping the lane");
                 lost.cancel();

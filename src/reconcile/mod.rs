@@ -156,9 +156,16 @@ pub(crate) struct PassContext<'a> {
     pub unit_sweeps: bool,
     /// Cancelled when the lane must make no more calls (its lease is lost, or a write failed).
     pub stop: tokio_util::sync::CancellationToken,
+    /// Until when the lease is surely the lane's.
+    pub lease: lane::LeaseClock,
 }
 
 impl PassContext<'_> {
+    /// Whether another gateway call may be made: the lane still surely holds the account.
+    pub fn may_call(&self) -> bool {
+        !self.stop.is_cancelled() && self.lease.may_call()
+    }
+
     /// A jitter sample for retry delays.
     pub fn jitter(&self) -> f64 {
         rand::random::<f64>()
@@ -172,7 +179,11 @@ fn holder_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// The reconcile engine for one process. Cheap to share behind an `Arc`.

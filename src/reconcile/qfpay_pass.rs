@@ -46,8 +46,8 @@ pub(crate) async fn check(
                 let mut found = HashMap::new();
                 if g.aggregate.prefer_sweep(estimate, batch_size) {
                     let budget = g.aggregate.id_calls(batch_size);
-                    calls += sweep(client, (start, end), budget, claimed, &matcher, &mut found)
-                        .await;
+                    calls +=
+                        sweep(client, (start, end), budget, claimed, &matcher, &mut found).await;
                 }
                 lookups.extend(g.members.iter().filter(|i| !found.contains_key(i)));
                 if !found.is_empty() {
@@ -57,7 +57,16 @@ pub(crate) async fn check(
         }
     }
     let batch_for_each = ctx.strategy == Strategy::PerPayment;
-    calls += look_up(ctx, client, claimed, &lookups, batch_for_each, &matcher, &sink).await;
+    calls += look_up(
+        ctx,
+        client,
+        claimed,
+        &lookups,
+        batch_for_each,
+        &matcher,
+        &sink,
+    )
+    .await;
     calls
 }
 
@@ -217,7 +226,7 @@ async fn look_up(
     }
     let mut calls = 0;
     let mut results = futures::stream::iter(batches)
-        .take_while(|_| std::future::ready(!ctx.stop.is_cancelled()))
+        .take_while(|_| std::future::ready(ctx.may_call()))
         .map(|b| async move {
             let r = client.query_batch(&b).await;
             (b, r)

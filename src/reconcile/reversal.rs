@@ -179,6 +179,11 @@ pub(crate) async fn reverse(
             history.events.pop();
             return (history, calls, false);
         }
+        Err(e @ crate::ledger::LedgerError::FencedOut { .. }) => {
+            tracing::warn!(payment = c.id.0, error = %e, "not reversing: the account's lane is no longer this process's");
+            history.events.pop();
+            return (history, calls, false);
+        }
         Err(e) => {
             tracing::error!(payment = c.id.0, error = %e, "cannot record the reversal intent; not reversing");
             history.events.pop();

@@ -117,7 +117,7 @@ impl Reconciler {
     /// next closed window after the schedule's own cursor (the last day on the first run), then
     /// the next window that has reached the look-back age, re-read for what happened to its
     /// payments since.
-    pub async fn sweep_closed_windows(&self, now: DateTime<Utc>) {
+    pub async fn sweep_closed_windows(&self, now: DateTime<Utc>, shutdown: &CancellationToken) {
         let closed_until = floor_hour(now - SETTLE);
         let look_back = chrono::Duration::from_std(self.sweep_look_back).unwrap_or_default();
         let sweeps = self
@@ -126,9 +126,8 @@ impl Reconciler {
             .filter(|rt| matches!(rt.gateway, Gateway::Qfpay { .. }))
             .map(|rt| async move {
                 let account = rt.name.as_str();
-                let shutdown = CancellationToken::new();
                 let lane = match self
-                    .enter_lane(rt, LaneWait::UpTo(SCHEDULED_SWEEP_WAIT), &shutdown)
+                    .enter_lane(rt, LaneWait::UpTo(SCHEDULED_SWEEP_WAIT), shutdown)
                     .await
                 {
                     Ok(Ok(lane)) => lane,
@@ -389,12 +388,7 @@ impl Reconciler {
                 evidence,
             };
             self.ledger
-                .record_discrepancy(
-                    fence,
-                    payment.map(crate::domain::PaymentId),
-                    &d,
-                    Utc::now(),
-                )
+                .record_discrepancy(fence, payment.map(crate::domain::PaymentId), &d, Utc::now())
                 .await?;
             list.push(detail);
         }

@@ -71,7 +71,7 @@ pub(crate) async fn sweep_dense_windows(
                 summary.interrupted = true;
                 return Ok(());
             }
-            if ctx.stop.is_cancelled() {
+            if !ctx.may_call() {
                 return Ok(());
             }
             let page = match pager.next_page().await {
@@ -112,10 +112,7 @@ pub(crate) async fn sweep_dense_windows(
                     answers.insert(i, Answer::seen(obs, now));
                 }
             }
-            let ctx = PassContext {
-                now,
-                ..ctx.clone()
-            };
+            let ctx = PassContext { now, ..ctx.clone() };
             // Read by a key but not matched (another record reused the order number): leave
             // them to the id lookups of the units.
             let unmatched: Vec<_> = all

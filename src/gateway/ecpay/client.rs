@@ -106,6 +106,11 @@ impl EcpayClient {
         }
     }
 
+    /// The account's pacer (shared by every clone).
+    pub fn pacer(&self) -> &Pacer {
+        &self.inner.pacer
+    }
+
     /// How long the engine should wait before asking again after `error_nopay`.
     pub fn nopay_interval(&self) -> Duration {
         self.inner.settings.nopay_interval

@@ -106,6 +106,11 @@ impl QfpayClient {
         self
     }
 
+    /// The account's pacer.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
     /// Uses this pacer instead of the account's own (e.g. one pacer shared by two clients of the
     /// same merchant, or [`Pacer::unlimited`] in tests of other things).
     pub fn with_pacer(mut self, pacer: Pacer) -> Self {
