@@ -200,6 +200,15 @@ fn a_bad_timezone_is_reported() {
 }
 
 #[test]
+fn an_account_lease_shorter_than_a_second_is_refused() {
+    let lines = problems("[reconcile]\nlease = \"500ms\"\n");
+    assert!(
+        has(&lines, "reconcile.lease: must be at least 1s"),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn bad_durations_and_modes_are_reported_together() {
     let lines = problems("[reconcile]\nlease = \"soon\"\n[reversal]\nmode = \"maybe\"\n");
     assert!(

@@ -92,7 +92,16 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
         .unwrap();
 
     let engine = h.engine();
-    let r = engine.sweep("hk", from, to, false).await.unwrap();
+    let r = engine
+        .sweep(
+            "hk",
+            from,
+            to,
+            false,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.records, 123);
     assert_eq!(r.calls, 2, "123 records: a full page and a short one");
     assert_eq!(r.matched, 122);
@@ -108,7 +117,16 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
     assert!(open.next_check_at.unwrap().as_str() < "2999");
     assert_eq!(open.state, "pending", "a sweep changes no state itself");
 
-    let again = engine.sweep("hk", from, to, false).await.unwrap();
+    let again = engine
+        .sweep(
+            "hk",
+            from,
+            to,
+            false,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
     assert_eq!((again.calls, again.already_complete_pieces), (0, 1));
     let open_discrepancies = h.ledger.discrepancies(false).await.unwrap();
     assert_eq!(open_discrepancies.len(), 3);
@@ -119,11 +137,21 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
             from,
             chrono::Utc::now() + chrono::Duration::hours(1),
             false,
+            &tokio_util::sync::CancellationToken::new(),
         )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("must be closed"));
-    let err = engine.sweep("tw", from, to, false).await.unwrap_err();
+    let err = engine
+        .sweep(
+            "tw",
+            from,
+            to,
+            false,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not a configured QFPay account"));
 }
 
@@ -154,6 +182,7 @@ async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the
             c0 + TimeDelta::hours(2),
             now - TimeDelta::hours(2),
             false,
+            &tokio_util::sync::CancellationToken::new(),
         )
         .await
         .unwrap();

@@ -63,12 +63,25 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
         error_line!("payrecon: {e}");
         ExitCode::FAILURE
     })?;
-    let result = engine.sweep(&args.account, from, to, args.again).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    super::daemon::cancel_on_signal(shutdown.clone());
+    let result = engine
+        .sweep(&args.account, from, to, args.again, &shutdown)
+        .await;
     ledger.close().await;
-    let report = result.map_err(|e| {
-        error_line!("payrecon: {e}");
-        ExitCode::FAILURE
-    })?;
+    let report = match result {
+        Ok(report) => report,
+        // A stop request ends the sweep between pages with its cursor saved and the account
+        // given back: nothing is wrong, so exit 0 like `reconcile --once`.
+        Err(e @ crate::reconcile::sweep::SweepError::Interrupted) => {
+            warning_line!("payrecon: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            error_line!("payrecon: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
     println!(
         "swept {} {} – {}: {} gateway records in {} calls; {} matched the ledger, {} open ones made due",
         args.account, from, to, report.records, report.calls, report.matched, report.made_due

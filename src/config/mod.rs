@@ -234,7 +234,18 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let mut p = Problems::new("reconcile", &mut list);
     let r = &raw.reconcile;
     let reconcile = ReconcileSettings {
-        lease: p.duration("lease", r.lease.as_ref(), Duration::from_secs(60)),
+        lease: {
+            let lease = p.duration("lease", r.lease.as_ref(), Duration::from_secs(60));
+            // A lane renews its lease every third of it and stops calling within a third of
+            // its end: below a second that leaves no time for one call and one renewal.
+            if lease < Duration::from_secs(1) {
+                p.add(
+                    "lease",
+                    "must be at least 1s (a lane renews it every third of it)",
+                );
+            }
+            lease
+        },
         lane_wait: p.duration("lane_wait", r.lane_wait.as_ref(), Duration::from_secs(10)),
         chunk_size: p.count("chunk_size", r.chunk_size, 500, 100_000),
         concurrency: p.count("concurrency", r.concurrency, 4, 64),

@@ -275,7 +275,13 @@ pub async fn run(dir: &Path) -> Result<DemoReport, DemoError> {
     // The closing sweep over the demo's window: confirms, and finds what the ledger lacks.
     let from = world.first_record.unwrap_or_else(Utc::now) - chrono::Duration::minutes(1);
     let sweep = engine
-        .sweep(scenario::QFPAY_ACCOUNT, from, Utc::now(), false)
+        .sweep(
+            scenario::QFPAY_ACCOUNT,
+            from,
+            Utc::now(),
+            false,
+            &tokio_util::sync::CancellationToken::new(),
+        )
         .await
         .map_err(setup)?;
     report

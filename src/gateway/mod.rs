@@ -61,6 +61,10 @@ pub enum GatewayError {
         code: String,
         detail: String,
     },
+    /// Not sent: this process may no longer hold the account (its lane's lease is lost or
+    /// about to run out by its own clock). Says nothing about any payment.
+    #[error("{gateway}: call withheld: this process no longer surely holds the account's lease")]
+    Withheld { gateway: &'static str },
 }
 
 /// How long the gateway asked us to wait, as a person reads it: "retry after 39s", or that it
@@ -84,7 +88,8 @@ impl GatewayError {
             GatewayError::Transport { .. }
             | GatewayError::HttpStatus { .. }
             | GatewayError::BadSignature { .. }
-            | GatewayError::Malformed { .. } => ErrorClass::Retryable,
+            | GatewayError::Malformed { .. }
+            | GatewayError::Withheld { .. } => ErrorClass::Retryable,
             GatewayError::RateLimited { .. } => ErrorClass::RateLimited,
             GatewayError::Account { .. } => ErrorClass::Account,
             GatewayError::Rejected { .. } => ErrorClass::Request,

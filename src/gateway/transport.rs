@@ -38,6 +38,25 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Gateway
 pub struct Pacer {
     interval: Duration,
     next_slot: Arc<Mutex<Option<Instant>>>,
+    gate: Arc<std::sync::Mutex<Option<CallGate>>>,
+}
+
+/// Whether a call may still leave once its slot has come: the engine's lane sets one while it
+/// holds the account, so that a call queued for its slot (or a retry) is withheld once the lane
+/// may have lost the account, e.g. after the process was stalled past its lease.
+#[derive(Clone)]
+pub struct CallGate(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl CallGate {
+    pub fn new(open: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(open))
+    }
+}
+
+impl std::fmt::Debug for CallGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallGate")
+    }
 }
 
 impl Pacer {
@@ -47,6 +66,7 @@ impl Pacer {
         Self {
             interval: a.max(b),
             next_slot: Arc::new(Mutex::new(None)),
+            gate: Arc::default(),
         }
     }
 
@@ -55,6 +75,7 @@ impl Pacer {
         Self {
             interval: Duration::ZERO,
             next_slot: Arc::new(Mutex::new(None)),
+            gate: Arc::default(),
         }
     }
 
@@ -74,19 +95,34 @@ impl Pacer {
         *next = Some(next.map_or(at, |n| n.max(at)));
     }
 
-    /// Waits for this caller's slot. Slots are handed out in call order.
-    pub async fn acquire(&self) {
-        if self.interval.is_zero() {
-            return;
+    /// Sets (or clears) the gate every call must pass once its slot has come.
+    pub fn set_gate(&self, gate: Option<CallGate>) {
+        *self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+    }
+
+    /// Waits for this caller's slot (slots are handed out in call order), then asks the gate.
+    /// `false`: the call must not be made ([`super::GatewayError::Withheld`]).
+    #[must_use]
+    pub async fn acquire(&self) -> bool {
+        if !self.interval.is_zero() {
+            let slot = {
+                let mut next = self.next_slot.lock().await;
+                let now = Instant::now();
+                let slot = next.map_or(now, |n| n.max(now));
+                *next = Some(slot + self.interval);
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
         }
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        let gate = self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        gate.is_none_or(|g| (g.0)())
     }
 }
 
@@ -163,11 +199,11 @@ mod tests {
         let pacer = Pacer::new(100, 400);
         let start = Instant::now();
         for _ in 0..400 {
-            pacer.acquire().await;
+            assert!(pacer.acquire().await);
         }
         // 400 calls fit in just under a minute, evenly spread ...
         assert_eq!(start.elapsed(), Duration::from_millis(150 * 399));
-        pacer.acquire().await;
+        assert!(pacer.acquire().await);
         // ... and the 401st is a full minute after the first.
         assert_eq!(start.elapsed(), Duration::from_secs(60));
     }
@@ -199,5 +235,26 @@ mod tests {
         .await;
         assert!(matches!(out, Err(GatewayError::BadSignature { .. })));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_gate_withholds_a_call_already_waiting_for_its_slot() {
+        let pacer = Pacer::new(1, 60);
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = open.clone();
+        pacer.set_gate(Some(CallGate::new(move || {
+            flag.load(std::sync::atomic::Ordering::SeqCst)
+        })));
+        assert!(pacer.acquire().await);
+        // The next slot is a second away; the gate closes while the caller waits for it.
+        let waiting = tokio::spawn({
+            let pacer = pacer.clone();
+            async move { pacer.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        open.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(!waiting.await.unwrap(), "withheld at its slot");
+        pacer.set_gate(None);
+        assert!(pacer.acquire().await);
     }
 }

@@ -225,8 +225,9 @@ impl Reconciler {
             }
             LastResort::Reverse(r) => {
                 let Some(client) = client else { return u };
-                if !ctx.may_call() {
-                    // The lane may have lost the account: the next holder decides.
+                if !ctx.may_call() || ctx.shutdown.is_cancelled() {
+                    // The lane may have lost the account, or a stop was requested (a last
+                    // resort costs several paced calls): the next pass decides.
                     return u;
                 }
                 let (u, calls, sent) = reversal::reverse(ctx, client, &rt.schedule, c, r, u).await;

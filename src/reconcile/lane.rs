@@ -26,6 +26,7 @@ use super::{
     Delivery, PassContext, ReconcileError, Reconciler, RunScope, RunSummary, SkippedAccount,
     Strategy, window_sweep,
 };
+use crate::gateway::transport::{CallGate, Pacer};
 use crate::ledger::{AccountHolder, ClaimScope, Fence, Ledger, LedgerError};
 
 /// How long a lane waits for an account that is busy.
@@ -107,7 +108,7 @@ pub(crate) struct Lane {
     /// Cancelled when the heartbeat finds the lease taken by another process: stop calling.
     pub lost: CancellationToken,
     pub clock: LeaseClock,
-    pacer: crate::gateway::transport::Pacer,
+    pacer: Pacer,
     stop_heartbeat: CancellationToken,
     heartbeat: tokio::task::JoinHandle<()>,
     ledger: Ledger,
@@ -197,6 +198,13 @@ impl Reconciler {
         }
         let clock = LeaseClock::new(at, ttl);
         let lost = CancellationToken::new();
+        // Every call of the account's client, queued or retried, passes this once its pacer
+        // slot has come: none leaves once the lane may have lost the account.
+        let gate = {
+            let (clock, lost) = (clock.clone(), lost.clone());
+            CallGate::new(move || !lost.is_cancelled() && clock.may_call())
+        };
+        rt.pacer().set_gate(Some(gate));
         let stop_heartbeat = CancellationToken::new();
         let heartbeat = tokio::spawn(beat(
             self.ledger.clone(),
@@ -276,6 +284,7 @@ impl Reconciler {
             unit_sweeps: scope.dry_run,
             stop: lane.lost.clone(),
             lease: lane.clock.clone(),
+            shutdown: shutdown.clone(),
         };
         if scope.strategy == Strategy::Planned
             && !scope.dry_run
@@ -417,6 +426,7 @@ impl Lane {
     /// Stops the heartbeat and gives the account back, with the pacer's next slot for the
     /// next holder.
     pub(crate) async fn leave(self) {
+        self.pacer.set_gate(None);
         self.stop_heartbeat.cancel();
         let _ = self.heartbeat.await;
         let next_call_at = self.pacer.next_slot().await.map(|slot| {

@@ -158,6 +158,8 @@ pub(crate) struct PassContext<'a> {
     pub stop: tokio_util::sync::CancellationToken,
     /// Until when the lease is surely the lane's.
     pub lease: lane::LeaseClock,
+    /// Stop requested: the unit in flight is finished, but no last resort is started.
+    pub shutdown: CancellationToken,
 }
 
 impl PassContext<'_> {

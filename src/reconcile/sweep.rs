@@ -69,6 +69,8 @@ pub enum SweepError {
          start: run it again when that process is done, or raise reconcile.lane_wait"
     )]
     Held { account: String, holder: String },
+    #[error("stopped by a signal; run the sweep again to resume where it stopped")]
+    Interrupted,
     #[error("sweep stopped on a gateway error (resume by running it again): {0}")]
     Gateway(#[from] crate::gateway::GatewayError),
     #[error(transparent)]
@@ -141,7 +143,7 @@ impl Reconciler {
                     }
                 };
                 let result = self
-                    .scheduled_sweep(&lane.fence, closed_until, look_back)
+                    .scheduled_sweep(&lane.fence, closed_until, look_back, shutdown)
                     .await;
                 lane.leave().await;
                 if let Err(e) = result {
@@ -156,6 +158,7 @@ impl Reconciler {
         fence: &Fence,
         closed_until: DateTime<Utc>,
         look_back: chrono::Duration,
+        shutdown: &CancellationToken,
     ) -> Result<(), SweepError> {
         let account = fence.account.as_str();
         let mut pos = match self.ledger.schedule_position(account).await? {
@@ -176,8 +179,15 @@ impl Reconciler {
         };
         let to = (pos.swept_until + MAX_WINDOW).min(closed_until);
         if pos.swept_until < to {
-            self.sweep_round(fence, pos.swept_until, to, SweepRound::Fresh, false)
-                .await?;
+            self.sweep_round(
+                fence,
+                pos.swept_until,
+                to,
+                SweepRound::Fresh,
+                false,
+                shutdown,
+            )
+            .await?;
             pos.swept_until = to;
             self.ledger
                 .save_schedule_position(fence, pos, Utc::now())
@@ -186,8 +196,15 @@ impl Reconciler {
         let due = (closed_until - look_back).min(pos.swept_until);
         let to = (pos.rechecked_from + MAX_WINDOW).min(due);
         if pos.rechecked_from < to {
-            self.sweep_round(fence, pos.rechecked_from, to, SweepRound::LookBack, false)
-                .await?;
+            self.sweep_round(
+                fence,
+                pos.rechecked_from,
+                to,
+                SweepRound::LookBack,
+                false,
+                shutdown,
+            )
+            .await?;
             pos.rechecked_from = to;
             self.ledger
                 .save_schedule_position(fence, pos, Utc::now())
@@ -205,6 +222,7 @@ impl Reconciler {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         again: bool,
+        shutdown: &CancellationToken,
     ) -> Result<SweepReport, SweepError> {
         if to > Utc::now() {
             return Err(SweepError::Open(to));
@@ -220,7 +238,7 @@ impl Reconciler {
             return Err(SweepError::NotQfpay(account.to_string()));
         };
         let wait = LaneWait::UpTo(self.settings.lane_wait);
-        let lane = match self.enter_lane(rt, wait, &CancellationToken::new()).await? {
+        let lane = match self.enter_lane(rt, wait, shutdown).await? {
             Ok(lane) => lane,
             Err(NotEntered::Held(h)) => {
                 return Err(SweepError::Held {
@@ -228,7 +246,8 @@ impl Reconciler {
                     holder: h.holder,
                 });
             }
-            Err(_) => {
+            Err(NotEntered::Stopping) => return Err(SweepError::Interrupted),
+            Err(NotEntered::Busy) => {
                 return Err(SweepError::Held {
                     account: account.to_string(),
                     holder: "this process".into(),
@@ -236,7 +255,7 @@ impl Reconciler {
             }
         };
         let result = self
-            .sweep_round(&lane.fence, from, to, SweepRound::Fresh, again)
+            .sweep_round(&lane.fence, from, to, SweepRound::Fresh, again, shutdown)
             .await;
         lane.leave().await;
         result
@@ -249,6 +268,7 @@ impl Reconciler {
         to: DateTime<Utc>,
         round: SweepRound,
         again: bool,
+        shutdown: &CancellationToken,
     ) -> Result<SweepReport, SweepError> {
         let account = fence.account.as_str();
         let Some(Gateway::Qfpay {
@@ -288,6 +308,10 @@ impl Reconciler {
             let mut seen: HashSet<i64> = HashSet::new();
             let mut complete_run = cursor.next_page == 1;
             loop {
+                // Between pages: the cursor keeps the place for the next run.
+                if shutdown.is_cancelled() {
+                    return Err(SweepError::Interrupted);
+                }
                 report.calls += 1;
                 let Some(page) = pager.next_page().await? else {
                     report.calls -= 1;

@@ -195,7 +195,9 @@ impl EcpayClient {
     /// One HTTP attempt: a new envelope (fresh timestamp), one pacer slot, one POST.
     async fn attempt(&self, url: &str, data: &str) -> Result<String, GatewayError> {
         self.refuse_if_paused()?;
-        self.inner.pacer.acquire().await;
+        if !self.inner.pacer.acquire().await {
+            return Err(GatewayError::Withheld { gateway: GATEWAY });
+        }
         self.refuse_if_paused()?;
         let s = &self.inner.settings;
         let outer = s.platform_id.as_deref().unwrap_or(&s.merchant_id);

@@ -271,7 +271,9 @@ impl QfpayClient {
         path: &str,
         form: &Form,
     ) -> Result<(Envelope, Value), GatewayError> {
-        self.pacer.acquire().await;
+        if !self.pacer.acquire().await {
+            return Err(GatewayError::Withheld { gateway: "qfpay" });
+        }
         let result = self.send(method, path, form).await;
         match &result {
             Ok((env, _)) => tracing::debug!(path, respcd = ?env.respcd, "qfpay answered"),
