@@ -1,0 +1,160 @@
+//! Regressions found by the adversarial review of issue 13 (lanes): a cancel queued for its
+//! pacer slot must not leave a lane whose account another process took over, and a sweep
+//! stops at a page boundary when a stop is requested.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::fake_qfpay::{FakeQfpay, FakeRecord};
+use common::*;
+use payrecon::config;
+use payrecon::ledger;
+use payrecon::reconcile::{Reconciler, RunScope};
+use tokio_util::sync::CancellationToken;
+
+const SYSSN: &str = "2026112200010002000000";
+
+fn syssn(n: usize) -> String {
+    format!("{SYSSN}{n:04}")
+}
+
+/// Like `common::harness`, with the QFPay account's rates and the `[reconcile]` section chosen.
+async fn harness_with(qf_url: &str, reconcile: &str, per_second: u32, per_minute: u32) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[ledger]
+path = "{ledger}"
+[reconcile]
+chunk_size = 50
+{reconcile}
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{qf_url}"
+app_code = "APP"
+client_key = "{QF_KEY}"
+batch_size = 4
+rate_per_second = {per_second}
+rate_per_minute = {per_minute}
+"#,
+        ledger = dir.path().join("l.db").display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let settings = config::load(Some(&path)).unwrap();
+    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
+        .await
+        .unwrap();
+    Harness {
+        dir,
+        settings,
+        ledger,
+    }
+}
+
+/// Process A's lane writes the reversal intent; its cancel waits for the pacer's next slot.
+/// Meanwhile A stalls past its lease (simulated: the lease runs out in the ledger) and process
+/// B takes the account over. A's heartbeat then finds the lease taken (`lost`), yet the cancel
+/// still leaves A: a call past the lease, and a reversal that B (which may already have seen
+/// the payment paid and recorded it `succeeded`) knows nothing about; A's write of the cancel's
+/// answer is fenced out, so the ledger never learns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
+    let t = minutes_ago(5);
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "C1",
+        "800108",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
+    // 20 calls a minute: one every 3 s. Lease 3 s: heartbeat every 1 s.
+    let h = harness_with(&fake.url(), "lease = \"3s\"", 1, 20).await;
+    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
+        .await;
+    let engine: Arc<Reconciler> = Arc::new(h.engine());
+    let e = engine.clone();
+    let pass = tokio::spawn(async move {
+        let scope = RunScope {
+            all: true,
+            trigger: "test",
+            ..RunScope::default()
+        };
+        e.run_once(&scope, &CancellationToken::new()).await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.payment("C1").await.state != "reversing" {
+        assert!(tokio::time::Instant::now() < deadline, "no intent written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fake.reversals(&syssn(1)),
+        0,
+        "the cancel waits in the pacer"
+    );
+    // A stalls past its lease; B takes the account over.
+    sqlx::query(
+        "UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'",
+    )
+    .execute(h.ledger.pool())
+    .await
+    .unwrap();
+    let b = h
+        .ledger
+        .acquire_account("hk", "B", Duration::from_secs(60), 20, Utc::now())
+        .await
+        .unwrap()
+        .expect("A's lease ran out");
+    let summary = pass.await.unwrap().unwrap();
+    assert!(b.fence.token >= 2);
+    assert_eq!(summary.fenced_out, ["hk"], "A's lane stops, fenced out");
+    assert_eq!(
+        fake.reversals(&syssn(1)),
+        0,
+        "a cancel was sent after another process took the account over"
+    );
+}
+
+/// SIGTERM: the scheduled sweep should stop at a page boundary. A shutdown already requested
+/// before the sweep enters its lane does not stop it either: every page of the window is
+/// fetched.
+#[tokio::test]
+async fn review13_the_scheduled_sweep_stops_when_shutdown_is_requested() {
+    let now = Utc::now();
+    // 350 records in the window the first scheduled sweep reads (the day before the last
+    // settled hour): 4 pages of 100.
+    let base = now - chrono::Duration::hours(5);
+    let records = (0..350)
+        .map(|i| {
+            FakeRecord::new(
+                &syssn(i),
+                &format!("S{i}"),
+                "800101",
+                500,
+                &["0000"],
+                base - chrono::Duration::seconds(i as i64 * 30),
+            )
+        })
+        .collect();
+    let fake = FakeQfpay::start(records).await;
+    let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
+    let engine = h.engine();
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    engine.sweep_closed_windows(now, &shutdown).await;
+    let calls = fake.query_calls();
+    assert!(
+        calls <= 1,
+        "the sweep fetched {calls} pages after shutdown was requested"
+    );
+}
