@@ -245,6 +245,87 @@ async fn the_counters_match_the_calls_made_and_the_stats_endpoint_agrees() {
 }
 
 #[tokio::test]
+async fn sweep_pages_read_twice_and_the_busiest_minute_of_qfpay_calls_are_counted() {
+    let sandbox = seeded().await;
+    let now = sandbox.clock().now();
+    let qfpay = dev_qfpay(&sandbox);
+    let window = || WindowQuery::new(now - chrono::TimeDelta::hours(1), now);
+    let sweep = |w: WindowQuery| {
+        let mut pager = qfpay.sweep(w);
+        async move {
+            let mut pages = 0;
+            while pager.next_page().await?.is_some() {
+                pages += 1;
+            }
+            Ok::<_, GatewayError>(pages)
+        }
+    };
+    assert_eq!(sweep(window()).await.unwrap(), 1);
+    // An id lookup is not a sweep page.
+    lookup(&qfpay, "Q1", now).await.unwrap();
+    assert!(sandbox.stats().pages_fetched_more_than_once().is_empty());
+    // A page whose answer a fault cut in half was never read: asking it again is no repeat.
+    sandbox.set_faults(only(|f| f.malformed_rate = 1.0));
+    assert!(sweep(window()).await.is_err());
+    sandbox.set_faults(Faults::none());
+    assert!(sandbox.stats().pages_fetched_more_than_once().is_empty());
+    // The same window's page 1, read a second time.
+    assert_eq!(sweep(window()).await.unwrap(), 1);
+    let stats = sandbox.stats();
+    let twice = stats.pages_fetched_more_than_once();
+    assert_eq!(twice.len(), 1, "{twice:?}");
+    assert!(
+        twice[0].starts_with(&format!("{DEV_QFPAY_APP_CODE} ")) && twice[0].ends_with(" page 1 ×2"),
+        "{twice:?}"
+    );
+    assert_eq!(stats.sweep_pages_fetched_more_than_once, 1);
+
+    // Every QFPay call reached the timeline (the refused malformed ones too), all within a
+    // minute; the ECPay merchant has none.
+    let qf_calls = stats.total(true);
+    assert!(qf_calls >= 4, "{qf_calls}");
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        stats.max_qfpay_calls_in(DEV_QFPAY_APP_CODE, minute),
+        qf_calls
+    );
+    assert_eq!(
+        stats.qfpay_max_calls_per_60s.get(DEV_QFPAY_APP_CODE),
+        Some(&qf_calls)
+    );
+    assert_eq!(stats.max_qfpay_calls_in(DEV_ECPAY_MERCHANT_ID, minute), 0);
+    let url = format!("{}sandbox/stats", sandbox.base_url());
+    let json: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        json["qfpay_max_calls_per_60s"][DEV_QFPAY_APP_CODE],
+        qf_calls
+    );
+    assert_eq!(json["sweep_pages_fetched_more_than_once"], 1);
+    assert!(json.get("sweep_pages").is_none() && json.get("qfpay_call_times").is_none());
+
+    // Calls refused with 429 are on the timeline too: it is what QFPay receives.
+    sandbox.set_rate_limits(RateLimits {
+        qfpay_per_second: Some(1),
+        qfpay_per_minute: None,
+        ecpay_per_minute: None,
+    });
+    sandbox.reset_stats();
+    let _ = lookup(&qfpay, "Q1", now).await;
+    let _ = lookup(&qfpay, "Q1", now).await;
+    let stats = sandbox.stats();
+    assert!(stats.http_429 >= 1, "{stats:?}");
+    assert_eq!(
+        stats.max_qfpay_calls_in(DEV_QFPAY_APP_CODE, minute),
+        stats.total(true)
+    );
+    sandbox.reset_stats();
+    let stats = sandbox.stats();
+    assert_eq!(stats.max_qfpay_calls_in(DEV_QFPAY_APP_CODE, minute), 0);
+    assert!(stats.pages_fetched_more_than_once().is_empty());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_non_loopback_address_is_refused_unless_forced() {
     let config = SandboxConfig {
         listen: "0.0.0.0:0".parse().unwrap(),

@@ -102,7 +102,8 @@ async fn serve(
     let app_code = header_text(&headers, "x-qf-appcode")
         .unwrap_or_default()
         .to_string();
-    let plan = match app.gate(kind(&params), &app_code).await {
+    let kind = kind(&params);
+    let plan = match app.gate(kind, &app_code).await {
         Ok(plan) => plan,
         Err(response) => return response,
     };
@@ -113,6 +114,9 @@ async fn serve(
                 Some(r) => refused(&app, r),
                 None => op(&app, &app_code, &params),
             };
+            if kind == CallKind::QfpayQueryWindow {
+                page_served(&app, &app_code, &params, &out, plan);
+            }
             answer(&app, &out, key, plan)
         }
         _ => {
@@ -123,6 +127,25 @@ async fn serve(
             answer(&app, &body, None, plan)
         }
     }
+}
+
+/// Counts a sweep page (a query by time window only) that reaches the client readable: answered
+/// with records (`respcd` 0000), not cut in half nor wrongly signed by an injected fault. A page
+/// the client could not read may be asked again without that being a repeat.
+fn page_served(
+    app: &App,
+    code: &str,
+    params: &BTreeMap<String, String>,
+    out: &Value,
+    plan: FaultPlan,
+) {
+    if plan.malformed || plan.bad_signature || out["respcd"] != super::scenario::PAID {
+        return;
+    }
+    let get = |k: &str| params.get(k).map_or("", |v| v.trim());
+    let page = get("page").parse().unwrap_or(1);
+    app.stats
+        .page_served(code, get("start_time"), get("end_time"), page);
 }
 
 /// The answer to a request that breaks a documented rule, counted under the rule's name.
