@@ -736,7 +736,9 @@ async fn a_lane_holder_stopped_past_its_lease_is_fenced_out_when_it_continues() 
     loop {
         b_passes += 1;
         assert!(b_passes <= 6, "B did not settle the account in 5 passes");
-        let mut b = lab.spawn(&["reconcile", "--once"], &format!("b{b_passes}"));
+        // `--all`: a reversal's confirmation is due seconds later (QFPay's awaiting-reversal
+        // backoff); back-to-back passes would otherwise find nothing due.
+        let mut b = lab.spawn(&["reconcile", "--once", "--all"], &format!("b{b_passes}"));
         if b_passes == 1 {
             b1_pid = b.pid();
         }

@@ -33,6 +33,9 @@ pub struct ReconcileArgs {
     /// planned (sweeps and id batches) or per-payment (one lookup each, for comparison).
     #[arg(long, value_enum, default_value = "planned")]
     pub strategy: Strategy,
+    /// Print the pass's summary as one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_provider(s: &str) -> Result<Provider, String> {
@@ -59,6 +62,20 @@ pub fn describe(s: &RunSummary, dry_run: bool) -> String {
     if !s.paused_accounts.is_empty() {
         line.push_str(&format!("; paused: {}", s.paused_accounts.join(", ")));
     }
+    if !s.skipped_accounts.is_empty() {
+        let skipped: Vec<String> = s
+            .skipped_accounts
+            .iter()
+            .map(|k| format!("{} (held by {})", k.account, k.holder))
+            .collect();
+        line.push_str(&format!("; skipped: {}", skipped.join(", ")));
+    }
+    if !s.fenced_out.is_empty() {
+        line.push_str(&format!(
+            "; fenced out (taken over by another process): {}",
+            s.fenced_out.join(", ")
+        ));
+    }
     line
 }
 
@@ -84,7 +101,17 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> Result<ExitCode, 
     ledger.close().await;
     match result {
         Ok(summary) => {
-            println!("{}", describe(&summary, args.dry_run));
+            if args.json {
+                match serde_json::to_string(&summary) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        error_line!("payrecon: cannot print the summary: {e}");
+                        return Err(ExitCode::FAILURE);
+                    }
+                }
+            } else {
+                println!("{}", describe(&summary, args.dry_run));
+            }
             // A stop request (SIGTERM from `systemctl stop` or at shutdown, or Ctrl-C) ends
             // the pass between chunks with the leases released: nothing is wrong, the next
             // pass takes the rest. Exit 0 so systemd does not mark the unit failed.
