@@ -557,11 +557,13 @@ async fn the_daemon_and_one_off_passes_stay_within_qfpay_limits_and_never_repeat
     eprintln!(
         "limits: {:?} with the daemon and {one_offs} one-off passes (skipped: {skipped:?}); \
          {} QFPay calls ({} id lookups, {} window pages), busiest 60 s: {minute_max}; \
-         {qf_settled} of {QF_DUE} QFPay payments settled; {} ECPay calls; 429: {}, 403: {}",
+         {} sweep pages fetched twice or more; {qf_settled} of {QF_DUE} QFPay payments \
+         settled; {} ECPay calls; 429: {}, 403: {}",
         RUN,
         stats.total(true),
         stats.count(CallKind::QfpayQueryById),
         stats.count(CallKind::QfpayQueryWindow),
+        stats.pages_fetched_more_than_once().len(),
         stats.count(CallKind::EcpayCreditDetail),
         stats.http_429,
         stats.http_403,
