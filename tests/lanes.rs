@@ -35,6 +35,12 @@ fn lane<'a>(stats: &'a Value, account: &str) -> &'a Value {
     mine[0]
 }
 
+/// One field of a `lanes` entry, which must be present (`null` counts as present).
+fn field<'a>(lane: &'a Value, name: &str) -> &'a Value {
+    lane.get(name)
+        .unwrap_or_else(|| panic!("the lanes entry has no {name:?}: {lane}"))
+}
+
 fn lower(s: &str) -> String {
     s.to_lowercase()
 }
@@ -935,12 +941,12 @@ async fn ledger_stats_shows_each_accounts_lane_its_holder_heartbeat_pace_and_bac
     for (account, provider, due, pace) in [(QF, "qfpay", QF_DUE, 400), (EC, "ecpay", EC_ORDERS, 30)]
     {
         let l = lane(&stats, account);
-        assert_eq!(l["provider"], provider, "{l}");
-        assert_eq!(l["due"], due, "{l}");
-        assert!(l["holder"].is_null(), "{l}");
-        assert!(l["paused_until"].is_null(), "{l}");
+        assert_eq!(field(l, "provider"), provider, "{l}");
+        assert_eq!(field(l, "due"), due, "{l}");
+        assert!(field(l, "holder").is_null(), "{l}");
+        assert!(field(l, "paused_until").is_null(), "{l}");
         assert!(
-            l["pace_per_minute"].is_null() || l["pace_per_minute"] == pace,
+            field(l, "pace_per_minute").is_null() || field(l, "pace_per_minute") == pace,
             "{l}"
         );
     }
@@ -982,18 +988,18 @@ async fn ledger_stats_shows_each_accounts_lane_its_holder_heartbeat_pace_and_bac
     let sampled = Utc::now();
     let stats = lab.stats_json();
     let tw = lane(&stats, EC);
-    assert_eq!(tw["holder"], holder.as_str(), "{tw}");
-    assert_eq!(tw["token"], held.token, "{tw}");
+    assert_eq!(field(tw, "holder"), holder.as_str(), "{tw}");
+    assert_eq!(field(tw, "token"), held.token, "{tw}");
     assert!(held.token >= 1, "{held:?}");
-    assert_eq!(tw["pace_per_minute"], 30, "{tw}");
-    assert!(tw["paused_until"].is_null(), "{tw}");
-    let due1 = tw["due"].as_u64().unwrap_or_else(|| panic!("{tw}"));
+    assert_eq!(field(tw, "pace_per_minute"), 30, "{tw}");
+    assert!(field(tw, "paused_until").is_null(), "{tw}");
+    let due1 = field(tw, "due").as_u64().unwrap_or_else(|| panic!("{tw}"));
     assert!(
         due1 > 0 && due1 < EC_ORDERS as u64,
         "the ECPay backlog should be under way: {tw}"
     );
     let beat1 = time(
-        tw["heartbeat_at"]
+        field(tw, "heartbeat_at")
             .as_str()
             .unwrap_or_else(|| panic!("{tw}")),
     );
@@ -1002,12 +1008,16 @@ async fn ledger_stats_shows_each_accounts_lane_its_holder_heartbeat_pace_and_bac
         age <= Duration::from_secs(4) && beat1 <= Utc::now(),
         "heartbeat {age:?} old at a 2 s heartbeat: {tw}"
     );
-    let expires = time(tw["expires_at"].as_str().unwrap_or_else(|| panic!("{tw}")));
+    let expires = time(
+        field(tw, "expires_at")
+            .as_str()
+            .unwrap_or_else(|| panic!("{tw}")),
+    );
     assert!(expires > sampled, "{tw}");
     let hk = lane(&stats, QF);
-    assert_eq!(hk["due"], 0, "{hk}");
+    assert_eq!(field(hk, "due"), 0, "{hk}");
     assert!(
-        hk["pace_per_minute"].is_null() || hk["pace_per_minute"] == 400,
+        field(hk, "pace_per_minute").is_null() || field(hk, "pace_per_minute") == 400,
         "{hk}"
     );
     let human = lab.stats_text();
@@ -1020,13 +1030,13 @@ async fn ledger_stats_shows_each_accounts_lane_its_holder_heartbeat_pace_and_bac
     let stats = lab.stats_json();
     let tw = lane(&stats, EC);
     assert_eq!(
-        (tw["holder"].as_str(), tw["token"].as_i64()),
+        (field(tw, "holder").as_str(), field(tw, "token").as_i64()),
         (Some(holder.as_str()), Some(held.token)),
         "{tw}"
     );
-    let beat2 = time(tw["heartbeat_at"].as_str().unwrap());
+    let beat2 = time(field(tw, "heartbeat_at").as_str().unwrap());
     assert!(beat2 > beat1, "no heartbeat in 2.5 s: {beat1} then {tw}");
-    assert!(tw["due"].as_u64().unwrap() <= due1, "{tw}");
+    assert!(field(tw, "due").as_u64().unwrap() <= due1, "{tw}");
 
     daemon.signal("TERM");
     daemon.success(Duration::from_secs(15)).await;
