@@ -70,6 +70,9 @@ pub struct Setup {
     pub faults: Faults,
     /// Lines under `[reconcile]` (e.g. `lease = "6s"`).
     pub reconcile: String,
+    /// Lines under `[reversal]` besides `mode = "auto"` (the default: CPM payments are
+    /// reversible 5 s after creation; QR/online orders keep QFPay's 30-minute expiry).
+    pub reversal: String,
     /// `schedule.reconcile` (6-field cron) for the daemon.
     pub cron: String,
     /// Extra keys of the QFPay account `hk`; `None`: no QFPay account.
@@ -84,6 +87,7 @@ impl Default for Setup {
             limits: RateLimits::off(),
             faults: Faults::none(),
             reconcile: String::new(),
+            reversal: "cpm_in_progress_limit = \"5s\"\n".into(),
             cron: "* * * * * *".into(),
             qfpay: Some(String::new()),
             ecpay: Some(String::new()),
@@ -120,16 +124,14 @@ sweep = "0 0 0 1 1 *"
 {reconcile}
 [reversal]
 mode = "auto"
-cpm_in_progress_limit = "5s"
-default_expiry = "1m"
-expiry_grace = "1s"
-
+{reversal}
 [log]
 level = "warn"
 "#,
         ledger = ledger.display(),
         cron = setup.cron,
         reconcile = setup.reconcile,
+        reversal = setup.reversal,
     );
     if let Some(extra) = &setup.qfpay {
         toml.push_str(&format!(
