@@ -1186,9 +1186,12 @@ async fn a_one_off_pass_and_a_sweep_skip_accounts_the_daemon_holds_and_name_the_
         to.format("%Y-%m-%d %H:%M:00").to_string(),
     );
     let o = lab.run(&["sweep", "--account", QF, "--from", &from, "--to", &to]);
-    assert!(
-        o.status.success(),
-        "a skipped sweep is no failure: {}",
+    // Exit 75 (EX_TEMPFAIL, "try again later"): the window was not read, and a script must
+    // know it; nothing is wrong.
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "a skipped sweep says try again later: {}",
         text(&o)
     );
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();

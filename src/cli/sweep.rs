@@ -77,6 +77,11 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> Result<ExitCode, Exit
             warning_line!("payrecon: {e}");
             return Ok(ExitCode::SUCCESS);
         }
+        // Another process works the account: nothing is wrong, but the window was not read.
+        Err(e @ crate::reconcile::sweep::SweepError::Held { .. }) => {
+            warning_line!("payrecon: {e}");
+            return Err(ExitCode::from(super::EX_TEMPFAIL));
+        }
         Err(e) => {
             error_line!("payrecon: {e}");
             return Err(ExitCode::FAILURE);

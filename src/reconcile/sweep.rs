@@ -65,8 +65,8 @@ pub enum SweepError {
     #[error("--from must be before --to")]
     Empty,
     #[error(
-        "account {account} is held by {holder} (another process works it); the sweep did not \
-         start: run it again when that process is done, or raise reconcile.lane_wait"
+        "account {account} is held by {holder} (another process works it); skipped: the sweep \
+         did not start; run it again when that process is done, or raise reconcile.lane_wait"
     )]
     Held { account: String, holder: String },
     #[error("stopped by a signal; run the sweep again to resume where it stopped")]
