@@ -67,6 +67,9 @@ pub struct Scenario {
     /// Synthetic final QFPay rows in the 12 months before, not at the gateway (ledger size).
     pub old_history: usize,
     pub span: Span,
+    /// ECPay orders due beside the QFPay ones, in one run: each account's lane keeps its own
+    /// pace, so each should finish within its own rate bound (issue 13).
+    pub ecpay_beside: usize,
 }
 
 impl Scenario {
@@ -76,7 +79,7 @@ impl Scenario {
         } else {
             0
         };
-        self.due + gw_history + self.old_history
+        self.due + gw_history + self.old_history + self.ecpay_beside
     }
 }
 
@@ -92,6 +95,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             history_from_gateway: false,
             old_history: 0,
             span: Span::OneDay,
+            ecpay_beside: 0,
         },
         Scenario {
             name: "sparse",
@@ -101,6 +105,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             history_from_gateway: true,
             old_history: 0,
             span: Span::OneMonth,
+            ecpay_beside: 0,
         },
         Scenario {
             name: "sparse-thin",
@@ -110,6 +115,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             history_from_gateway: false,
             old_history: 0,
             span: Span::OneMonth,
+            ecpay_beside: 0,
         },
         Scenario {
             name: "ecpay",
@@ -119,6 +125,7 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             history_from_gateway: false,
             old_history: 0,
             span: Span::OneDay,
+            ecpay_beside: 0,
         },
         Scenario {
             name: "ledger-1m",
@@ -128,8 +135,70 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             history_from_gateway: false,
             old_history: k(900_000, 9_000),
             span: Span::OneMonth,
+            ecpay_beside: 0,
+        },
+        Scenario {
+            name: "mixed",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(25_000, 1_250),
+            due: k(20_000, 1_000),
+            history_from_gateway: false,
+            old_history: 0,
+            span: Span::OneDay,
+            ecpay_beside: k(20, 4),
         },
     ]
+}
+
+/// Seeds the `ecpay_beside` ECPay orders of a mixed scenario into `state` (all due).
+pub fn seed_ecpay_beside(
+    s: &Scenario,
+    state: &SandboxState,
+    now: DateTime<Utc>,
+) -> Result<Vec<SeededRecord>, BoxError> {
+    if s.ecpay_beside == 0 {
+        return Ok(Vec::new());
+    }
+    let (month, _) = previous_month(now);
+    let mut spec = BulkSpec::new(
+        "BX",
+        s.ecpay_beside,
+        month + chrono::Duration::days(9),
+        Duration::from_secs(86_400),
+    );
+    spec.mix = OutcomeMix {
+        paid: 90,
+        failed: 10,
+        pending_then_paid: 0,
+        never_completes: 0,
+    };
+    spec.currency = "TWD".into();
+    Ok(state.seed_ecpay_bulk(DEV_ECPAY_MERCHANT_ID, &spec)?)
+}
+
+/// Registers a mixed scenario's ECPay orders in the ledger template at `path`.
+pub async fn register_ecpay_beside(path: &Path, orders: &[SeededRecord]) -> Result<(), BoxError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ecpay = Scenario {
+        gateway: Gateway::Ecpay,
+        ..scenarios(true)
+            .into_iter()
+            .find(|s| s.name == "ecpay")
+            .ok_or("no ecpay scenario")?
+    };
+    let ledger = ledger::open(path, Duration::from_secs(30)).await?;
+    let due: Vec<NewPayment> = orders
+        .iter()
+        .map(|r| new_payment(&ecpay, r))
+        .collect::<Result<_, _>>()?;
+    ledger.register(&due, Utc::now()).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(ledger.pool())
+        .await?;
+    ledger.close().await;
+    Ok(())
 }
 
 fn tz() -> FixedOffset {
@@ -416,11 +485,15 @@ pub struct EngineRun {
     pub wall_secs: f64,
     /// `VmHWM` of this process, if readable.
     pub peak_rss_kib: Option<u64>,
+    /// Per account: seconds from the start until its last payment was settled (the latest
+    /// `updated_at` of its final rows).
+    pub settled_after: std::collections::BTreeMap<String, f64>,
 }
 
 /// Opens the ledger, builds the engine, and runs `run_once` passes until one claims nothing.
 pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun, BoxError> {
     let started = Instant::now();
+    let started_at = Utc::now();
     let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout).await?;
     let engine = Reconciler::new(ledger.clone(), settings)?;
     let scope = RunScope {
@@ -448,6 +521,18 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
     .fetch_one(ledger.pool())
     .await?;
     run.open_left = open.max(0) as u64;
+    let last: Vec<(String, String)> = sqlx::query_as(
+        "SELECT account, MAX(updated_at) FROM payments
+         WHERE state NOT IN ('pending', 'in_progress', 'reversing') GROUP BY account",
+    )
+    .fetch_all(ledger.pool())
+    .await?;
+    for (account, at) in last {
+        if let Some(at) = ledger::time::from_db(&at).filter(|t| *t >= started_at) {
+            let secs = (at - started_at).num_milliseconds() as f64 / 1000.0;
+            run.settled_after.insert(account, secs);
+        }
+    }
     ledger.close().await;
     run.peak_rss_kib = peak_rss_kib();
     Ok(run)
