@@ -146,7 +146,7 @@ impl Reconciler {
         } else {
             Some(
                 self.ledger
-                    .apply(WriteGuard::Lane(ctx.fence), ctx.run_id, updates, ctx.now)
+                    .apply(WriteGuard::Lane(ctx.fence), ctx.run_id, updates, Utc::now())
                     .await?,
             )
         };
