@@ -98,25 +98,29 @@ impl Ledger {
     }
 
     /// Keeps the engine away from an account until `until` (rate limit, merchant stopped …).
+    /// Fenced like the account's payments: a lane that woke up after another took its account
+    /// over must not pause the new holder with an answer that arrived too late.
     pub async fn pause_account(
         &self,
-        account: &str,
+        fence: &super::Fence,
         until: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
         sqlx::query(
             "INSERT INTO account_pauses (account, paused_until, reason, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (account) DO UPDATE SET
                  paused_until = MAX(paused_until, excluded.paused_until),
                  reason = excluded.reason, updated_at = excluded.updated_at",
         )
-        .bind(account)
+        .bind(&fence.account)
         .bind(to_db(until))
         .bind(reason)
         .bind(to_db(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -277,7 +277,7 @@ impl Reconciler {
         summary.paused_accounts.push(rt.name.to_string());
         if !scope.dry_run {
             self.ledger
-                .pause_account(rt.name.as_str(), until, &e.to_string(), now)
+                .pause_account(ctx.fence, until, &e.to_string(), now)
                 .await?;
         }
         Ok(())
