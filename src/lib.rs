@@ -10,12 +10,15 @@
 //!   OpenAPI calls; `gateway::ecpay` encrypts and classifies ECPay `ecpayment` calls. Both turn
 //!   answers into domain observations or a classified [`gateway::GatewayError`].
 //! - [`ledger`]: the SQLite store (sqlx): connect with the right pragmas, embedded migrations,
-//!   intake, queries for the CLI. The engine's claim/apply statements live here too.
+//!   intake, queries for the CLI. The engine's statements live here too: account leases and
+//!   the fence every write presents, due units, apply.
 //! - [`config`]: layered settings (defaults → file → `PAYRECON__…` env), validated into typed
 //!   account settings; the only module that reads files named by the operator's config.
 //! - [`intake`]: parsing and validating payments to track (CLI `track`, `import` files).
-//! - [`reconcile`]: the one reconcile pass (`Reconciler::run_once`): claim, plan, call,
-//!   decide, apply, last-resort reversal.
+//! - [`reconcile`]: the reconcile pass (`Reconciler::run_once`): **a lane works one account**
+//!   (`reconcile::lane`): under the account's lease in the ledger (heartbeat, fencing token),
+//!   at the account's own pace, all lanes at once; each lane plans, calls, decides, applies
+//!   each answer as it arrives, and reverses as a last resort. Sweeps run in the same lanes.
 //! - [`scheduler`]: the daemon: cron jobs that trigger passes, systemd notifications, shutdown.
 //! - [`sandbox`]: the built-in simulated QFPay and ECPay gateways (axum on loopback) with
 //!   seeded, time-evolving scenarios, rate limits, fault injection and call counters, for tests,
