@@ -60,12 +60,13 @@ rate_per_minute = {per_minute}
     }
 }
 
-/// Process A's lane writes the reversal intent; its cancel waits for the pacer's next slot.
-/// Meanwhile A stalls past its lease (simulated: the lease runs out in the ledger) and process
-/// B takes the account over. A's heartbeat then finds the lease taken (`lost`), yet the cancel
-/// still leaves A: a call past the lease, and a reversal that B (which may already have seen
-/// the payment paid and recorded it `succeeded`) knows nothing about; A's write of the cancel's
-/// answer is fenced out, so the ledger never learns it.
+/// Process A's lane decides on the last resort and waits for its cancel's pacer slot (taken
+/// before the intent is written, since the second review). Meanwhile A stalls past its lease
+/// (simulated: the lease runs out in the ledger) and process B takes the account over. Found
+/// by the first review: the cancel still left A, a reversal that B (which may already have
+/// seen the payment paid and recorded it `succeeded`) knew nothing about. Now A's heartbeat
+/// finds the lease taken, the gate withholds the slot, and A writes no intent and sends
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
     let t = minutes_ago(5);
@@ -92,16 +93,13 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
         };
         e.run_once(&scope, &CancellationToken::new()).await
     });
+    // The pass's query, then the fresh query before the last resort: the cancel's slot is
+    // 3 s after that one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while h.payment("C1").await.state != "reversing" {
-        assert!(tokio::time::Instant::now() < deadline, "no intent written");
+    while fake.query_calls() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no fresh query");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        fake.reversals(&syssn(1)),
-        0,
-        "the cancel waits in the pacer"
-    );
     // A stalls past its lease; B takes the account over.
     sqlx::query(
         "UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'",
@@ -122,6 +120,11 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
         fake.reversals(&syssn(1)),
         0,
         "a cancel was sent after another process took the account over"
+    );
+    assert_ne!(
+        h.payment("C1").await.state,
+        "reversing",
+        "no intent was written for a cancel that could not leave"
     );
 }
 

@@ -25,6 +25,8 @@ pub struct Fence {
 pub struct Acquired {
     pub fence: Fence,
     pub next_call_at: Option<DateTime<Utc>>,
+    /// Taken from another holder whose lease ran out (it did not release it).
+    pub taken_over: bool,
 }
 
 /// Who holds an account, as the ledger says.
@@ -70,6 +72,12 @@ impl Ledger {
     ) -> Result<Result<Acquired, AccountHolder>, LedgerError> {
         let now_s = to_db(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM account_leases WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
         let taken = sqlx::query(
             "INSERT INTO account_leases
                  (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute)
@@ -99,6 +107,7 @@ impl Ledger {
                     .get::<Option<String>, _>("next_call_at")
                     .as_deref()
                     .and_then(super::time::from_db),
+                taken_over: previous.is_some_and(|p| p != holder),
             }),
             None => {
                 let r = sqlx::query(

@@ -187,11 +187,19 @@ impl Reconciler {
         };
         let fence = acquired.fence;
         tracing::debug!(account = %rt.name, token = fence.token, "lane entered");
-        // Keep the pace of the previous holder's last call (another process's pacer).
-        if let Some(wait) = acquired
+        // Keep the pace of the previous holder's last call (another process's pacer). A holder
+        // whose lease ran out left no such time: its last call may have left up to one lease
+        // margin before the expiry, so wait one interval, whatever the margin.
+        let handed_over = acquired
             .next_call_at
             .and_then(|t| (t - Utc::now()).to_std().ok())
-        {
+            .unwrap_or_default();
+        let wait = if acquired.taken_over {
+            handed_over.max(rt.pacer().interval())
+        } else {
+            handed_over
+        };
+        if !wait.is_zero() {
             rt.pacer()
                 .not_before(tokio::time::Instant::now() + wait)
                 .await;
@@ -201,8 +209,8 @@ impl Reconciler {
         // Every call of the account's client, queued or retried, passes this once its pacer
         // slot has come: none leaves once the lane may have lost the account.
         let gate = {
-            let (clock, lost) = (clock.clone(), lost.clone());
-            CallGate::new(move || !lost.is_cancelled() && clock.may_call())
+            let (clock, lost, stop) = (clock.clone(), lost.clone(), shutdown.clone());
+            CallGate::new(move || !lost.is_cancelled() && clock.may_call() && !stop.is_cancelled())
         };
         rt.pacer().set_gate(Some(gate));
         let stop_heartbeat = CancellationToken::new();
@@ -308,14 +316,18 @@ impl Reconciler {
                 summary.interrupted = true;
                 return Ok(());
             }
-            if lane.lost.is_cancelled() || !lane.clock.may_call() {
-                // Taken over, or not renewed in time (a stall, a ledger that refused the
-                // heartbeat): either way this lane no longer surely holds the account.
+            if lane.lost.is_cancelled() {
                 return Err(LedgerError::FencedOut {
                     account: lane.fence.account.clone(),
                     token: lane.fence.token,
                 }
                 .into());
+            }
+            if !lane.clock.may_call() {
+                // Not renewed in time (a stall, a ledger that refused the heartbeat): this lane
+                // no longer surely holds the account, though nobody may have taken it.
+                tracing::warn!(account = %rt.name, "the account lease could not be renewed in time; the lane stops and its payments wait for the next pass");
+                return Ok(());
             }
             let now = Utc::now();
             let due = self.ledger.due_unit(&claim_scope, after, unit, now).await?;

@@ -163,9 +163,10 @@ pub(crate) struct PassContext<'a> {
 }
 
 impl PassContext<'_> {
-    /// Whether another gateway call may be made: the lane still surely holds the account.
+    /// Whether another gateway call may be started: no stop was requested and the lane still
+    /// surely holds the account. (Answers of calls already made are still written.)
     pub fn may_call(&self) -> bool {
-        !self.stop.is_cancelled() && self.lease.may_call()
+        !self.stop.is_cancelled() && !self.shutdown.is_cancelled() && self.lease.may_call()
     }
 
     /// A jitter sample for retry delays.

@@ -166,6 +166,16 @@ pub(crate) async fn reverse(
         )),
         evidence: obs.evidence.clone(),
     };
+    // The cancel's pacer slot first: once the intent is written the request leaves at once,
+    // with no wait in which the lane could lose its account (a cancel withheld after its
+    // intent would leave the payment `reversing` for a request never sent).
+    let Some(slot) = client.reserve_slot().await else {
+        tracing::warn!(
+            payment = c.id.0,
+            "not reversing: the account's lane may no longer be this process's"
+        );
+        return (after(current, fresh), calls, false);
+    };
     // The history up to the intent is written with it, in one transaction, before the call.
     let mut history = after(current, fresh);
     history.events.push(intent);
@@ -202,7 +212,7 @@ pub(crate) async fn reverse(
         ..history
     };
     tracing::warn!(payment = c.id.0, out_trade_no = %c.out_trade_no, %route, "sending a last-resort reversal");
-    let sent = client.cancel(route, &request).await;
+    let sent = client.cancel_in_slot(slot, route, &request).await;
     let answered_at = Utc::now();
     u.next_check_at = Some(answered_at + delay(schedule, 0));
     match sent {

@@ -313,7 +313,16 @@ impl Reconciler {
                     return Err(SweepError::Interrupted);
                 }
                 report.calls += 1;
-                let Some(page) = pager.next_page().await? else {
+                let next = match pager.next_page().await {
+                    // The lane's gate withholds calls once a stop is requested.
+                    Err(crate::gateway::GatewayError::Withheld { .. })
+                        if shutdown.is_cancelled() =>
+                    {
+                        return Err(SweepError::Interrupted);
+                    }
+                    next => next?,
+                };
+                let Some(page) = next else {
                     report.calls -= 1;
                     break;
                 };

@@ -76,6 +76,18 @@ pub struct ClientSettings {
 
 /// A QFPay OpenAPI client for one merchant account.
 ///
+/// A pacer slot taken by [`QfpayClient::reserve_slot`], for one call.
+#[derive(Debug)]
+pub struct CallSlot(());
+
+fn not_cancellable() -> CancelAnswer {
+    CancelAnswer {
+        outcome: CancelOutcome::NotCancellable { code: None },
+        code: String::new(),
+        evidence: Value::Null,
+    }
+}
+
 /// Build one per account and clone it: clones share the account's [`Pacer`], so every call to
 /// that merchant, from any task, is spaced to stay under its rate limits. `Debug` shows no key
 /// (`SecretString` redacts it).
@@ -207,20 +219,49 @@ impl QfpayClient {
         self.cancel_via(self.close_method, CLOSE_PATH, req).await
     }
 
+    /// Waits for the next call slot of the account's pacer and asks its gate: the slot a
+    /// cancel is then sent in at once ([`QfpayClient::cancel_in_slot`]). The engine takes it
+    /// *before* it writes the intent to reverse, so that once the intent is written the
+    /// request leaves without a further wait in which the lane could lose its account (a cancel
+    /// withheld after its intent would leave the payment `reversing` with a request that was
+    /// never sent). `None`: the gate withholds the call.
+    pub async fn reserve_slot(&self) -> Option<CallSlot> {
+        self.pacer.acquire().await.then_some(CallSlot(()))
+    }
+
+    /// Reversal or close as the caller's route says, in a slot already taken;
+    /// `NotCancellable` sends nothing.
+    pub async fn cancel_in_slot(
+        &self,
+        _slot: CallSlot,
+        route: CancelRoute,
+        req: &CancelRequest,
+    ) -> Result<CancelAnswer, GatewayError> {
+        let Some((method, path)) = self.cancel_endpoint(route) else {
+            return Ok(not_cancellable());
+        };
+        let form = cancel::cancel_form(req, self.settings.mchid.as_deref());
+        let (env, body) = self.call_once(method, path, &form).await?;
+        cancel::parse_cancel(&env, body)
+    }
+
     /// Reversal or close as the caller's route says; `NotCancellable` sends nothing.
     pub async fn cancel(
         &self,
         route: CancelRoute,
         req: &CancelRequest,
     ) -> Result<CancelAnswer, GatewayError> {
+        match self.cancel_endpoint(route) {
+            Some((method, path)) => self.cancel_via(method, path, req).await,
+            None => Ok(not_cancellable()),
+        }
+    }
+
+    fn cancel_endpoint(&self, route: CancelRoute) -> Option<(CallMethod, &'static str)> {
         match route {
-            CancelRoute::Reversal => self.reverse(req).await,
-            CancelRoute::Close => self.close(req).await,
-            CancelRoute::NotCancellable => Ok(CancelAnswer {
-                outcome: CancelOutcome::NotCancellable { code: None },
-                code: String::new(),
-                evidence: Value::Null,
-            }),
+            CancelRoute::Reversal => Some((CallMethod::Post, REVERSAL_PATH)),
+            CancelRoute::Close => Some((self.close_method, CLOSE_PATH)),
+            CancelRoute::NotCancellable => None,
         }
     }
 
@@ -274,6 +315,16 @@ impl QfpayClient {
         if !self.pacer.acquire().await {
             return Err(GatewayError::Withheld { gateway: "qfpay" });
         }
+        self.call_once(method, path, form).await
+    }
+
+    /// One signed call, sent now: the caller has its pacer slot.
+    async fn call_once(
+        &self,
+        method: CallMethod,
+        path: &str,
+        form: &Form,
+    ) -> Result<(Envelope, Value), GatewayError> {
         let result = self.send(method, path, form).await;
         match &result {
             Ok((env, _)) => tracing::debug!(path, respcd = ?env.respcd, "qfpay answered"),

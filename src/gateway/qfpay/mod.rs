@@ -26,7 +26,7 @@ mod robustness_tests;
 mod sweep;
 
 pub use cancel::{CancelAnswer, CancelOutcome, CancelRequest, CancelTarget};
-pub use client::{CallMethod, ClientSettings, QfpayClient};
+pub use client::{CallMethod, CallSlot, ClientSettings, QfpayClient};
 pub use codes::{CodeClass, classify, record_outcome};
 pub use payment::{
     EXPIRY_MINUTES, EXPIRY_PAY_TYPES, GOODS_NAME_MAX_BYTES, GOODS_NAME_MAX_CHARS, PaymentCreated,

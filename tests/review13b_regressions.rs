@@ -1,0 +1,211 @@
+//! Regressions found by the second adversarial review of issue 13 (lanes): a cancel whose
+//! intent is written leaves at once (its pacer slot is taken before the intent, so the lane
+//! cannot lose its account between the two and leave a `reversing` payment whose request was
+//! never sent), and a stop request does not wait for a unit's remaining calls and retries.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_qfpay::{FakeQfpay, FakeRecord};
+use common::*;
+use payrecon::config;
+use payrecon::ledger;
+use payrecon::reconcile::{Reconciler, RunScope, Strategy};
+use tokio_util::sync::CancellationToken;
+
+const SYSSN: &str = "2026112200010002000000";
+
+fn syssn(n: usize) -> String {
+    format!("{SYSSN}{n:04}")
+}
+
+async fn harness_with(
+    qf_url: &str,
+    reconcile: &str,
+    account_extra: &str,
+    per_second: u32,
+    per_minute: u32,
+) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[ledger]
+path = "{ledger}"
+[reconcile]
+chunk_size = 50
+{reconcile}
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{qf_url}"
+app_code = "APP"
+client_key = "{QF_KEY}"
+batch_size = 4
+rate_per_second = {per_second}
+rate_per_minute = {per_minute}
+{account_extra}
+"#,
+        ledger = dir.path().join("l.db").display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let settings = config::load(Some(&path)).unwrap();
+    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
+        .await
+        .unwrap();
+    Harness {
+        dir,
+        settings,
+        ledger,
+    }
+}
+
+/// The lane still holds the account (nobody takes it over), but its heartbeat is held up for a
+/// few seconds by another writer of the ledger (a long `import`, a checkpoint ...). The
+/// intent is written (fenced: the lease is still the lane's), then the cancel's pacer slot
+/// comes while the `LeaseClock` says "not surely ours": the cancel is `Withheld`, i.e. surely
+/// NOT sent. Yet the lane records it like a sent reversal whose answer was lost
+/// (`reversal_call_failed ... the answer is lost, the query will tell`), counts it in
+/// `reversals_sent`, and the once-guard (`reversal_requested_at`) now forbids any reversal of
+/// this payment: the next passes only poll it, the CPM payment stays open and un-reversed
+/// until the 3-day give-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review13b_a_withheld_cancel_is_not_recorded_as_sent_and_does_not_burn_the_once_guard() {
+    let t = minutes_ago(5);
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "C1",
+        "800108",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
+    // One call every ~3 s; lease 3 s: heartbeat every 1 s, the gate closes 2 s after the last
+    // renewal.
+    let h = harness_with(&fake.url(), "lease = \"3s\"", "", 1, 20).await;
+    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
+        .await;
+    let engine: Arc<Reconciler> = Arc::new(h.engine());
+    let e = engine.clone();
+    let pass = tokio::spawn(async move {
+        let scope = RunScope {
+            all: true,
+            trigger: "test",
+            ..RunScope::default()
+        };
+        e.run_once(&scope, &CancellationToken::new()).await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.payment("C1").await.state != "reversing" {
+        assert!(tokio::time::Instant::now() < deadline, "no intent written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another writer holds the ledger's write lock for 4 s: the heartbeat waits (busy_timeout
+    // 10 s), nobody can take the account.
+    let mut conn = h.ledger.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    let summary = pass.await.unwrap().unwrap();
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT holder FROM account_leases WHERE account = 'hk'")
+            .fetch_one(h.ledger.pool())
+            .await
+            .unwrap();
+    eprintln!(
+        "summary: reversals_sent={} fenced_out={:?} lease holder now={holder:?}",
+        summary.reversals_sent, summary.fenced_out
+    );
+    let p = h.payment("C1").await;
+    let events = h.ledger.events(p.id).await.unwrap();
+    for e in &events {
+        eprintln!("event {} {:?}", e.kind, e.message);
+    }
+    eprintln!(
+        "state {} reversals at gateway {}",
+        p.state,
+        fake.reversals(&syssn(1))
+    );
+    // The slot was taken before the intent: the cancel left with it, and the count says so.
+    assert_eq!(
+        summary.reversals_sent,
+        fake.reversals(&syssn(1)) as u64,
+        "reversals_sent counts exactly the cancels that left"
+    );
+    // Another pass: the payment is still in progress at the gateway, past its deadline.
+    let second = h.pass(&engine).await;
+    eprintln!(
+        "second pass: reversals_sent={} state {} reversals at gateway {}",
+        second.reversals_sent,
+        h.payment("C1").await.state,
+        fake.reversals(&syssn(1))
+    );
+    assert!(
+        fake.reversals(&syssn(1)) == 1 || h.payment("C1").await.state == "needs_review",
+        "a reversal that was never sent left the payment un-reversible and unreviewed \
+         (state {}, events {:?})",
+        h.payment("C1").await.state,
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>()
+    );
+}
+
+/// SIGTERM during a unit whose gateway answers 503: the unit's remaining calls are all made,
+/// each retried for its whole `retry_for`, before the lane looks at the stop request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review13b_a_stop_request_does_not_wait_for_a_units_retries() {
+    let t = minutes_ago(1);
+    let records: Vec<FakeRecord> = (0..4)
+        .map(|i| FakeRecord::new(&syssn(i), &format!("S{i}"), "800101", 500, &["1143"], t))
+        .collect();
+    let fake = FakeQfpay::start(records).await;
+    fake.state.lock().unwrap().fail_with = Some(503);
+    let h = harness_with(
+        &fake.url(),
+        "concurrency = 1",
+        "retry_for = \"3s\"",
+        100,
+        400,
+    )
+    .await;
+    let payments: Vec<_> = (0..4)
+        .map(|i| qf_payment(&format!("S{i}"), Some(&syssn(i)), "800101", 500, t))
+        .collect();
+    h.register(&payments).await;
+    let engine = Arc::new(h.engine());
+    let shutdown = CancellationToken::new();
+    let (e, s) = (engine.clone(), shutdown.clone());
+    let pass = tokio::spawn(async move {
+        let scope = RunScope {
+            all: true,
+            trigger: "test",
+            strategy: Strategy::PerPayment,
+            ..RunScope::default()
+        };
+        e.run_once(&scope, &s).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = tokio::time::Instant::now();
+    shutdown.cancel();
+    let summary = pass.await.unwrap().unwrap();
+    let took = stop.elapsed();
+    eprintln!(
+        "stopped after {took:?}; interrupted={} calls made at the gateway {}",
+        summary.interrupted,
+        fake.query_calls()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the lane kept calling for {took:?} after the stop request"
+    );
+}
