@@ -10,8 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
-use payrecon::config;
-use payrecon::ledger;
 use payrecon::reconcile::{Reconciler, RunScope};
 use tokio_util::sync::CancellationToken;
 
@@ -19,45 +17,6 @@ const SYSSN: &str = "2026112200010002000000";
 
 fn syssn(n: usize) -> String {
     format!("{SYSSN}{n:04}")
-}
-
-/// Like `common::harness`, with the QFPay account's rates and the `[reconcile]` section chosen.
-async fn harness_with(qf_url: &str, reconcile: &str, per_second: u32, per_minute: u32) -> Harness {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"
-[ledger]
-path = "{ledger}"
-[reconcile]
-chunk_size = 50
-{reconcile}
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{qf_url}"
-app_code = "APP"
-client_key = "{QF_KEY}"
-batch_size = 4
-rate_per_second = {per_second}
-rate_per_minute = {per_minute}
-"#,
-        ledger = dir.path().join("l.db").display()
-    );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, toml).unwrap();
-    let settings = config::load(Some(&path)).unwrap();
-    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
-        .await
-        .unwrap();
-    Harness {
-        dir,
-        settings,
-        ledger,
-    }
 }
 
 /// Process A's lane decides on the last resort and waits for its cancel's pacer slot (taken
@@ -80,7 +39,7 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
     )])
     .await;
     // 20 calls a minute: one every 3 s. Lease 3 s: heartbeat every 1 s.
-    let h = harness_with(&fake.url(), "lease = \"3s\"", 1, 20).await;
+    let h = harness_with("lease = \"3s\"", &qfpay_account(&fake.url(), 1, 20, "")).await;
     h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
         .await;
     let engine: Arc<Reconciler> = Arc::new(h.engine());

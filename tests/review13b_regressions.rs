@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
-use payrecon::config;
-use payrecon::ledger;
 use payrecon::reconcile::{Reconciler, RunScope, Strategy};
 use tokio_util::sync::CancellationToken;
 
@@ -19,51 +17,6 @@ const SYSSN: &str = "2026112200010002000000";
 
 fn syssn(n: usize) -> String {
     format!("{SYSSN}{n:04}")
-}
-
-async fn harness_with(
-    qf_url: &str,
-    reconcile: &str,
-    account_extra: &str,
-    per_second: u32,
-    per_minute: u32,
-) -> Harness {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"
-[ledger]
-path = "{ledger}"
-[reconcile]
-chunk_size = 50
-{reconcile}
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{qf_url}"
-app_code = "APP"
-client_key = "{QF_KEY}"
-batch_size = 4
-rate_per_second = {per_second}
-rate_per_minute = {per_minute}
-{account_extra}
-"#,
-        ledger = dir.path().join("l.db").display()
-    );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, toml).unwrap();
-    let settings = config::load(Some(&path)).unwrap();
-    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
-        .await
-        .unwrap();
-    Harness {
-        dir,
-        settings,
-        ledger,
-    }
 }
 
 /// The lane still holds the account (nobody takes it over), but its heartbeat is held up for a
@@ -89,7 +42,7 @@ async fn review13b_a_withheld_cancel_is_not_recorded_as_sent_and_does_not_burn_t
     .await;
     // One call every ~3 s; lease 3 s: heartbeat every 1 s, the gate closes 2 s after the last
     // renewal.
-    let h = harness_with(&fake.url(), "lease = \"3s\"", "", 1, 20).await;
+    let h = harness_with("lease = \"3s\"", &qfpay_account(&fake.url(), 1, 20, "")).await;
     h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
         .await;
     let engine: Arc<Reconciler> = Arc::new(h.engine());
@@ -171,11 +124,8 @@ async fn review13b_a_stop_request_does_not_wait_for_a_units_retries() {
     let fake = FakeQfpay::start(records).await;
     fake.state.lock().unwrap().fail_with = Some(503);
     let h = harness_with(
-        &fake.url(),
         "concurrency = 1",
-        "retry_for = \"3s\"",
-        100,
-        400,
+        &qfpay_account(&fake.url(), 100, 400, "retry_for = \"3s\""),
     )
     .await;
     let payments: Vec<_> = (0..4)

@@ -29,6 +29,46 @@ pub struct Harness {
 
 /// A config with a QFPay account `hk` (plus `extra` keys) and an ECPay account `tw`.
 pub async fn harness(qf_url: &str, ec_url: &str, extra: &str) -> Harness {
+    harness_with(
+        "",
+        &format!(
+            r#"{}
+[[accounts]]
+name = "tw"
+provider = "ecpay"
+base_url = "{ec_url}"
+merchant_id = "3002607"
+hash_key = "{EC_KEY}"
+hash_iv = "{EC_IV}"
+rate_per_minute = 6000
+"#,
+            qfpay_account(qf_url, 100, 400, extra)
+        ),
+    )
+    .await
+}
+
+/// The QFPay account `hk` at `qf_url` with these rates, plus `extra` keys.
+pub fn qfpay_account(qf_url: &str, per_second: u32, per_minute: u32, extra: &str) -> String {
+    format!(
+        r#"
+[[accounts]]
+name = "hk"
+provider = "qfpay"
+base_url = "{qf_url}"
+app_code = "APP"
+client_key = "{QF_KEY}"
+batch_size = 4
+rate_per_second = {per_second}
+rate_per_minute = {per_minute}
+{extra}
+"#
+    )
+}
+
+/// A harness whose config has a ledger, `[reconcile]` with `chunk_size = 50` and the
+/// `reconcile` keys, then `accounts` (whole `[[accounts]]` tables).
+pub async fn harness_with(reconcile: &str, accounts: &str) -> Harness {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
@@ -40,24 +80,8 @@ pub async fn harness(qf_url: &str, ec_url: &str, extra: &str) -> Harness {
 path = "{ledger}"
 [reconcile]
 chunk_size = 50
-[[accounts]]
-name = "hk"
-provider = "qfpay"
-base_url = "{qf_url}"
-app_code = "APP"
-client_key = "{QF_KEY}"
-batch_size = 4
-rate_per_second = 100
-rate_per_minute = 400
-{extra}
-[[accounts]]
-name = "tw"
-provider = "ecpay"
-base_url = "{ec_url}"
-merchant_id = "3002607"
-hash_key = "{EC_KEY}"
-hash_iv = "{EC_IV}"
-rate_per_minute = 6000
+{reconcile}
+{accounts}
 "#,
         ledger = dir.path().join("l.db").display()
     );
