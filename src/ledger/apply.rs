@@ -212,6 +212,14 @@ impl Ledger {
     }
 }
 
+/// Discrepancy ?1/?2 with evidence ?3, found at ?4, for payment ?5, unless recorded already
+/// (`discrepancies_by_payment`).
+pub(super) const INSERT_PAYMENT_DISCREPANCY: &str =
+    "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
+     SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
+       AND NOT EXISTS (SELECT 1 FROM discrepancies
+                       WHERE payment_id = ?5 AND kind = ?1 AND detail = ?2)";
+
 /// Records `d` for the payment unless the same finding (kind and detail) is recorded already
 /// (open or resolved): a mismatch seen on every poll or every sweep is reported once, and a
 /// new contradiction of a payment under observation is reported too. Returns 1 when recorded.
@@ -221,19 +229,14 @@ pub(super) async fn insert_discrepancy(
     d: &NewDiscrepancy,
     now: DateTime<Utc>,
 ) -> Result<u64, LedgerError> {
-    let done = sqlx::query(
-        "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
-         SELECT id, account, ?1, ?2, ?3, ?4 FROM payments WHERE id = ?5
-           AND NOT EXISTS (SELECT 1 FROM discrepancies
-                           WHERE payment_id = ?5 AND kind = ?1 AND detail = ?2)",
-    )
-    .bind(d.kind.as_str())
-    .bind(&d.detail)
-    .bind(d.evidence.to_string())
-    .bind(to_db(now))
-    .bind(id.0)
-    .execute(&mut **tx)
-    .await?;
+    let done = sqlx::query(INSERT_PAYMENT_DISCREPANCY)
+        .bind(d.kind.as_str())
+        .bind(&d.detail)
+        .bind(d.evidence.to_string())
+        .bind(to_db(now))
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected())
 }
 

@@ -155,6 +155,10 @@ pub(super) const CLAIMED_COLUMNS: &str =
      currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
      in_progress_since, expires_at, reversal_requested_at";
 
+/// Payments of account ?1 created in [?2, ?3] (`payments_by_created`).
+pub(super) const COUNT_CREATED_BETWEEN: &str =
+    "SELECT COUNT(*) FROM payments WHERE account = ? AND created_at >= ? AND created_at <= ?";
+
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 fn bind_due<'q>(
@@ -283,14 +287,12 @@ impl Ledger {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64, LedgerError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM payments WHERE account = ? AND created_at >= ? AND created_at <= ?",
-        )
-        .bind(account)
-        .bind(to_db(from))
-        .bind(to_db(to))
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar(COUNT_CREATED_BETWEEN)
+            .bind(account)
+            .bind(to_db(from))
+            .bind(to_db(to))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n.max(0) as u64)
     }
 

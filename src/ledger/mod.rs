@@ -15,6 +15,9 @@ mod runs;
 mod sweeps;
 pub mod time;
 
+#[cfg(test)]
+mod plan_tests;
+
 pub use account_lease::{AccountHolder, Acquired, Fence, LaneRow};
 pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
 pub use claim::{ClaimScope, Claimed};

@@ -9,6 +9,15 @@ use super::time::{from_db, to_db};
 use super::{Fence, Ledger, LedgerError, NewDiscrepancy, NewEvent};
 use crate::domain::{PaymentId, PaymentState};
 
+/// `(id, out_trade_no)` of the payments of account ?1 created in [?2, ?3] (`payments_by_created`).
+pub(super) const PAYMENTS_CREATED_IN: &str = "SELECT id, out_trade_no FROM payments
+     WHERE account = ? AND kind = 'payment' AND created_at >= ? AND created_at <= ?
+     ORDER BY id";
+
+/// Whether payment ?1 has a discrepancy of kind ?2 (`discrepancies_by_payment`).
+pub(super) const PAYMENT_DISCREPANCY_EXISTS: &str = "SELECT 1 FROM discrepancies
+     WHERE payment_id = ?1 AND kind = ?2 AND account = ?3 LIMIT 1";
+
 /// Progress of one month piece of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepCursor {
@@ -378,16 +387,12 @@ impl Ledger {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(i64, String)>, LedgerError> {
-        Ok(sqlx::query_as(
-            "SELECT id, out_trade_no FROM payments
-             WHERE account = ? AND kind = 'payment' AND created_at >= ? AND created_at <= ?
-             ORDER BY id",
-        )
-        .bind(account)
-        .bind(to_db(from))
-        .bind(to_db(to))
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(PAYMENTS_CREATED_IN)
+            .bind(account)
+            .bind(to_db(from))
+            .bind(to_db(to))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Whether a discrepancy of this kind (open or resolved) is already recorded for the payment,
@@ -400,17 +405,28 @@ impl Ledger {
         kind: &str,
         key: &str,
     ) -> Result<bool, LedgerError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM discrepancies
-             WHERE account = ?1 AND kind = ?2
-               AND (payment_id = ?3 OR (?3 IS NULL AND instr(detail, ?4) > 0))",
-        )
-        .bind(account)
-        .bind(kind)
-        .bind(payment_id)
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
+        let found: Option<i64> = match payment_id {
+            Some(id) => {
+                sqlx::query_scalar(PAYMENT_DISCREPANCY_EXISTS)
+                    .bind(id)
+                    .bind(kind)
+                    .bind(account)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            // Not yet index-backed: the key is only inside `detail` (issue 16).
+            None => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM discrepancies
+                     WHERE account = ?1 AND kind = ?2 AND instr(detail, ?3) > 0 LIMIT 1",
+                )
+                .bind(account)
+                .bind(kind)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        Ok(found.is_some())
     }
 }
