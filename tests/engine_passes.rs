@@ -8,12 +8,6 @@ use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
-const SYSSN: &str = "2026112200010002000000";
-
-fn syssn(n: usize) -> String {
-    format!("{SYSSN}{n:04}")
-}
-
 #[tokio::test]
 async fn a_qfpay_payment_goes_from_1143_twice_to_0000() {
     let t = minutes_ago(1);

@@ -4,20 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
-use payrecon::reconcile::{Reconciler, RunScope};
 use tokio_util::sync::CancellationToken;
-
-const SYSSN: &str = "2026112200010002000000";
-
-fn syssn(n: usize) -> String {
-    format!("{SYSSN}{n:04}")
-}
 
 /// Process A's lane decides on the last resort and waits for its cancel's pacer slot (taken
 /// before the intent is written, since the second review). Meanwhile A stalls past its lease
@@ -28,30 +20,7 @@ fn syssn(n: usize) -> String {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
-    let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(
-        &syssn(1),
-        "C1",
-        "800108",
-        900,
-        &["1143"],
-        t,
-    )])
-    .await;
-    // 20 calls a minute: one every 3 s. Lease 3 s: heartbeat every 1 s.
-    let h = harness_with("lease = \"3s\"", &qfpay_account(&fake.url(), 1, 20, "")).await;
-    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
-        .await;
-    let engine: Arc<Reconciler> = Arc::new(h.engine());
-    let e = engine.clone();
-    let pass = tokio::spawn(async move {
-        let scope = RunScope {
-            all: true,
-            trigger: "test",
-            ..RunScope::default()
-        };
-        e.run_once(&scope, &CancellationToken::new()).await
-    });
+    let (fake, h, _engine, pass) = stuck_cpm_pass_in_background().await;
     // The pass's query, then the fresh query before the last resort: the cancel's slot is
     // 3 s after that one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

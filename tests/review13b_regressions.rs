@@ -10,51 +10,19 @@ use std::time::Duration;
 
 use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
-use payrecon::reconcile::{Reconciler, RunScope, Strategy};
+use payrecon::reconcile::{RunScope, Strategy};
 use tokio_util::sync::CancellationToken;
 
-const SYSSN: &str = "2026112200010002000000";
-
-fn syssn(n: usize) -> String {
-    format!("{SYSSN}{n:04}")
-}
-
 /// The lane still holds the account (nobody takes it over), but its heartbeat is held up for a
-/// few seconds by another writer of the ledger (a long `import`, a checkpoint ...). The
-/// intent is written (fenced: the lease is still the lane's), then the cancel's pacer slot
-/// comes while the `LeaseClock` says "not surely ours": the cancel is `Withheld`, i.e. surely
-/// NOT sent. Yet the lane records it like a sent reversal whose answer was lost
-/// (`reversal_call_failed ... the answer is lost, the query will tell`), counts it in
-/// `reversals_sent`, and the once-guard (`reversal_requested_at`) now forbids any reversal of
-/// this payment: the next passes only poll it, the CPM payment stays open and un-reversed
-/// until the 3-day give-up.
+/// few seconds by another writer of the ledger (a long `import`, a checkpoint ...), so the
+/// `LeaseClock` closes the call gate. Found by the review: the intent was written first, then
+/// the cancel was withheld at its pacer slot, yet recorded like a sent reversal whose answer
+/// was lost and counted in `reversals_sent`, while the once-guard forbade any later reversal.
+/// Now the slot is taken before the intent: a written intent means the request left, and the
+/// count says exactly how many left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review13b_a_withheld_cancel_is_not_recorded_as_sent_and_does_not_burn_the_once_guard() {
-    let t = minutes_ago(5);
-    let fake = FakeQfpay::start(vec![FakeRecord::new(
-        &syssn(1),
-        "C1",
-        "800108",
-        900,
-        &["1143"],
-        t,
-    )])
-    .await;
-    // One call every ~3 s; lease 3 s: heartbeat every 1 s, the gate closes 2 s after the last
-    // renewal.
-    let h = harness_with("lease = \"3s\"", &qfpay_account(&fake.url(), 1, 20, "")).await;
-    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
-        .await;
-    let engine: Arc<Reconciler> = Arc::new(h.engine());
-    let e = engine.clone();
-    let pass = tokio::spawn(async move {
-        let scope = RunScope {
-            all: true,
-            trigger: "test",
-            ..RunScope::default()
-        };
-        e.run_once(&scope, &CancellationToken::new()).await
-    });
+    let (fake, h, engine, pass) = stuck_cpm_pass_in_background().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while h.payment("C1").await.state != "reversing" {
         assert!(tokio::time::Instant::now() < deadline, "no intent written");

@@ -17,6 +17,13 @@ use payrecon::ledger::{self, Ledger, NewPayment, PaymentRow};
 use payrecon::reconcile::{Reconciler, RunScope, RunSummary};
 use tokio_util::sync::CancellationToken;
 
+/// A QFPay `syssn` prefix for fake records; [`syssn`] appends a 4-digit number.
+pub const SYSSN: &str = "2026112200010002000000";
+
+pub fn syssn(n: usize) -> String {
+    format!("{SYSSN}{n:04}")
+}
+
 pub const QF_KEY: &str = "TESTCLIENTKEY0000000000000000000";
 pub const EC_KEY: &str = "pwFHCqoQZGmho4w6";
 pub const EC_IV: &str = "EkRm7iFT261dpevs";
@@ -176,4 +183,39 @@ pub fn ec_payment(no: &str, amount: i64, created_at: DateTime<Utc>) -> NewPaymen
 
 pub fn minutes_ago(n: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::minutes(n)
+}
+
+/// One CPM payment `C1`, in progress at the gateway for 5 minutes (so past its last-resort
+/// deadline), on a QFPay account paced at 20 calls a minute (one every 3 s) with a 3 s lease
+/// (heartbeat every 1 s); a pass over it running in the background.
+pub async fn stuck_cpm_pass_in_background() -> (
+    fake_qfpay::FakeQfpay,
+    Harness,
+    std::sync::Arc<Reconciler>,
+    tokio::task::JoinHandle<Result<RunSummary, payrecon::reconcile::ReconcileError>>,
+) {
+    let t = minutes_ago(5);
+    let fake = fake_qfpay::FakeQfpay::start(vec![fake_qfpay::FakeRecord::new(
+        &syssn(1),
+        "C1",
+        "800108",
+        900,
+        &["1143"],
+        t,
+    )])
+    .await;
+    let h = harness_with("lease = \"3s\"", &qfpay_account(&fake.url(), 1, 20, "")).await;
+    h.register(&[qf_payment("C1", Some(&syssn(1)), "800108", 900, t)])
+        .await;
+    let engine = std::sync::Arc::new(h.engine());
+    let e = engine.clone();
+    let pass = tokio::spawn(async move {
+        let scope = RunScope {
+            all: true,
+            trigger: "test",
+            ..RunScope::default()
+        };
+        e.run_once(&scope, &CancellationToken::new()).await
+    });
+    (fake, h, engine, pass)
 }
