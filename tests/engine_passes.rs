@@ -6,6 +6,7 @@ mod common;
 use common::fake_ecpay::FakeEcpay;
 use common::fake_qfpay::{FakeQfpay, FakeRecord};
 use common::*;
+use payrecon::ledger::ClaimScope;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -196,9 +197,9 @@ async fn after_a_crash_between_intent_and_call_the_engine_queries_and_never_send
     // A lane takes the account, writes its intent, and dies before calling (its lease expires
     // at once).
     let now = chrono::Utc::now();
-    let claimed = h
+    let (claimed, _) = h
         .ledger
-        .due_unit(&Default::default(), 0, 10, now)
+        .due_unit(&ClaimScope::account("hk"), &Default::default(), 10, now)
         .await
         .unwrap();
     let fence = h

@@ -60,8 +60,8 @@ async fn a_stalled_holder_is_fenced_out_once_another_takes_the_account_over() {
 
     // A wakes up: its heartbeat fails, and every write it tries is refused whole.
     assert!(!l.renew_account(&a, ttl, later).await.unwrap());
-    let unit = l
-        .due_unit(&ClaimScope::default(), 0, 10, later)
+    let (unit, _) = l
+        .due_unit(&ClaimScope::account("hk"), &Default::default(), 10, later)
         .await
         .unwrap();
     let update = payrecon::reconcile::update::postpone(&unit[0], later);

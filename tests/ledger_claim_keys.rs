@@ -9,7 +9,7 @@ use chrono::Utc;
 use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, Provider, ProviderRef, RecordKind,
 };
-use payrecon::ledger::{self, ClaimScope, NewPayment, WriteGuard};
+use payrecon::ledger::{self, ClaimScope, DuePosition, NewPayment, WriteGuard};
 
 fn payment(account: &str, no: &str, syssn: Option<&str>, kind: RecordKind) -> NewPayment {
     NewPayment {
@@ -67,12 +67,11 @@ async fn a_page_reads_the_due_payments_it_names_by_syssn_or_order_number_and_not
     .execute(l.pool())
     .await
     .unwrap();
-    let scope = ClaimScope::default();
+    let scope = ClaimScope::account("hk");
     let now = Utc::now();
     let claimed = l
         .due_for_keys(
             &scope,
-            "hk",
             // A by syssn, DONE (final, not due), the other account's syssn, an unknown one.
             &[
                 "20261101000300020000000001",
@@ -136,10 +135,17 @@ async fn a_payment_held_for_its_creation_call_is_read_by_no_lane_until_the_hold_
     );
     let all = ClaimScope {
         ignore_schedule: true,
-        ..ClaimScope::default()
+        ..ClaimScope::account("hk")
     };
-    assert!(l.due_unit(&all, 0, 100, now).await.unwrap().is_empty());
-    let page = l.due_for_keys(&all, "hk", &[], &["W1"], now).await.unwrap();
+    let start = DuePosition::default();
+    assert!(
+        l.due_unit(&all, &start, 100, now)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let page = l.due_for_keys(&all, &[], &["W1"], now).await.unwrap();
     assert!(page.is_empty());
     // Another holder's update is refused; the holder's applies and releases the row.
     let update = payrecon::reconcile::update::postpone(&held, now);
@@ -160,7 +166,7 @@ async fn a_payment_held_for_its_creation_call_is_read_by_no_lane_until_the_hold_
             .unwrap()
             .contains(&held.id)
     );
-    assert_eq!(l.due_unit(&all, 0, 100, now).await.unwrap().len(), 1);
+    assert_eq!(l.due_unit(&all, &start, 100, now).await.unwrap().0.len(), 1);
 
     // A holder that died: its hold expires and the payment is due again.
     l.register_held(
@@ -172,8 +178,8 @@ async fn a_payment_held_for_its_creation_call_is_read_by_no_lane_until_the_hold_
     .await
     .unwrap();
     let after = hold_until + chrono::Duration::seconds(1);
-    let due = ClaimScope::default();
-    let unit = l.due_unit(&due, 0, 100, after).await.unwrap();
+    let due = ClaimScope::account("hk");
+    let (unit, _) = l.due_unit(&due, &start, 100, after).await.unwrap();
     assert!(unit.iter().any(|c| c.out_trade_no.as_str() == "W2"));
     // ... and the dead holder's late answer is not written over the lane's work.
     let late = payrecon::reconcile::update::postpone(&unit[0], after);

@@ -57,6 +57,24 @@ fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> String {
     to_db(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1)))
 }
 
+/// Every account with payments (`payment_counts`) or a lease, with its lease, due backlog
+/// (?1: now) and pause.
+pub(super) const LANES_SQL: &str = "WITH accounts AS (
+         SELECT account, MIN(provider) AS provider FROM payment_counts GROUP BY account
+         UNION SELECT account, NULL FROM account_leases
+         WHERE account NOT IN (SELECT account FROM payment_counts))
+     SELECT a.account, a.provider, l.holder, COALESCE(l.token, 0) AS token,
+            l.heartbeat_at, l.expires_at, l.pace_per_minute,
+            (SELECT COUNT(*) FROM payments INDEXED BY payments_due_by_account
+              WHERE account = a.account AND next_check_at <= ?1
+                AND state IN ('pending', 'in_progress', 'reversing',
+                              'succeeded', 'partially_refunded', 'failed')) AS due,
+            p.paused_until
+     FROM accounts a
+     LEFT JOIN account_leases l ON l.account = a.account
+     LEFT JOIN account_pauses p ON p.account = a.account AND p.paused_until > ?1
+     ORDER BY a.account";
+
 impl Ledger {
     /// Takes `account` for `holder` unless another holder's lease is still live. Returns the
     /// fence (with a token one above the last one ever handed out for the account), or who
@@ -197,32 +215,13 @@ impl Ledger {
     }
 
     /// Every account that has payments or a lease: its lane (holder, heartbeat, pace), due
-    /// backlog and pause.
+    /// backlog and pause. The due backlog is counted in `payments_due_by_account`: O(due).
     pub async fn lanes(&self, now: DateTime<Utc>) -> Result<Vec<LaneRow>, LedgerError> {
         let now_s = to_db(now);
-        let rows = sqlx::query(
-            "WITH accounts AS (
-                 SELECT account, MIN(provider) AS provider FROM payments GROUP BY account
-                 UNION SELECT account, NULL FROM account_leases
-                 WHERE account NOT IN (SELECT account FROM payments)),
-             due AS (
-                 SELECT account, COUNT(*) AS n FROM payments
-                 WHERE next_check_at <= ?1
-                   AND (state IN ('pending', 'in_progress', 'reversing')
-                        OR state IN ('succeeded', 'partially_refunded', 'failed'))
-                 GROUP BY account)
-             SELECT a.account, a.provider, l.holder, COALESCE(l.token, 0) AS token,
-                    l.heartbeat_at, l.expires_at, l.pace_per_minute,
-                    COALESCE(d.n, 0) AS due, p.paused_until
-             FROM accounts a
-             LEFT JOIN account_leases l ON l.account = a.account
-             LEFT JOIN due d ON d.account = a.account
-             LEFT JOIN account_pauses p ON p.account = a.account AND p.paused_until > ?1
-             ORDER BY a.account",
-        )
-        .bind(&now_s)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(LANES_SQL))
+            .bind(&now_s)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| {

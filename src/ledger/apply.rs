@@ -58,6 +58,28 @@ fn retry_reason_str(r: RetryReason) -> String {
         .unwrap_or_default()
 }
 
+/// One payment's update (?1–?9, ?12) by id (?10), guarded by the hold (?11) or the account
+/// (?13). The last condition is defence in depth for "a final state never becomes open again":
+/// the state machine already guarantees it.
+pub(super) const APPLY_UPDATE: &str = "UPDATE payments SET
+         state = ?1,
+         provider_code = COALESCE(?2, provider_code),
+         provider_ref = COALESCE(provider_ref, ?3),
+         attempts = attempts + ?4,
+         retry_reason = ?5,
+         retry_repeats = ?6,
+         next_check_at = ?7,
+         in_progress_since = COALESCE(in_progress_since, ?8),
+         updated_at = ?9,
+         lease_owner = NULL,
+         lease_expires_at = NULL,
+         last_run_id = COALESCE(?12, last_run_id)
+     WHERE id = ?10
+       AND (?11 IS NULL OR (lease_owner = ?11 AND lease_expires_at > ?9))
+       AND (?13 IS NULL OR account = ?13)
+       AND NOT (state NOT IN ('pending', 'in_progress', 'reversing')
+                AND ?1 IN ('pending', 'in_progress', 'reversing'))";
+
 /// What entitles a writer to update payments.
 #[derive(Debug, Clone, Copy)]
 pub enum WriteGuard<'a> {
@@ -94,43 +116,22 @@ impl Ledger {
                 Some((r, n)) => (Some(retry_reason_str(r)), i64::from(n)),
                 None => (None, 0),
             };
-            // The last condition is defence in depth for "a final state never becomes open
-            // again": the state machine already guarantees it.
-            let done = sqlx::query(
-                "UPDATE payments SET
-                     state = ?1,
-                     provider_code = COALESCE(?2, provider_code),
-                     provider_ref = COALESCE(provider_ref, ?3),
-                     attempts = attempts + ?4,
-                     retry_reason = ?5,
-                     retry_repeats = ?6,
-                     next_check_at = ?7,
-                     in_progress_since = COALESCE(in_progress_since, ?8),
-                     updated_at = ?9,
-                     lease_owner = NULL,
-                     lease_expires_at = NULL,
-                     last_run_id = COALESCE(?12, last_run_id)
-                 WHERE id = ?10
-                   AND (?11 IS NULL OR (lease_owner = ?11 AND lease_expires_at > ?9))
-                   AND (?13 IS NULL OR account = ?13)
-                   AND NOT (state NOT IN ('pending', 'in_progress', 'reversing')
-                            AND ?1 IN ('pending', 'in_progress', 'reversing'))",
-            )
-            .bind(u.state.as_str())
-            .bind(u.provider_code.as_deref())
-            .bind(u.provider_ref.as_ref().map(ProviderRef::as_str))
-            .bind(i64::from(u.checked))
-            .bind(reason)
-            .bind(repeats)
-            .bind(u.next_check_at.map(to_db))
-            .bind(u.in_progress_since.map(to_db))
-            .bind(&now_s)
-            .bind(u.id.0)
-            .bind(holder)
-            .bind(run_id)
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+            let done = sqlx::query(APPLY_UPDATE)
+                .bind(u.state.as_str())
+                .bind(u.provider_code.as_deref())
+                .bind(u.provider_ref.as_ref().map(ProviderRef::as_str))
+                .bind(i64::from(u.checked))
+                .bind(reason)
+                .bind(repeats)
+                .bind(u.next_check_at.map(to_db))
+                .bind(u.in_progress_since.map(to_db))
+                .bind(&now_s)
+                .bind(u.id.0)
+                .bind(holder)
+                .bind(run_id)
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
             if done.rows_affected() == 0 {
                 tracing::warn!(
                     payment = u.id.0,
@@ -184,31 +185,6 @@ impl Ledger {
         }
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Records a discrepancy that is not about one claimed payment (sweeps).
-    pub async fn record_discrepancy(
-        &self,
-        fence: &Fence,
-        payment_id: Option<PaymentId>,
-        d: &NewDiscrepancy,
-        now: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        let mut tx = self.fenced(fence).await?;
-        sqlx::query(
-            "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(payment_id.map(|p| p.0))
-        .bind(&fence.account)
-        .bind(d.kind.as_str())
-        .bind(&d.detail)
-        .bind(d.evidence.to_string())
-        .bind(to_db(now))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -13,16 +13,34 @@ use crate::domain::{
     RecordKind, RetryReason,
 };
 
-/// Which payments a pass may work on.
+/// Which payments of one account a pass may work on.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimScope {
-    pub account: Option<String>,
-    pub provider: Option<Provider>,
+    pub account: String,
     /// Ignore `next_check_at` (CLI `--all`): every open payment is due, and every settled one
     /// still under observation.
     pub ignore_schedule: bool,
     /// The claiming run: payments it already decided are not claimed again.
     pub run_id: Option<i64>,
+}
+
+impl ClaimScope {
+    /// The payments of `account` due on their schedule.
+    pub fn account(account: &str) -> Self {
+        Self {
+            account: account.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where a lane's walk of its due payments stands: after the payment it read last, in the
+/// walk's order (next check, then id; id alone with `--all`). Payments the walk passed and a
+/// unit rescheduled to a later check are not met again in the same pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DuePosition {
+    next_check_at: String,
+    id: i64,
 }
 
 /// A due payment a lane works on: everything the engine needs to plan, call and decide.
@@ -136,19 +154,45 @@ impl Claimed {
     }
 }
 
-/// The due, unleased payments of a scope not yet decided by run ?7, in id order (parameters
-/// ?1–?7): open ones, and settled ones still under observation (a `next_check_at` on a
-/// settled payment: ECPay orders inside their `after_final_look_back`).
-const DUE_WHERE: &str = "(state IN ('pending', 'in_progress', 'reversing')
+/// The due, unleased payments of account ?2 at time ?1 not yet decided by run ?3: open ones,
+/// and settled ones still under observation (a `next_check_at` on a settled payment: ECPay
+/// orders inside their `after_final_look_back`); none while the account is paused.
+const DUE_FILTER: &str = "(state IN ('pending', 'in_progress', 'reversing')
             OR (state IN ('succeeded', 'partially_refunded', 'failed')
                 AND next_check_at IS NOT NULL))
-       AND (?7 IS NULL OR last_run_id IS NULL OR last_run_id <> ?7)
-       AND id > ?1
-       AND (?2 OR next_check_at <= ?3)
-       AND (lease_owner IS NULL OR lease_expires_at <= ?3)
-       AND (?4 IS NULL OR account = ?4)
-       AND (?5 IS NULL OR provider = ?5)
-       AND account NOT IN (SELECT account FROM account_pauses WHERE paused_until > ?3)";
+       AND (?3 IS NULL OR last_run_id IS NULL OR last_run_id <> ?3)
+       AND (lease_owner IS NULL OR lease_expires_at <= ?1)
+       AND account = ?2
+       AND NOT EXISTS (SELECT 1 FROM account_pauses WHERE account = ?2 AND paused_until > ?1)";
+
+/// The next `?6` due payments after position (?4, ?5), in the order of
+/// `payments_due_by_account (account, next_check_at, id)`: a unit costs O(log n + its size),
+/// however many payments the ledger holds or the account has waiting for a later check.
+/// With `--all` (`all`), every open payment is due whatever its schedule, so the walk is the
+/// account's payments in id order: a one-off operator pass that visits them all anyway.
+pub(super) fn due_unit_sql(all: bool) -> String {
+    if all {
+        format!(
+            "SELECT {CLAIMED_COLUMNS}, next_check_at FROM payments NOT INDEXED
+             WHERE {DUE_FILTER} AND id > ?5 ORDER BY id LIMIT ?6"
+        )
+    } else {
+        format!(
+            "SELECT {CLAIMED_COLUMNS}, next_check_at FROM payments INDEXED BY payments_due_by_account
+             WHERE {DUE_FILTER} AND next_check_at <= ?1 AND (next_check_at, id) > (?4, ?5)
+             ORDER BY next_check_at, id LIMIT ?6"
+        )
+    }
+}
+
+/// `due_unit_sql` without a limit (?6 = -1) from the start (?4, ?5), QFPay payments only.
+pub(super) fn for_each_due_sql(all: bool) -> String {
+    format!(
+        "SELECT created_at, provider_ref IS NOT NULL AS has_ref FROM ({})
+         WHERE provider = 'qfpay'",
+        due_unit_sql(all)
+    )
+}
 
 pub(super) const CLAIMED_COLUMNS: &str =
     "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
@@ -161,120 +205,109 @@ pub(super) const COUNT_CREATED_BETWEEN: &str =
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-fn bind_due<'q>(
-    q: Query<'q>,
-    scope: &'q ClaimScope,
-    after: i64,
-    limit: u32,
-    now: DateTime<Utc>,
-) -> Query<'q> {
-    q.bind(after)
-        .bind(scope.ignore_schedule)
-        .bind(to_db(now))
-        .bind(scope.account.as_deref())
-        .bind(scope.provider.map(Provider::as_str))
-        .bind(i64::from(limit))
+/// Binds `DUE_FILTER`'s parameters ?1–?3.
+fn bind_due<'q>(q: Query<'q>, scope: &'q ClaimScope, now: DateTime<Utc>) -> Query<'q> {
+    q.bind(to_db(now))
+        .bind(scope.account.as_str())
         .bind(scope.run_id)
 }
 
+/// The due payments of account ?2 whose gateway id (JSON list ?4) or order number (?5) is
+/// among a sweep page's keys: index lookups by key (`payments_by_ref`, the unique
+/// `(account, kind, out_trade_no)`), then the rows by id. `NOT INDEXED` stops SQLite from
+/// walking `payments_by_state` instead: that plan visited every due payment of the account for
+/// each page, so a sweep of a backlog of n due payments cost O(n²) row visits.
+pub(super) fn due_for_keys_sql(all: bool) -> String {
+    let schedule = if all { "" } else { "AND next_check_at <= ?1" };
+    format!(
+        "SELECT {CLAIMED_COLUMNS} FROM payments NOT INDEXED
+         WHERE id IN (
+                 SELECT id FROM payments
+                 WHERE account = ?2 AND provider_ref IN (SELECT value FROM json_each(?4))
+                 UNION ALL
+                 SELECT id FROM payments
+                 WHERE account = ?2 AND kind IN ('payment', 'refund')
+                   AND out_trade_no IN (SELECT value FROM json_each(?5)))
+           AND {DUE_FILTER} {schedule}
+         ORDER BY id"
+    )
+}
+
 impl Ledger {
-    /// Up to `limit` due payments of the scope with ids above `after`, in id order: the next
-    /// unit of a lane (a lane walks its backlog in id order, so it visits each payment at most
-    /// once per pass even with `--all`). Nothing is written: the lane's account lease is what
-    /// keeps other processes off these payments, and its units run one after another.
+    /// Up to `limit` due payments of the scope after `position`, and the position after them:
+    /// the next unit of a lane. A lane walks its backlog in one order, so it visits each
+    /// payment at most once per pass even with `--all`. Nothing is written: the lane's account
+    /// lease is what keeps other processes off these payments, and its units run one after
+    /// another.
     pub async fn due_unit(
         &self,
         scope: &ClaimScope,
-        after: i64,
+        position: &DuePosition,
         limit: u32,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Claimed>, LedgerError> {
-        let sql = format!(
-            "SELECT {CLAIMED_COLUMNS} FROM payments WHERE {DUE_WHERE} ORDER BY id LIMIT ?6"
-        );
-        let rows = bind_due(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            scope,
-            after,
-            limit,
-            now,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Claimed::from_row).collect()
+    ) -> Result<(Vec<Claimed>, DuePosition), LedgerError> {
+        let sql = due_unit_sql(scope.ignore_schedule);
+        let rows = bind_due(sqlx::query(sqlx::AssertSqlSafe(sql)), scope, now)
+            .bind(position.next_check_at.as_str())
+            .bind(position.id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let next = match rows.last() {
+            Some(r) => DuePosition {
+                next_check_at: r
+                    .get::<Option<String>, _>("next_check_at")
+                    .unwrap_or_default(),
+                id: r.get("id"),
+            },
+            None => position.clone(),
+        };
+        let unit = rows
+            .iter()
+            .map(Claimed::from_row)
+            .collect::<Result<_, _>>()?;
+        Ok((unit, next))
     }
 
-    /// The due payments of `account` whose gateway id or order number is among the given
-    /// keys: the payments a page of a window sweep is about.
-    ///
-    /// The candidates are found through the key indexes (`payments_by_ref`, and the unique
-    /// `(account, kind, out_trade_no)`), and `NOT INDEXED` stops SQLite from walking
-    /// `payments_by_state` instead: that plan visited every due payment of the account for
-    /// each page, so a sweep of a backlog of n due payments cost O(n²) row visits
-    /// (docs/PERFORMANCE.md).
+    /// The due payments of the scope's account whose gateway id or order number is among the
+    /// given keys: the payments a page of a window sweep is about.
     pub async fn due_for_keys(
         &self,
         scope: &ClaimScope,
-        account: &str,
         refs: &[&str],
         orders: &[&str],
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, LedgerError> {
-        let sql = format!(
-            "SELECT {CLAIMED_COLUMNS} FROM payments NOT INDEXED
-             WHERE id IN (
-                     SELECT id FROM payments
-                     WHERE account = ?8
-                       AND provider_ref IN (SELECT value FROM json_each(?9))
-                     UNION ALL
-                     SELECT id FROM payments
-                     WHERE account = ?8 AND kind IN ('payment', 'refund')
-                       AND out_trade_no IN (SELECT value FROM json_each(?10)))
-               AND {DUE_WHERE}
-             ORDER BY id LIMIT ?6"
-        );
+        let sql = due_for_keys_sql(scope.ignore_schedule);
         let refs = serde_json::to_string(refs).unwrap_or_else(|_| "[]".into());
         let orders = serde_json::to_string(orders).unwrap_or_else(|_| "[]".into());
-        let rows = bind_due(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            scope,
-            0,
-            u32::MAX,
-            now,
-        )
-        .bind(account)
-        .bind(refs)
-        .bind(orders)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = bind_due(sqlx::query(sqlx::AssertSqlSafe(sql)), scope, now)
+            .bind(refs)
+            .bind(orders)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Claimed::from_row).collect()
     }
 
-    /// Calls `f(account, created_at, has_gateway_id)` for every due payment of the scope, in
-    /// id order, without loading them all: the input of window planning.
+    /// Calls `f(created_at, has_gateway_id)` for every due QFPay payment of the scope, without
+    /// loading them all: the input of window planning.
     pub async fn for_each_due(
         &self,
         scope: &ClaimScope,
         now: DateTime<Utc>,
-        mut f: impl FnMut(&str, DateTime<Utc>, bool),
+        mut f: impl FnMut(DateTime<Utc>, bool),
     ) -> Result<(), LedgerError> {
         use futures::TryStreamExt;
-        let sql = format!(
-            "SELECT account, created_at, provider_ref IS NOT NULL AS has_ref FROM payments
-             WHERE provider = 'qfpay' AND {DUE_WHERE} ORDER BY id LIMIT ?6"
-        );
-        let mut rows = bind_due(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            scope,
-            0,
-            u32::MAX,
-            now,
-        )
-        .fetch(&self.pool);
+        let sql = for_each_due_sql(scope.ignore_schedule);
+        let mut rows = bind_due(sqlx::query(sqlx::AssertSqlSafe(sql)), scope, now)
+            .bind("")
+            .bind(0_i64)
+            .bind(-1_i64)
+            .fetch(&self.pool);
         while let Some(r) = rows.try_next().await? {
             let created: String = r.get("created_at");
             let created = from_db(&created).ok_or_else(|| corrupt("created_at", &created))?;
-            f(r.get("account"), created, r.get("has_ref"));
+            f(created, r.get("has_ref"));
         }
         Ok(())
     }

@@ -20,12 +20,14 @@ mod plan_tests;
 
 pub use account_lease::{AccountHolder, Acquired, Fence, LaneRow};
 pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
-pub use claim::{ClaimScope, Claimed};
+pub use claim::{ClaimScope, Claimed, DuePosition};
 pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};
-pub use sweeps::{FoundRefund, KnownPayment, SchedulePosition, SweepCursor, SweepRound};
+pub use sweeps::{
+    FoundRefund, KnownPayment, SchedulePosition, SweepCursor, SweepDiscrepancy, SweepRound,
+};
 
 use sqlx::SqlitePool;
 

@@ -97,6 +97,19 @@ pub struct Stats {
 
 const OPEN_STATES: &str = "('pending', 'in_progress', 'reversing')";
 
+/// The oldest open payment: the oldest of each (account, open state) that has any, by a seek
+/// in `payments_by_account_state`, then the oldest of those.
+pub(super) fn oldest_open_sql() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE id IN (
+             SELECT (SELECT id FROM payments p
+                      WHERE p.account = c.account AND p.state = c.state
+                      ORDER BY p.created_at, p.id LIMIT 1)
+             FROM payment_counts c WHERE c.state IN {OPEN_STATES} AND c.n > 0)
+         ORDER BY created_at, id LIMIT 1"
+    )
+}
+
 impl Ledger {
     /// Payments matching `filter`, oldest first. Rows stream from SQLite, so a large ledger is
     /// printed without holding every row.
@@ -175,7 +188,8 @@ impl Ledger {
         let now_s = super::time::to_db(now_t);
         let now = now_s.as_str();
         let by_state = sqlx::query(
-            "SELECT account, state, COUNT(*) AS n FROM payments GROUP BY account, state ORDER BY account, state",
+            "SELECT account, state, SUM(n) AS n FROM payment_counts WHERE n > 0
+             GROUP BY account, state ORDER BY account, state",
         )
         .fetch_all(&self.pool)
         .await?
@@ -186,19 +200,16 @@ impl Ledger {
             count: r.get("n"),
         })
         .collect();
-        let oldest_open = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE state IN {OPEN_STATES}
-             ORDER BY created_at, id LIMIT 1"
-        )))
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| PaymentRow::from_row(&r));
+        let oldest_open = sqlx::query(sqlx::AssertSqlSafe(oldest_open_sql()))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| PaymentRow::from_row(&r));
         let (runs, gateway_calls): (i64, i64) =
-            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(calls), 0) FROM runs")
+            sqlx::query_as("SELECT runs, calls FROM run_totals WHERE id = 1")
                 .fetch_one(&self.pool)
                 .await?;
         let open_discrepancies: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM discrepancies WHERE resolved_at IS NULL")
+            sqlx::query_scalar("SELECT COALESCE(SUM(open), 0) FROM discrepancy_counts")
                 .fetch_one(&self.pool)
                 .await?;
         let paused_accounts = sqlx::query_as(

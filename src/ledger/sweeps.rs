@@ -14,9 +14,48 @@ pub(super) const PAYMENTS_CREATED_IN: &str = "SELECT id, out_trade_no FROM payme
      WHERE account = ? AND kind = 'payment' AND created_at >= ? AND created_at <= ?
      ORDER BY id";
 
-/// Whether payment ?1 has a discrepancy of kind ?2 (`discrepancies_by_payment`).
-pub(super) const PAYMENT_DISCREPANCY_EXISTS: &str = "SELECT 1 FROM discrepancies
-     WHERE payment_id = ?1 AND kind = ?2 AND account = ?3 LIMIT 1";
+/// Discrepancy (payment ?1, account ?2, kind ?3, detail ?4, evidence ?5, found ?6, subject
+/// ?7) about a ledger payment, unless one of its kind is recorded for it
+/// (`discrepancies_by_payment`).
+pub(super) const RECORD_PAYMENT_FINDING: &str =
+    "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at, subject)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+      WHERE NOT EXISTS (SELECT 1 FROM discrepancies WHERE payment_id = ?1 AND kind = ?3)";
+
+/// The same about a gateway record the ledger does not hold (?1 is NULL), unless one of its
+/// kind names the same subject (`discrepancies_by_subject`).
+pub(super) const RECORD_RECORD_FINDING: &str =
+    "INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at, subject)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+      WHERE NOT EXISTS (SELECT 1 FROM discrepancies
+                        WHERE payment_id IS NULL AND account = ?2 AND kind = ?3 AND subject = ?7)";
+
+/// A finding of a sweep, reported once: about a ledger payment (once per payment and kind), or
+/// about a gateway record the ledger does not hold (once per account, kind and `subject`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepDiscrepancy {
+    pub payment: Option<PaymentId>,
+    /// What it is about: the record's syssn or order number, or an unreadable record's text.
+    pub subject: String,
+    pub found: NewDiscrepancy,
+}
+
+/// Payments of account ?1 with a gateway id in JSON list ?2 or an order number in ?3: two
+/// index-backed lookups joined by `UNION` (an `OR` would read every payment of the account).
+pub(super) const KNOWN_PAYMENTS: &str =
+    "SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
+     FROM payments
+     WHERE account = ?1 AND provider_ref IN (SELECT value FROM json_each(?2))
+     UNION
+     SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
+     FROM payments
+     WHERE account = ?1 AND kind IN ('payment', 'refund')
+       AND out_trade_no IN (SELECT value FROM json_each(?3))";
+
+/// The sum of the succeeded refunds of account ?1 linked to gateway id ?2
+/// (`payments_by_original`).
+pub(super) const REFUNDED_TOTAL: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
+     WHERE account = ? AND original_ref = ? AND kind = 'refund' AND state = 'succeeded'";
 
 /// Progress of one month piece of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,30 +212,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// Ledger payments of `account` with one of these gateway ids or order numbers. Two
-    /// index-backed lookups joined by `UNION` (an `OR` would read every payment of the
-    /// account).
+    /// Ledger payments of `account` with one of these gateway ids or order numbers.
     pub async fn known_payments(
         &self,
         account: &str,
         refs: &[&str],
         orders: &[&str],
     ) -> Result<Vec<KnownPayment>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
-             FROM payments
-             WHERE account = ?1 AND provider_ref IN (SELECT value FROM json_each(?2))
-             UNION
-             SELECT id, kind, out_trade_no, provider_ref, original_ref, state, amount, currency
-             FROM payments
-             WHERE account = ?1 AND kind IN ('payment', 'refund')
-               AND out_trade_no IN (SELECT value FROM json_each(?3))",
-        )
-        .bind(account)
-        .bind(serde_json::to_string(refs).unwrap_or_default())
-        .bind(serde_json::to_string(orders).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(KNOWN_PAYMENTS)
+            .bind(account)
+            .bind(serde_json::to_string(refs).unwrap_or_default())
+            .bind(serde_json::to_string(orders).unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| KnownPayment {
@@ -346,14 +374,11 @@ impl Ledger {
         account: &str,
         original_ref: &str,
     ) -> Result<i64, LedgerError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM payments
-             WHERE account = ? AND original_ref = ? AND kind = 'refund' AND state = 'succeeded'",
-        )
-        .bind(account)
-        .bind(original_ref)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(REFUNDED_TOTAL)
+            .bind(account)
+            .bind(original_ref)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Makes open payments due now, so the lane's next unit settles them.
@@ -395,38 +420,41 @@ impl Ledger {
             .await?)
     }
 
-    /// Whether a discrepancy of this kind (open or resolved) is already recorded for the payment,
-    /// or, for records the ledger does not have, already names `key`: repeated sweeps and passes
-    /// do not report the same thing twice.
-    pub async fn discrepancy_exists(
+    /// Records each finding not recorded yet (open or resolved), all in one fenced
+    /// transaction: repeated sweeps do not report the same thing twice. Returns the indexes of
+    /// the findings newly recorded.
+    pub async fn record_sweep_discrepancies(
         &self,
-        account: &str,
-        payment_id: Option<i64>,
-        kind: &str,
-        key: &str,
-    ) -> Result<bool, LedgerError> {
-        let found: Option<i64> = match payment_id {
-            Some(id) => {
-                sqlx::query_scalar(PAYMENT_DISCREPANCY_EXISTS)
-                    .bind(id)
-                    .bind(kind)
-                    .bind(account)
-                    .fetch_optional(&self.pool)
-                    .await?
+        fence: &Fence,
+        findings: &[SweepDiscrepancy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<usize>, LedgerError> {
+        if findings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = to_db(now);
+        let mut tx = self.fenced(fence).await?;
+        let mut recorded = Vec::new();
+        for (i, f) in findings.iter().enumerate() {
+            let sql = match f.payment {
+                Some(_) => RECORD_PAYMENT_FINDING,
+                None => RECORD_RECORD_FINDING,
+            };
+            let done = sqlx::query(sql)
+                .bind(f.payment.map(|p| p.0))
+                .bind(&fence.account)
+                .bind(f.found.kind.as_str())
+                .bind(&f.found.detail)
+                .bind(f.found.evidence.to_string())
+                .bind(&now)
+                .bind(&f.subject)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                recorded.push(i);
             }
-            // Not yet index-backed: the key is only inside `detail` (issue 16).
-            None => {
-                sqlx::query_scalar(
-                    "SELECT 1 FROM discrepancies
-                     WHERE account = ?1 AND kind = ?2 AND instr(detail, ?3) > 0 LIMIT 1",
-                )
-                .bind(account)
-                .bind(kind)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-        };
-        Ok(found.is_some())
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 }

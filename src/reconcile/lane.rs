@@ -27,7 +27,7 @@ use super::{
     Strategy, window_sweep,
 };
 use crate::gateway::transport::{CallGate, Pacer};
-use crate::ledger::{AccountHolder, ClaimScope, Fence, Ledger, LedgerError};
+use crate::ledger::{AccountHolder, ClaimScope, DuePosition, Fence, Ledger, LedgerError};
 
 /// How long a lane waits for an account that is busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,8 +265,8 @@ impl Reconciler {
         }
     }
 
-    /// Works the lane's account: dense windows first (QFPay), then units of due payments in id
-    /// order until none is left, the lease is lost, or shutdown is requested between units.
+    /// Works the lane's account: dense windows first (QFPay), then units of due payments in the
+    /// order of their next check until none is left, the lease is lost, or shutdown is requested between units.
     async fn work_lane(
         &self,
         lane: &Lane,
@@ -277,8 +277,7 @@ impl Reconciler {
         summary: &mut RunSummary,
     ) -> Result<(), ReconcileError> {
         let claim_scope = ClaimScope {
-            account: Some(rt.name.to_string()),
-            provider: None,
+            account: rt.name.to_string(),
             ignore_schedule: scope.all,
             run_id,
         };
@@ -310,7 +309,7 @@ impl Reconciler {
             .await?;
         }
         let unit = unit_size(rt, self.settings.lease, self.settings.chunk_size);
-        let mut after = 0;
+        let mut position = DuePosition::default();
         loop {
             if shutdown.is_cancelled() {
                 summary.interrupted = true;
@@ -330,11 +329,14 @@ impl Reconciler {
                 return Ok(());
             }
             let now = Utc::now();
-            let due = self.ledger.due_unit(&claim_scope, after, unit, now).await?;
-            let Some(last) = due.last() else {
+            let (due, next) = self
+                .ledger
+                .due_unit(&claim_scope, &position, unit, now)
+                .await?;
+            if due.is_empty() {
                 return Ok(());
-            };
-            after = last.id.0;
+            }
+            position = next;
             summary.counters.claimed += due.len() as u64;
             self.work_unit(&ctx(now), scope, rt, &due, summary).await?;
         }

@@ -26,9 +26,11 @@ use super::accounts::Gateway;
 use super::lane::{LaneWait, NotEntered};
 use super::plan;
 use super::{ReconcileError, Reconciler};
-use crate::domain::DiscrepancyKind;
+use crate::domain::{DiscrepancyKind, PaymentId};
 use crate::gateway::qfpay::WindowQuery;
-use crate::ledger::{Fence, NewDiscrepancy, SchedulePosition, SweepCursor, SweepRound};
+use crate::ledger::{
+    Fence, NewDiscrepancy, SchedulePosition, SweepCursor, SweepDiscrepancy, SweepRound,
+};
 
 /// Payments created this close to a window's edge may have a `sysdtm` on the other side of it,
 /// so they are not reported missing.
@@ -329,24 +331,28 @@ impl Reconciler {
                 report.records += page.observations.len() as u64;
                 // A record without a readable id matches no payment: report it, and do not
                 // call any payment of this piece missing, since it may be that record.
-                for o in page
+                let unreadable: Vec<SweepDiscrepancy> = page
                     .observations
                     .iter()
                     .filter(|o| o.provider_ref.is_none() && o.out_trade_no.is_none())
-                {
-                    complete_run = false;
-                    let raw: String = o.evidence.to_string().chars().take(300).collect();
-                    self.report_once(
-                        fence,
-                        None,
-                        DiscrepancyKind::UnreadableRecord,
-                        format!("a record without a readable syssn or out_trade_no: {raw}"),
-                        &raw,
-                        o.evidence.clone(),
-                        &mut report.unreadable,
-                    )
+                    .map(|o| {
+                        let raw: String = o.evidence.to_string().chars().take(300).collect();
+                        SweepDiscrepancy {
+                            payment: None,
+                            found: NewDiscrepancy {
+                                kind: DiscrepancyKind::UnreadableRecord,
+                                detail: format!(
+                                    "a record without a readable syssn or out_trade_no: {raw}"
+                                ),
+                                evidence: o.evidence.clone(),
+                            },
+                            subject: raw,
+                        }
+                    })
+                    .collect();
+                complete_run &= unreadable.is_empty();
+                self.report_once(fence, unreadable, &mut report.unreadable)
                     .await?;
-                }
                 self.sweep_page(
                     fence,
                     cfg.timezone,
@@ -367,17 +373,24 @@ impl Reconciler {
                 .save_sweep_cursor(fence, start, end, round, cursor, Utc::now())
                 .await?;
             if complete_run {
-                for (id, out_trade_no) in self
+                let missing: Vec<SweepDiscrepancy> = self
                     .ledger
                     .payments_created_in(account, start + EDGE, end - EDGE)
                     .await?
-                {
-                    if !seen.contains(&id) {
-                        self.report_once(fence, Some(id), DiscrepancyKind::MissingAtGateway,
-                            format!("out_trade_no {out_trade_no}: no gateway record in the closed window {start} – {end}"),
-                            &out_trade_no, serde_json::json!({}), &mut report.missing_at_gateway).await?;
-                    }
-                }
+                    .into_iter()
+                    .filter(|(id, _)| !seen.contains(id))
+                    .map(|(id, out_trade_no)| SweepDiscrepancy {
+                        payment: Some(PaymentId(id)),
+                        found: NewDiscrepancy {
+                            kind: DiscrepancyKind::MissingAtGateway,
+                            detail: format!("out_trade_no {out_trade_no}: no gateway record in the closed window {start} – {end}"),
+                            evidence: serde_json::json!({}),
+                        },
+                        subject: out_trade_no,
+                    })
+                    .collect();
+                self.report_once(fence, missing, &mut report.missing_at_gateway)
+                    .await?;
             }
         }
         tracing::info!(
@@ -397,34 +410,22 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Records a discrepancy unless one of that kind already names `key`.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the findings not recorded yet (one transaction) and lists their details.
     pub(super) async fn report_once(
         &self,
         fence: &Fence,
-        payment: Option<i64>,
-        kind: DiscrepancyKind,
-        detail: String,
-        key: &str,
-        evidence: serde_json::Value,
+        findings: Vec<SweepDiscrepancy>,
         list: &mut Vec<String>,
     ) -> Result<(), SweepError> {
-        let account = fence.account.as_str();
-        if !self
+        let recorded = self
             .ledger
-            .discrepancy_exists(account, payment, kind.as_str(), key)
-            .await?
-        {
-            let d = NewDiscrepancy {
-                kind,
-                detail: detail.clone(),
-                evidence,
-            };
-            self.ledger
-                .record_discrepancy(fence, payment.map(crate::domain::PaymentId), &d, Utc::now())
-                .await?;
-            list.push(detail);
-        }
+            .record_sweep_discrepancies(fence, &findings, Utc::now())
+            .await?;
+        list.extend(
+            recorded
+                .into_iter()
+                .map(|i| findings[i].found.detail.clone()),
+        );
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::{
     Currency, DiscrepancyKind, LedgerView, Observation, Outcome, PaymentState, RecordKind, decide,
 };
 use crate::gateway::qfpay::TIME_FORMAT;
-use crate::ledger::{Fence, FoundRefund, KnownPayment, NewDiscrepancy, NewEvent};
+use crate::ledger::{Fence, FoundRefund, KnownPayment, NewDiscrepancy, NewEvent, SweepDiscrepancy};
 
 fn find<'a>(known: &'a [KnownPayment], o: &Observation) -> Option<&'a KnownPayment> {
     let kind = o.kind.as_str();
@@ -68,6 +68,46 @@ fn view(k: &KnownPayment, state: PaymentState) -> Option<LedgerView> {
     })
 }
 
+/// A record the ledger does not know: a finding when the ledger is the complete book, else
+/// counted.
+fn unknown_record(
+    ledger_is_complete: bool,
+    o: &Observation,
+    report: &mut SweepReport,
+) -> Option<SweepDiscrepancy> {
+    if o.provider_ref.is_none() && o.out_trade_no.is_none() {
+        // Reported as unreadable by the sweep.
+        return None;
+    }
+    // A refund of a payment the ledger lacks is covered by that payment's own record.
+    if !ledger_is_complete || o.kind != RecordKind::Payment {
+        report.unknown_records += 1;
+        return None;
+    }
+    let key = o
+        .provider_ref
+        .as_ref()
+        .map(|r| r.to_string())
+        .or_else(|| o.out_trade_no.as_ref().map(|n| n.to_string()))
+        .unwrap_or_default();
+    Some(SweepDiscrepancy {
+        payment: None,
+        found: NewDiscrepancy {
+            kind: DiscrepancyKind::MissingInLedger,
+            detail: format!(
+                "syssn {key}: gateway record ({}, {}) unknown to the ledger",
+                o.provider_code,
+                crate::domain::format_money(
+                    o.amount_minor.unwrap_or_default(),
+                    &o.currency.map(|c| c.to_string()).unwrap_or_default()
+                )
+            ),
+            evidence: o.evidence.clone(),
+        },
+        subject: key,
+    })
+}
+
 impl Reconciler {
     pub(super) async fn sweep_page(
         &self,
@@ -92,13 +132,13 @@ impl Reconciler {
         let known = self.ledger.known_payments(account, &refs, &orders).await?;
         let mut due = Vec::new();
         let mut refunded: BTreeSet<String> = BTreeSet::new();
+        let mut unknown = Vec::new();
         for o in observations {
             let Some(k) = find(&known, o) else {
                 if let Some(orig) = self.register_refund(fence, tz, &known, o, report).await? {
                     refunded.insert(orig);
                 } else {
-                    self.unknown_record(fence, ledger_is_complete, o, report)
-                        .await?;
+                    unknown.extend(unknown_record(ledger_is_complete, o, report));
                 }
                 continue;
             };
@@ -117,6 +157,8 @@ impl Reconciler {
             }
             self.apply_to_settled(fence, k, state, o, report).await?;
         }
+        self.report_once(fence, unknown, &mut report.missing_in_ledger)
+            .await?;
         report.made_due += due.len() as u64;
         self.ledger.make_due(fence, &due, Utc::now()).await?;
         self.follow_refunds(fence, &refunded, report).await
@@ -293,48 +335,6 @@ impl Reconciler {
             ));
         }
         Ok(Some(orig.to_string()))
-    }
-
-    /// A record the ledger does not know: reported when the ledger is the complete book.
-    async fn unknown_record(
-        &self,
-        fence: &Fence,
-        ledger_is_complete: bool,
-        o: &Observation,
-        report: &mut SweepReport,
-    ) -> Result<(), SweepError> {
-        if o.provider_ref.is_none() && o.out_trade_no.is_none() {
-            // Reported as unreadable by the sweep.
-            return Ok(());
-        }
-        // A refund of a payment the ledger lacks is covered by that payment's own record.
-        if !ledger_is_complete || o.kind != RecordKind::Payment {
-            report.unknown_records += 1;
-            return Ok(());
-        }
-        let key = o
-            .provider_ref
-            .as_ref()
-            .map(|r| r.to_string())
-            .or_else(|| o.out_trade_no.as_ref().map(|n| n.to_string()))
-            .unwrap_or_default();
-        self.report_once(
-            fence,
-            None,
-            DiscrepancyKind::MissingInLedger,
-            format!(
-                "syssn {key}: gateway record ({}, {}) unknown to the ledger",
-                o.provider_code,
-                crate::domain::format_money(
-                    o.amount_minor.unwrap_or_default(),
-                    &o.currency.map(|c| c.to_string()).unwrap_or_default()
-                )
-            ),
-            &key,
-            o.evidence.clone(),
-            &mut report.missing_in_ledger,
-        )
-        .await
     }
 
     /// Payments with refunds on this page: `succeeded` → `partially_refunded` → `refunded` by

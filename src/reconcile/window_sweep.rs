@@ -36,7 +36,7 @@ pub(crate) async fn sweep_dense_windows(
     let mut months: HashMap<DateTime<Utc>, MonthAggregate> = HashMap::new();
     engine
         .ledger
-        .for_each_due(claim_scope, now, |_, created, has_ref| {
+        .for_each_due(claim_scope, now, |created, has_ref| {
             let (start, _) = plan::month_bounds(created, cfg.timezone);
             months
                 .entry(start)
@@ -98,7 +98,7 @@ pub(crate) async fn sweep_dense_windows(
                 .collect();
             let due = engine
                 .ledger
-                .due_for_keys(claim_scope, account, &refs, &orders, now)
+                .due_for_keys(claim_scope, &refs, &orders, now)
                 .await?;
             if due.is_empty() {
                 continue;
