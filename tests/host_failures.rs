@@ -23,7 +23,9 @@ const FULL: &str = "database or disk is full";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_space_returns() {
-    let Some(disk) = Tmpfs::mount("3m") else {
+    // Room for the ledger and its WAL at full size (1,000 pages, 4 MiB: `ledger::open`) once
+    // the filler is gone: a disk smaller than that stays full for the ledger whatever it frees.
+    let Some(disk) = Tmpfs::mount("8m") else {
         return;
     };
     let mix = Mix {
@@ -166,7 +168,7 @@ async fn a_full_disk_stops_writes_loses_nothing_and_the_daemon_recovers_when_spa
     let freed_after = full_at.duration_since(started).as_secs_f64();
     let recovered_in = recovered_in.as_secs_f64();
     eprintln!(
-        "full disk: tmpfs 3 MiB, {payments} payments, {filler} KiB filler + {slack} KiB slack; \
+        "full disk: tmpfs 8 MiB, {payments} payments, {filler} KiB filler + {slack} KiB slack; \
          {failed_passes} passes failed while full ({failed_runs} failed runs recorded: \
          {recorded_full} with the disk-full error, the others closed by the next pass because \
          not even their end could be written; passes beyond that could not write a run row at \

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::account_lease::LANES_SQL;
-use super::apply::{APPLY_UPDATE, INSERT_PAYMENT_DISCREPANCY};
+use super::apply::{APPLY_UPDATES, INSERT_PAYMENT_DISCREPANCY};
 use super::claim::{COUNT_CREATED_BETWEEN, due_for_keys_sql, due_unit_sql, for_each_due_sql};
 use super::queries::oldest_open_sql;
 use super::sweeps::{
@@ -46,7 +46,7 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
             "payments_by_ref",
         ),
         // Applying answers.
-        ("apply", s(APPLY_UPDATE), "INTEGER PRIMARY KEY"),
+        ("apply", s(APPLY_UPDATES), "INTEGER PRIMARY KEY"),
         (
             "a payment's discrepancy, once per finding",
             s(INSERT_PAYMENT_DISCREPANCY),

@@ -3,16 +3,18 @@
 //! window page by page; each page reads the due payments it is about, decides them and applies
 //! them in one transaction. Memory stays at one page, however large the backlog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::accounts::{AccountRuntime, Gateway};
 use super::matching::Matcher;
 use super::plan::{self, MonthAggregate};
 use super::{Answer, PassContext, ReconcileError, Reconciler, RunScope, RunSummary};
-use crate::gateway::qfpay::WindowQuery;
+use crate::domain::PaymentId;
+use crate::gateway::qfpay::{Page, WindowPager, WindowQuery};
 use crate::ledger::ClaimScope;
 
 pub(crate) async fn sweep_dense_windows(
@@ -57,74 +59,157 @@ pub(crate) async fn sweep_dense_windows(
             continue;
         }
         tracing::info!(%account, due = agg.count, %start, %end, estimate, "sweeping a dense window");
-        let mut pager = client.sweep(WindowQuery::new(start, end + chrono::Duration::seconds(1)));
+        let pager = client.sweep(WindowQuery::new(start, end + chrono::Duration::seconds(1)));
         // Past this many pages the estimate was wrong and id lookups are cheaper (see `plan`).
         let page_budget = agg.id_calls(cfg.batch_size);
-        let mut pages = 0;
-        loop {
-            if pages >= page_budget {
-                tracing::warn!(%account, pages, "the window holds more records than estimated; the rest goes by id lookups");
+        // Pages are fetched while earlier ones are decided and written: the reader walks the
+        // window and hands pages over a short channel; the writer decides every page waiting
+        // and commits them together, so a gateway that answers faster than the disk syncs
+        // costs one sync for several pages.
+        let (pages, mut waiting) = mpsc::channel(PAGES_AHEAD);
+        let (read, written) = tokio::join!(
+            read_window(ctx, pager, page_budget, account, shutdown, pages),
+            async {
+                let mut written = RunSummary::default();
+                while let Some(first) = waiting.recv().await {
+                    let mut group = vec![first];
+                    while group.len() < PAGES_PER_COMMIT {
+                        match waiting.try_recv() {
+                            Ok(page) => group.push(page),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) =
+                        write_pages(engine, ctx, scope, rt, claim_scope, group, &mut written).await
+                    {
+                        return (written, Err(e));
+                    }
+                }
+                (written, Ok(()))
+            }
+        );
+        summary.merge(read);
+        let (written, result) = written;
+        summary.merge(written);
+        result?;
+    }
+    Ok(())
+}
+
+/// Pages read ahead of the one being written.
+const PAGES_AHEAD: usize = 4;
+/// Pages decided and committed in one transaction at most.
+const PAGES_PER_COMMIT: usize = 8;
+
+/// Walks the window's pages up to `page_budget` and sends each to the writer; stops on a
+/// stop request, a lapsed lease, a failed call (the rest goes by id lookups) or a writer that
+/// stopped. Counts the calls.
+async fn read_window(
+    ctx: &PassContext<'_>,
+    mut pager: WindowPager<'_>,
+    page_budget: u64,
+    account: &str,
+    shutdown: &CancellationToken,
+    pages: mpsc::Sender<Page>,
+) -> RunSummary {
+    let mut read = RunSummary::default();
+    let mut fetched = 0;
+    loop {
+        if fetched >= page_budget {
+            tracing::warn!(%account, pages = fetched, "the window holds more records than estimated; the rest goes by id lookups");
+            break;
+        }
+        fetched += 1;
+        if shutdown.is_cancelled() {
+            read.interrupted = true;
+            break;
+        }
+        if !ctx.may_call() {
+            break;
+        }
+        let page = match pager.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => {
+                read.counters.calls += 1;
+                read.counters.errors += 1;
+                tracing::warn!(%account, error = %e, "window sweep failed; the rest goes by id lookups");
                 break;
             }
-            pages += 1;
-            if shutdown.is_cancelled() {
-                summary.interrupted = true;
-                return Ok(());
-            }
-            if !ctx.may_call() {
-                return Ok(());
-            }
-            let page = match pager.next_page().await {
-                Ok(Some(page)) => page,
-                Ok(None) => break,
-                Err(e) => {
-                    summary.counters.calls += 1;
-                    summary.counters.errors += 1;
-                    tracing::warn!(%account, error = %e, "window sweep failed; the rest goes by id lookups");
-                    break;
-                }
-            };
-            summary.counters.calls += 1;
-            let now = Utc::now();
-            let refs: Vec<&str> = page
-                .observations
-                .iter()
-                .filter_map(|o| o.provider_ref.as_ref().map(|r| r.as_str()))
-                .collect();
-            let orders: Vec<&str> = page
-                .observations
-                .iter()
-                .filter_map(|o| o.out_trade_no.as_ref().map(|r| r.as_str()))
-                .collect();
-            let due = engine
+        };
+        read.counters.calls += 1;
+        if pages.send(page).await.is_err() {
+            break;
+        }
+    }
+    read
+}
+
+/// Decides the due payments the pages are about and commits them in one transaction; a page
+/// about a payment an earlier page of the group already decided is written after the group,
+/// so every decision starts from the ledger's current state.
+async fn write_pages(
+    engine: &Reconciler,
+    ctx: &PassContext<'_>,
+    scope: &RunScope,
+    rt: &AccountRuntime,
+    claim_scope: &ClaimScope,
+    group: Vec<Page>,
+    summary: &mut RunSummary,
+) -> Result<(), ReconcileError> {
+    let mut updates = Vec::new();
+    let mut decided: HashSet<PaymentId> = HashSet::new();
+    for page in group {
+        let now = Utc::now();
+        let refs: Vec<&str> = page
+            .observations
+            .iter()
+            .filter_map(|o| o.provider_ref.as_ref().map(|r| r.as_str()))
+            .collect();
+        let orders: Vec<&str> = page
+            .observations
+            .iter()
+            .filter_map(|o| o.out_trade_no.as_ref().map(|r| r.as_str()))
+            .collect();
+        let mut due = engine
+            .ledger
+            .due_for_keys(claim_scope, &refs, &orders, now)
+            .await?;
+        if due.iter().any(|c| decided.contains(&c.id)) {
+            engine.commit(ctx, scope, &updates, summary).await?;
+            updates.clear();
+            decided.clear();
+            due = engine
                 .ledger
                 .due_for_keys(claim_scope, &refs, &orders, now)
                 .await?;
-            if due.is_empty() {
-                continue;
-            }
-            summary.counters.claimed += due.len() as u64;
-            let all: Vec<usize> = (0..due.len()).collect();
-            let matcher = Matcher::new(&due, &all);
-            let mut answers = HashMap::new();
-            for obs in page.observations {
-                if let Some(i) = matcher.find(&due, &obs) {
-                    answers.insert(i, Answer::seen(obs, now));
-                }
-            }
-            let ctx = PassContext { now, ..ctx.clone() };
-            // Read by a key but not matched (another record reused the order number): leave
-            // them to the id lookups of the units.
-            let unmatched: Vec<_> = all
-                .iter()
-                .filter(|i| !answers.contains_key(i))
-                .map(|&i| (i, now))
-                .collect();
-            let updates = engine
-                .decide(&ctx, scope, rt, &due, answers, unmatched, summary)
-                .await?;
-            engine.commit(&ctx, scope, &updates, summary).await?;
         }
+        if due.is_empty() {
+            continue;
+        }
+        summary.counters.claimed += due.len() as u64;
+        decided.extend(due.iter().map(|c| c.id));
+        let all: Vec<usize> = (0..due.len()).collect();
+        let matcher = Matcher::new(&due, &all);
+        let mut answers = HashMap::new();
+        for obs in page.observations {
+            if let Some(i) = matcher.find(&due, &obs) {
+                answers.insert(i, Answer::seen(obs, now));
+            }
+        }
+        let ctx = PassContext { now, ..ctx.clone() };
+        // Read by a key but not matched (another record reused the order number): leave
+        // them to the id lookups of the units.
+        let unmatched: Vec<_> = all
+            .iter()
+            .filter(|i| !answers.contains_key(i))
+            .map(|&i| (i, now))
+            .collect();
+        updates.extend(
+            engine
+                .decide(&ctx, scope, rt, &due, answers, unmatched, summary)
+                .await?,
+        );
     }
-    Ok(())
+    engine.commit(ctx, scope, &updates, summary).await
 }
