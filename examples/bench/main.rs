@@ -111,7 +111,7 @@ struct Args {
     #[arg(long, hide = true)]
     child_limits: bool,
     /// Internal (with --child): run a growth scenario's phases (a `GrowthPlan` as JSON).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, requires = "child")]
     child_growth: Option<String>,
 }
 
