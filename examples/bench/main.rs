@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--scenario NAME|all] [--strategy planned|per-payment|both]
 //!                                         [--limits auto|on|off] [--latency 0ms] [--quick]
+//!                                         [--sweep-records N]
 //! ```
 //!
 //! For each scenario it seeds the in-process sandbox (simulated QFPay/ECPay) once, builds a
@@ -27,6 +28,21 @@
 //!   own pace, so each account should be settled within its own rate bound (its calls ÷ its
 //!   rate), and the run within the slower account's bound, not their sum.
 //!
+//! Growth scenarios (issue 16; `growth.rs`): one run each, planned and limits off whatever
+//! `--strategy` and `--limits` say, timing every applied sweep page and every committed
+//! delivery of a pass through the engine's debug events, to show whether the cost of one item
+//! stays flat as the ledger grows. They print the cost per page (sweeps) or per payment
+//! (passes) around 10 %, 50 % and 100 % of the run, and FLAT when the cost at 100 % is within
+//! 1.5x of the cost at 10 %.
+//! - `sweep-growth`: `Reconciler::sweep` (what `payrecon sweep` runs) of a day of 100,000
+//!   QFPay records (`--sweep-records N` to change it) of which the ledger knows 1 %: it records
+//!   a `missing_in_ledger` discrepancy for each of the other 99 %, so the discrepancy table
+//!   grows from 0 to 99,000 during the run.
+//! - `discrepancies-1m`: a 1,000,000-row ledger (980,000 settled history rows by bulk SQL) that
+//!   holds 100,000 open discrepancies (bulk SQL, as earlier sweeps write them); a planned pass
+//!   settles 20,000 due payments (a `dense` day), then a sweep of that day records the 5,000
+//!   records the ledger never saw.
+//!
 //! `--limits auto` (default) runs every combination with rate limits off (sandbox limits off
 //! and client pacing lifted: the call-count comparison and raw throughput), then again with
 //! limits on (the sandbox enforces QFPay 100/s + 400/min and ECPay 60/min; the client paces to
@@ -34,6 +50,7 @@
 //! is at most `--max-limited` (default 240 s, 2 s with `--quick`). `on` / `off` force one
 //! setting for everything.
 
+mod growth;
 mod scenario;
 
 use std::path::{Path, PathBuf};
@@ -41,9 +58,12 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use growth::{GrowthPlan, GrowthRow};
 use payrecon::reconcile::Strategy;
 use payrecon::sandbox::{CallKind, Faults, RateLimits, Sandbox, SandboxConfig, StatsSnapshot};
-use scenario::{BoxError, ECPAY_PER_MINUTE, EngineRun, QFPAY_PER_MINUTE, Scenario, strategy_name};
+use scenario::{
+    BoxError, ECPAY_PER_MINUTE, EngineRun, Measure, QFPAY_PER_MINUTE, Scenario, strategy_name,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StrategyArg {
@@ -62,7 +82,8 @@ enum LimitsArg {
 #[derive(Debug, Parser)]
 #[command(about = "payrecon performance benchmark against the in-process sandbox")]
 struct Args {
-    /// dense, sparse, sparse-thin, ecpay, ledger-1m, mixed, or all.
+    /// dense, sparse, sparse-thin, ecpay, ledger-1m, mixed, sweep-growth, discrepancies-1m,
+    /// or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     #[arg(long, value_enum, default_value = "both")]
@@ -75,6 +96,10 @@ struct Args {
     /// Small versions of every scenario (a few seconds in all).
     #[arg(long)]
     quick: bool,
+    /// sweep-growth: the gateway records of the swept day (default 100,000; 1,000 with
+    /// --quick); the ledger knows 1 % of them.
+    #[arg(long)]
+    sweep_records: Option<usize>,
     /// `--limits auto`: run with limits on only where the rate-limit bound is at most this
     /// (default 240 s; 2 s with `--quick`).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -85,6 +110,9 @@ struct Args {
     /// Internal (with --child): keep the client's rate pacing.
     #[arg(long, hide = true)]
     child_limits: bool,
+    /// Internal (with --child): run a growth scenario's phases (a `GrowthPlan` as JSON).
+    #[arg(long, hide = true, requires = "child")]
+    child_growth: Option<String>,
 }
 
 /// One measured run: a row of the table.
@@ -210,9 +238,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match &args.child {
-        Some(config) => rt.block_on(child(config, args.strategy, args.child_limits)),
-        None => rt.block_on(parent(&args)),
+    let result = match (&args.child, &args.child_growth) {
+        (Some(config), Some(plan)) => rt.block_on(growth_child(config, plan)),
+        (Some(config), None) => rt.block_on(child(config, args.strategy, args.child_limits)),
+        (None, _) => rt.block_on(parent(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,19 +264,48 @@ async fn child(config: &Path, strategy: StrategyArg, limits: bool) -> Result<(),
     Ok(())
 }
 
+/// The engine side of a growth scenario: one line of JSON on stdout.
+async fn growth_child(config: &Path, plan: &str) -> Result<(), BoxError> {
+    let plan: GrowthPlan = serde_json::from_str(plan)?;
+    let run = growth::child(config, &plan).await?;
+    println!("BENCH_RESULT {}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+/// Every scenario, with `--sweep-records` applied.
+fn scenarios(args: &Args) -> Vec<Scenario> {
+    let mut all = scenario::scenarios(args.quick);
+    if let Some(records) = args.sweep_records {
+        for s in all.iter_mut().filter(|s| s.name == "sweep-growth") {
+            *s = scenario::sweep_growth(records);
+        }
+    }
+    all
+}
+
+/// What the scenarios measured.
+#[derive(Default)]
+struct Results {
+    rows: Vec<Row>,
+    growth: Vec<GrowthRow>,
+}
+
 async fn parent(args: &Args) -> Result<(), BoxError> {
-    let all = scenario::scenarios(args.quick);
+    let all = scenarios(args);
     let selected: Vec<Scenario> = if args.scenario == "all" {
         all
     } else {
+        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
         let s: Vec<_> = all
-            .into_iter()
+            .iter()
             .filter(|s| s.name == args.scenario)
+            .cloned()
             .collect();
         if s.is_empty() {
             return Err(format!(
-                "unknown scenario {:?} (dense, sparse, sparse-thin, ecpay, ledger-1m, mixed, all)",
-                args.scenario
+                "unknown scenario {:?} ({}, all)",
+                args.scenario,
+                names.join(", ")
             )
             .into());
         }
@@ -269,18 +327,30 @@ async fn parent(args: &Args) -> Result<(), BoxError> {
         args.latency,
         if args.quick { ", quick" } else { "" }
     );
-    let mut rows = Vec::new();
+    let mut results = Results::default();
     for s in &selected {
-        rows.extend(run_scenario(args, s, strategies, root.path()).await?);
+        run_scenario(args, s, strategies, root.path(), &mut results).await?;
     }
     println!();
     println!("== summary ==");
-    header();
-    for r in &rows {
-        r.print();
+    if !results.rows.is_empty() {
+        header();
+        for r in &results.rows {
+            r.print();
+        }
+        println!();
     }
-    println!();
-    verdicts(&selected, &rows);
+    if !results.growth.is_empty() {
+        growth::header();
+        for r in &results.growth {
+            r.print();
+        }
+        println!();
+    }
+    verdicts(&selected, &results.rows);
+    for r in &results.growth {
+        r.verdicts();
+    }
     Ok(())
 }
 
@@ -289,18 +359,25 @@ async fn run_scenario(
     s: &Scenario,
     strategies: &[Strategy],
     root: &Path,
-) -> Result<Vec<Row>, BoxError> {
+    results: &mut Results,
+) -> Result<(), BoxError> {
     println!();
     println!(
-        "== {}: {} gateway records, {} due, {} ledger rows ==",
+        "== {}: {} gateway records, {} due, {} ledger rows{} ==",
         s.name,
         s.gateway_records,
         s.due,
-        s.ledger_rows()
+        s.ledger_rows(),
+        if s.open_discrepancies > 0 {
+            format!(", {} open discrepancies", s.open_discrepancies)
+        } else {
+            String::new()
+        }
     );
     let config = SandboxConfig::dev();
     let t = Instant::now();
-    let (state, records) = scenario::seed(s, &config, chrono::Utc::now())?;
+    let now = chrono::Utc::now();
+    let (state, records) = scenario::seed(s, &config, now)?;
     let beside = scenario::seed_ecpay_beside(s, &state, chrono::Utc::now())?;
     println!(
         "setup: seeded {} gateway records in {:.2} s",
@@ -325,8 +402,46 @@ async fn run_scenario(
         build.history,
         build.history_time.as_secs_f64(),
     );
+    if build.discrepancies > 0 {
+        println!(
+            "setup: {} open discrepancies bulk-inserted in {:.2} s",
+            build.discrepancies,
+            build.discrepancies_time.as_secs_f64()
+        );
+    }
+    if let Measure::Growth { passes } = s.measure {
+        println!("(growth scenario: planned, limits off, whatever --strategy and --limits say)");
+        let (from, span) = scenario::seeded_window(s, now);
+        let plan = GrowthPlan {
+            passes,
+            sweep_from: from,
+            sweep_to: from + chrono::Duration::from_std(span)?,
+        };
+        let (line, stats) = run_child(
+            args,
+            s,
+            Strategy::Planned,
+            false,
+            &config,
+            &state,
+            &template,
+            root,
+            &["--child-growth".into(), serde_json::to_string(&plan)?],
+        )
+        .await?;
+        let row = GrowthRow {
+            scenario: s.name,
+            run: serde_json::from_str(&line)?,
+            stats,
+        };
+        growth::header();
+        row.print();
+        results.growth.push(row);
+        std::fs::remove_dir_all(&dir)?;
+        return Ok(());
+    }
     header();
-    let mut rows = Vec::new();
+    let rows = &mut results.rows;
     for &strategy in strategies {
         let settings: &[bool] = match args.limits {
             LimitsArg::On => &[true],
@@ -361,7 +476,7 @@ async fn run_scenario(
         }
     }
     std::fs::remove_dir_all(&dir)?;
-    Ok(rows)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -375,6 +490,40 @@ async fn run_one(
     template: &Path,
     root: &Path,
 ) -> Result<Row, BoxError> {
+    let extra: &[String] = if limits {
+        &["--child-limits".into()]
+    } else {
+        &[]
+    };
+    let (line, stats) = run_child(
+        args, s, strategy, limits, config, state, template, root, extra,
+    )
+    .await?;
+    Ok(Row {
+        scenario: s.name,
+        strategy,
+        limits,
+        due: s.due,
+        engine: serde_json::from_str(&line)?,
+        stats,
+    })
+}
+
+/// Runs the engine child (`--child`, plus `extra` arguments) on a fresh copy of the template
+/// against a fresh sandbox server on `state`; returns its result line (after `BENCH_RESULT `)
+/// and the sandbox's counters.
+#[allow(clippy::too_many_arguments)]
+async fn run_child(
+    args: &Args,
+    s: &Scenario,
+    strategy: Strategy,
+    limits: bool,
+    config: &SandboxConfig,
+    state: &payrecon::sandbox::SandboxState,
+    template: &Path,
+    root: &Path,
+    extra: &[String],
+) -> Result<(String, StatsSnapshot), BoxError> {
     let dir = scenario::run_dir(root, s.name, strategy, limits);
     std::fs::create_dir_all(&dir)?;
     let ledger_path = dir.join("ledger.db");
@@ -400,10 +549,8 @@ async fn run_one(
     cmd.arg("--child")
         .arg(&config_path)
         .arg("--strategy")
-        .arg(strategy_name(strategy));
-    if limits {
-        cmd.arg("--child-limits");
-    }
+        .arg(strategy_name(strategy))
+        .args(extra);
     let output = tokio::task::spawn_blocking(move || cmd.output()).await??;
     let stats = sandbox.stats();
     sandbox.shutdown().await;
@@ -419,14 +566,7 @@ async fn run_one(
         )
         .into());
     };
-    Ok(Row {
-        scenario: s.name,
-        strategy,
-        limits,
-        due: s.due,
-        engine: serde_json::from_str(line)?,
-        stats,
-    })
+    Ok((line.to_string(), stats))
 }
 
 /// Issue 6 item 4, judged from this run's rows (only those it ran).

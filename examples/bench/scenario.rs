@@ -4,8 +4,9 @@
 //!
 //! A scenario is a seeded gateway (the in-process sandbox) plus a ledger built from it: the
 //! due payments registered through [`Ledger::register`], and optionally final history rows
-//! bulk-inserted with SQL. Every due payment is already final at the gateway (paid or failed),
-//! so the benchmark measures reconciliation, not waiting for payments to complete.
+//! bulk-inserted with SQL, and optionally open discrepancies bulk-inserted the same way. Every
+//! due payment is already final at the gateway (paid or failed), so the benchmark measures
+//! reconciliation, not waiting for payments to complete.
 
 #![allow(dead_code)]
 
@@ -33,6 +34,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const QFPAY_PER_MINUTE: f64 = 400.0;
 pub const ECPAY_PER_MINUTE: f64 = 30.0;
 
+/// The QFPay account of every scenario (`config_toml`).
+pub const QFPAY_ACCOUNT: &str = "hk";
+
 /// Registration batch: one `Ledger::register` transaction.
 pub const REGISTER_BATCH: usize = 5_000;
 
@@ -50,6 +54,20 @@ pub enum Span {
     OneDay,
     /// The whole previous month.
     OneMonth,
+}
+
+/// What the engine child measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// `run_once` until a pass claims nothing, once per strategy × limits setting: calls, wall
+    /// time, throughput, RSS (`drive`).
+    Throughput,
+    /// Issue 16: whether the cost of one item grows with the ledger. Planned, limits off, one
+    /// run: passes until quiet (when `passes`), then `Reconciler::sweep` of the seeded window
+    /// (the account's ledger being its complete book, every record the ledger does not know
+    /// is a `missing_in_ledger` discrepancy); each applied sweep page and each committed
+    /// delivery of a pass is timed (`examples/bench/growth.rs`).
+    Growth { passes: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +88,9 @@ pub struct Scenario {
     /// ECPay orders due beside the QFPay ones, in one run: each account's lane keeps its own
     /// pace, so each should finish within its own rate bound (issue 13).
     pub ecpay_beside: usize,
+    /// Open discrepancies already in the ledger, from earlier sweeps (bulk SQL).
+    pub open_discrepancies: usize,
+    pub measure: Measure,
 }
 
 impl Scenario {
@@ -96,6 +117,8 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: 0,
             span: Span::OneDay,
             ecpay_beside: 0,
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
         },
         Scenario {
             name: "sparse",
@@ -106,6 +129,8 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: 0,
             span: Span::OneMonth,
             ecpay_beside: 0,
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
         },
         Scenario {
             name: "sparse-thin",
@@ -116,6 +141,8 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: 0,
             span: Span::OneMonth,
             ecpay_beside: 0,
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
         },
         Scenario {
             name: "ecpay",
@@ -126,6 +153,8 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: 0,
             span: Span::OneDay,
             ecpay_beside: 0,
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
         },
         Scenario {
             name: "ledger-1m",
@@ -136,6 +165,8 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: k(900_000, 9_000),
             span: Span::OneMonth,
             ecpay_beside: 0,
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
         },
         Scenario {
             name: "mixed",
@@ -146,8 +177,45 @@ pub fn scenarios(quick: bool) -> Vec<Scenario> {
             old_history: 0,
             span: Span::OneDay,
             ecpay_beside: k(20, 4),
+            open_discrepancies: 0,
+            measure: Measure::Throughput,
+        },
+        // A day of 100,000 QFPay records of which the ledger knows 1 %: the sweep records a
+        // discrepancy for each of the other 99 %, so the discrepancy table grows during the run.
+        sweep_growth(k(100_000, 1_000)),
+        // 20,000 due (a `dense` day) on a 1,000,000-row ledger that holds 100,000 open
+        // discrepancies; a planned pass settles them, then a sweep of that day reports the 5,000
+        // records the ledger never saw.
+        Scenario {
+            name: "discrepancies-1m",
+            gateway: Gateway::Qfpay,
+            gateway_records: k(25_000, 1_250),
+            due: k(20_000, 1_000),
+            history_from_gateway: false,
+            old_history: k(980_000, 9_000),
+            span: Span::OneDay,
+            ecpay_beside: 0,
+            open_discrepancies: k(100_000, 1_000),
+            measure: Measure::Growth { passes: true },
         },
     ]
+}
+
+/// The `sweep-growth` scenario with `records` gateway records in one day, 1 % of them known
+/// to (registered in) the ledger.
+pub fn sweep_growth(records: usize) -> Scenario {
+    Scenario {
+        name: "sweep-growth",
+        gateway: Gateway::Qfpay,
+        gateway_records: records,
+        due: records / 100,
+        history_from_gateway: false,
+        old_history: 0,
+        span: Span::OneDay,
+        ecpay_beside: 0,
+        open_discrepancies: 0,
+        measure: Measure::Growth { passes: false },
+    }
 }
 
 /// Seeds the `ecpay_beside` ECPay orders of a mixed scenario into `state` (all due).
@@ -228,6 +296,18 @@ pub fn is_due(i: usize, n: usize, due: usize) -> bool {
     (i * due) / n != ((i + 1) * due) / n
 }
 
+/// Where the scenario's gateway records lie: `[start, start + span)`.
+pub fn seeded_window(s: &Scenario, now: DateTime<Utc>) -> (DateTime<Utc>, Duration) {
+    let (month, month_len) = previous_month(now);
+    match s.span {
+        Span::OneDay => (
+            month + chrono::Duration::days(9),
+            Duration::from_secs(86_400),
+        ),
+        Span::OneMonth => (month, month_len),
+    }
+}
+
 /// Seeds the scenario's gateway records into a fresh sandbox state.
 pub fn seed(
     s: &Scenario,
@@ -235,14 +315,7 @@ pub fn seed(
     now: DateTime<Utc>,
 ) -> Result<(SandboxState, Vec<SeededRecord>), BoxError> {
     let state = SandboxState::new(config);
-    let (month, month_len) = previous_month(now);
-    let (start, span) = match s.span {
-        Span::OneDay => (
-            month + chrono::Duration::days(9),
-            Duration::from_secs(86_400),
-        ),
-        Span::OneMonth => (month, month_len),
-    };
+    let (start, span) = seeded_window(s, now);
     let mut spec = BulkSpec::new("BN", s.gateway_records, start, span);
     spec.mix = OutcomeMix {
         paid: 90,
@@ -268,6 +341,8 @@ pub struct LedgerBuild {
     pub register_time: Duration,
     pub history: usize,
     pub history_time: Duration,
+    pub discrepancies: usize,
+    pub discrepancies_time: Duration,
 }
 
 fn new_payment(s: &Scenario, r: &SeededRecord) -> Result<NewPayment, BoxError> {
@@ -332,6 +407,11 @@ pub async fn build_ledger(
         build.history += insert_old_history(&ledger, s.old_history).await?;
     }
     build.history_time = t.elapsed();
+    let t = Instant::now();
+    if s.open_discrepancies > 0 {
+        build.discrepancies = insert_open_discrepancies(&ledger, s.open_discrepancies).await?;
+    }
+    build.discrepancies_time = t.elapsed();
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(ledger.pool())
         .await?;
@@ -424,6 +504,66 @@ async fn insert_old_history(ledger: &Ledger, count: usize) -> Result<usize, BoxE
     Ok(count)
 }
 
+/// `count` open discrepancies of account `hk`, as earlier sweeps over the 12 months before the
+/// previous month would have left them (so none names a record of the seeded gateway): nine in
+/// ten `missing_in_ledger` about a gateway record the ledger does not know (no payment; the
+/// `syssn` in the detail, as `sweep_page` writes it; the record as evidence), one in ten
+/// `missing_at_gateway` about a synthetic history row (`insert_old_history`), when there is
+/// one. Generated by SQL in statements of 100,000 rows, like the history.
+///
+/// Written for the `discrepancies` table of migrations 0001–0006: a column added later for
+/// the record key would have to be filled here too.
+async fn insert_open_discrepancies(ledger: &Ledger, count: usize) -> Result<usize, BoxError> {
+    let (month, _) = previous_month(Utc::now());
+    let from = (month - chrono::Duration::days(360)).timestamp() as f64;
+    let step = 360.0 * 86_400.0 / count.max(1) as f64;
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(100_000);
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?2),
+             d AS (SELECT i, ?3 + i * ?4 AS t,
+                          printf('%s00030002%010d',
+                                 strftime('%Y%m%d', ?3 + i * ?4, 'unixepoch', '+8 hours'),
+                                 5000000000 + i) AS syssn,
+                          100 + (i * 7919) % 100000 AS amount,
+                          (SELECT id FROM payments WHERE account = 'hk' AND kind = 'payment'
+                             AND out_trade_no = printf('HIST%08d', i)) AS history
+                   FROM seq)
+             INSERT INTO discrepancies (payment_id, account, kind, detail, evidence, found_at)
+             SELECT CASE WHEN i % 10 = 9 AND history IS NOT NULL THEN history END, 'hk',
+                    CASE WHEN i % 10 = 9 AND history IS NOT NULL THEN 'missing_at_gateway'
+                         ELSE 'missing_in_ledger' END,
+                    CASE WHEN i % 10 = 9 AND history IS NOT NULL THEN
+                             printf('out_trade_no HIST%08d: no gateway record in the closed window %s UTC – %s UTC',
+                                    i, datetime(t, 'unixepoch', 'start of day'),
+                                    datetime(t, 'unixepoch', 'start of day', '+1 day'))
+                         ELSE printf('syssn %s: gateway record (0000, %d.%02d HKD) unknown to the ledger',
+                                     syssn, amount / 100, amount % 100) END,
+                    CASE WHEN i % 10 = 9 AND history IS NOT NULL THEN '{}'
+                         ELSE json_object('syssn', syssn, 'out_trade_no', printf('OTHER%08d', i),
+                                          'order_type', 'payment', 'pay_type', '800101',
+                                          'txamt', CAST(amount AS TEXT), 'txcurrcd', 'HKD',
+                                          'cancel', '0',
+                                          'sysdtm', datetime(t, 'unixepoch', '+8 hours'),
+                                          'txdtm', datetime(t, 'unixepoch', '+8 hours'),
+                                          'paydtm', datetime(t, 'unixepoch', '+8 hours'),
+                                          'respcd', '0000', 'errmsg', '', 'chnlsn', '',
+                                          'cardcd', '') END,
+                    strftime('%Y-%m-%dT%H:%M:%fZ', t + 3600, 'unixepoch')
+             FROM d",
+        )
+        .bind(done as i64)
+        .bind((done + n) as i64)
+        .bind(from)
+        .bind(step)
+        .execute(ledger.pool())
+        .await?;
+        done += n;
+    }
+    Ok(count)
+}
+
 /// A config for the dev accounts at `base_url` with a ledger at `ledger_path`, as payrecon's
 /// own loader builds it (`config/dev.toml`'s credentials, built-in defaults otherwise).
 pub fn config_toml(base_url: &str, ledger_path: &Path) -> String {
@@ -438,6 +578,9 @@ base_url = "{base_url}"
 app_code = "{DEV_QFPAY_APP_CODE}"
 client_key = "{DEV_QFPAY_CLIENT_KEY}"
 timezone = "+08:00"
+# The ledger is the merchant's complete book: a sweep reports each record it does not know
+# (the growth scenarios). Passes do not read this.
+ledger_is_complete = true
 
 [[accounts]]
 name = "tw"
@@ -496,31 +639,10 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
     let started_at = Utc::now();
     let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout).await?;
     let engine = Reconciler::new(ledger.clone(), settings)?;
-    let scope = RunScope {
-        strategy,
-        trigger: "bench",
-        ..RunScope::default()
-    };
-    let shutdown = CancellationToken::new();
     let mut run = EngineRun::default();
-    loop {
-        let s = engine.run_once(&scope, &shutdown).await?;
-        if s.counters.claimed == 0 {
-            break;
-        }
-        run.passes += 1;
-        run.claimed += s.counters.claimed;
-        run.finalized += s.counters.finalized;
-        run.engine_calls += s.counters.calls;
-        run.errors += s.counters.errors;
-    }
+    run_until_quiet(&engine, strategy, &mut run).await?;
     run.wall_secs = started.elapsed().as_secs_f64();
-    let open: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')",
-    )
-    .fetch_one(ledger.pool())
-    .await?;
-    run.open_left = open.max(0) as u64;
+    run.open_left = open_payments(&ledger).await?;
     let last: Vec<(String, String)> = sqlx::query_as(
         "SELECT account, MAX(updated_at) FROM payments
          WHERE state NOT IN ('pending', 'in_progress', 'reversing') GROUP BY account",
@@ -536,6 +658,42 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
     ledger.close().await;
     run.peak_rss_kib = peak_rss_kib();
     Ok(run)
+}
+
+/// Payments still open (`pending`, `in_progress`, `reversing`).
+pub async fn open_payments(ledger: &Ledger) -> Result<u64, BoxError> {
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')",
+    )
+    .fetch_one(ledger.pool())
+    .await?;
+    Ok(open.max(0) as u64)
+}
+
+/// Runs `run_once` passes (every account, `strategy`) until one claims nothing, adding their
+/// counters to `run`.
+pub async fn run_until_quiet(
+    engine: &Reconciler,
+    strategy: Strategy,
+    run: &mut EngineRun,
+) -> Result<(), BoxError> {
+    let scope = RunScope {
+        strategy,
+        trigger: "bench",
+        ..RunScope::default()
+    };
+    let shutdown = CancellationToken::new();
+    loop {
+        let s = engine.run_once(&scope, &shutdown).await?;
+        if s.counters.claimed == 0 {
+            return Ok(());
+        }
+        run.passes += 1;
+        run.claimed += s.counters.claimed;
+        run.finalized += s.counters.finalized;
+        run.engine_calls += s.counters.calls;
+        run.errors += s.counters.errors;
+    }
 }
 
 /// `VmHWM` (peak resident set size) of this process, from `/proc/self/status`.

@@ -163,6 +163,7 @@ impl Reconciler {
                 summary.counters.checked += 1;
             }
         }
+        tracing::debug!(account = %ctx.fence.account, payments = updates.len(), "pass updates committed");
         Ok(())
     }
 

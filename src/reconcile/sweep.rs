@@ -367,6 +367,12 @@ impl Reconciler {
                 self.ledger
                     .save_sweep_cursor(fence, start, end, round, cursor, Utc::now())
                     .await?;
+                tracing::debug!(
+                    account,
+                    page = page.page,
+                    records = page.observations.len(),
+                    "sweep page applied"
+                );
             }
             cursor.completed = true;
             self.ledger
