@@ -7,6 +7,10 @@ CREATE INDEX payments_due_by_account ON payments (account, next_check_at, id)
 -- The single-column due index served the unscoped claim of the first engine; every walk is now
 -- per account.
 DROP INDEX payments_due;
+-- An operator's `--all` pass walks an account's payments in id order (every open one is due
+-- whatever its schedule): O(the account's payments) per pass, not per unit, and never the
+-- other accounts' rows. Neither column ever changes, so writes do not maintain it.
+CREATE INDEX payments_by_account ON payments (account, id);
 
 -- The oldest open payment of an account (`ledger stats`), a seek per open state; the earlier
 -- (state, account) index served only counts, which the tables below now keep.

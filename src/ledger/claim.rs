@@ -169,11 +169,12 @@ const DUE_FILTER: &str = "(state IN ('pending', 'in_progress', 'reversing')
 /// `payments_due_by_account (account, next_check_at, id)`: a unit costs O(log n + its size),
 /// however many payments the ledger holds or the account has waiting for a later check.
 /// With `--all` (`all`), every open payment is due whatever its schedule, so the walk is the
-/// account's payments in id order: a one-off operator pass that visits them all anyway.
+/// account's payments in id order (`payments_by_account`): a one-off operator pass that visits
+/// them all anyway.
 pub(super) fn due_unit_sql(all: bool) -> String {
     if all {
         format!(
-            "SELECT {CLAIMED_COLUMNS}, next_check_at FROM payments NOT INDEXED
+            "SELECT {CLAIMED_COLUMNS}, next_check_at FROM payments INDEXED BY payments_by_account
              WHERE {DUE_FILTER} AND id > ?5 ORDER BY id LIMIT ?6"
         )
     } else {

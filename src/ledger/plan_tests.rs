@@ -37,8 +37,8 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
             for_each_due_sql(false),
             "payments_due_by_account",
         ),
-        // `--all` walks the account by id from the unit's position: a rowid range, no index.
-        ("due_unit --all", due_unit_sql(true), "INTEGER PRIMARY KEY"),
+        // `--all` walks the account's payments by id from the unit's position.
+        ("due_unit --all", due_unit_sql(true), "payments_by_account"),
         ("due_for_keys", due_for_keys_sql(false), "payments_by_ref"),
         (
             "due_for_keys --all",

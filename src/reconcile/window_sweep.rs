@@ -67,8 +67,14 @@ pub(crate) async fn sweep_dense_windows(
         // and commits them together, so a gateway that answers faster than the disk syncs
         // costs one sync for several pages.
         let (pages, mut waiting) = mpsc::channel(PAGES_AHEAD);
+        // A failed write stops the reading too: its pages could not be written.
+        let stop = ctx.stop.child_token();
+        let reading = PassContext {
+            stop: stop.clone(),
+            ..ctx.clone()
+        };
         let (read, written) = tokio::join!(
-            read_window(ctx, pager, page_budget, account, shutdown, pages),
+            read_window(&reading, pager, page_budget, account, shutdown, pages),
             async {
                 let mut written = RunSummary::default();
                 while let Some(first) = waiting.recv().await {
@@ -82,6 +88,8 @@ pub(crate) async fn sweep_dense_windows(
                     if let Err(e) =
                         write_pages(engine, ctx, scope, rt, claim_scope, group, &mut written).await
                     {
+                        stop.cancel();
+                        waiting.close();
                         return (written, Err(e));
                     }
                 }
@@ -101,16 +109,17 @@ const PAGES_AHEAD: usize = 4;
 /// Pages decided and committed in one transaction at most.
 const PAGES_PER_COMMIT: usize = 8;
 
-/// Walks the window's pages up to `page_budget` and sends each to the writer; stops on a
-/// stop request, a lapsed lease, a failed call (the rest goes by id lookups) or a writer that
-/// stopped. Counts the calls.
+/// Walks the window's pages up to `page_budget` and sends each to the writer with the time it
+/// arrived; stops on a stop request, a lapsed lease, a failed call (the rest goes by id
+/// lookups) or a writer that failed (`ctx.stop`, also while a call or a send waits). Counts the
+/// calls.
 async fn read_window(
     ctx: &PassContext<'_>,
     mut pager: WindowPager<'_>,
     page_budget: u64,
     account: &str,
     shutdown: &CancellationToken,
-    pages: mpsc::Sender<Page>,
+    pages: mpsc::Sender<(Page, DateTime<Utc>)>,
 ) -> RunSummary {
     let mut read = RunSummary::default();
     let mut fetched = 0;
@@ -127,7 +136,11 @@ async fn read_window(
         if !ctx.may_call() {
             break;
         }
-        let page = match pager.next_page().await {
+        let next = tokio::select! {
+            next = pager.next_page() => next,
+            () = ctx.stop.cancelled() => break,
+        };
+        let page = match next {
             Ok(Some(page)) => page,
             Ok(None) => break,
             Err(e) => {
@@ -138,7 +151,11 @@ async fn read_window(
             }
         };
         read.counters.calls += 1;
-        if pages.send(page).await.is_err() {
+        let sent = tokio::select! {
+            sent = pages.send((page, Utc::now())) => sent.is_ok(),
+            () = ctx.stop.cancelled() => false,
+        };
+        if !sent {
             break;
         }
     }
@@ -154,13 +171,12 @@ async fn write_pages(
     scope: &RunScope,
     rt: &AccountRuntime,
     claim_scope: &ClaimScope,
-    group: Vec<Page>,
+    group: Vec<(Page, DateTime<Utc>)>,
     summary: &mut RunSummary,
 ) -> Result<(), ReconcileError> {
     let mut updates = Vec::new();
     let mut decided: HashSet<PaymentId> = HashSet::new();
-    for page in group {
-        let now = Utc::now();
+    for (page, now) in group {
         let refs: Vec<&str> = page
             .observations
             .iter()
