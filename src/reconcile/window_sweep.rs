@@ -105,9 +105,9 @@ pub(crate) async fn sweep_dense_windows(
 }
 
 /// Pages read ahead of the one being written.
-const PAGES_AHEAD: usize = 4;
+const PAGES_AHEAD: usize = 16;
 /// Pages decided and committed in one transaction at most.
-const PAGES_PER_COMMIT: usize = 8;
+const PAGES_PER_COMMIT: usize = 16;
 
 /// Walks the window's pages up to `page_budget` and sends each to the writer with the time it
 /// arrived; stops on a stop request, a lapsed lease, a failed call (the rest goes by id
