@@ -305,13 +305,26 @@ impl MerchantBook {
             found.dedup_by_key(|r| r.seq);
             found.into_iter().skip(skip).take(size).collect()
         } else {
-            self.by_time
+            let window = self
+                .by_time
                 .range((lo, 0)..(hi, 0))
-                .map(|(_, &i)| &self.records[i])
-                .filter(|r| keep(r))
-                .skip(skip)
-                .take(size)
-                .collect()
+                .filter(|((created, _), _)| *created <= now);
+            if pay_types.is_empty() && respcd.is_none() {
+                // Skipped on the index alone: reaching each skipped record in memory made a
+                // late page of a 100,000-record window cost ~10 ms in the sandbox.
+                window
+                    .skip(skip)
+                    .take(size)
+                    .map(|(_, &i)| &self.records[i])
+                    .collect()
+            } else {
+                window
+                    .map(|(_, &i)| &self.records[i])
+                    .filter(|r| keep(r))
+                    .skip(skip)
+                    .take(size)
+                    .collect()
+            }
         };
         Ok((picked, page, size))
     }
