@@ -44,11 +44,12 @@ async fn pass_within(
 /// A write of the dense-window phase fails (here a trigger stands in for a full disk or a
 /// locked file). Before issue 16 the lane ended with the error at once (OPERATIONS.md §7: "the
 /// pass stopped on a ledger error ... the next tick tries again", and after
-/// `max_failed_passes` the daemon restarts). Now the writer returns, but the page channel's
-/// receiver lives on (borrowed by the writer's future, dropped only after the `join!`), so the
-/// reader keeps fetching pages until the channel is full and then waits in `send` forever: the
-/// pass never ends, the lane slot stays busy, and the heartbeat keeps renewing the account
-/// lease, so no process ever works the account again.
+/// `max_failed_passes` the daemon restarts). In the review's build the writer returned, but the
+/// page channel's receiver lived on (borrowed by the writer's future, dropped only after the
+/// `join!`), so the reader fetched pages until the channel was full and then waited in `send`
+/// forever: the pass never ended, the lane slot stayed busy, and the heartbeat kept renewing
+/// the account lease, so no process could work the account again. The writer now closes the
+/// channel and stops the reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review16_a_failed_dense_window_write_ends_the_pass_instead_of_hanging_it() {
     let (fake, h) = dense_window(2000).await;
@@ -75,9 +76,10 @@ async fn review16_a_failed_dense_window_write_ends_the_pass_instead_of_hanging_i
 /// The same with the lease lost: the first page's commit succeeds and, inside it, another
 /// process takes the account over (a trigger stands in for the takeover of a process that
 /// stalled past its lease). The next commit is refused (`fenced out`); before issue 16 the lane
-/// stopped there and the pass reported the account in `fenced_out`. Now the reader goes on
-/// calling the gateway for the new holder's account (read-ahead is not stopped by the writer's
-/// error) and then hangs in `send`, so the pass never ends.
+/// stopped there and the pass reported the account in `fenced_out`. In the review's build the
+/// reader went on calling the gateway for the new holder's account (the writer's error did not
+/// stop the read-ahead) and then hung in `send`, so the pass never ended; the writer now stops
+/// the reader and its calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review16_a_dense_window_lane_fenced_out_stops_and_reports_it() {
     let (fake, h) = dense_window(2000).await;
