@@ -12,6 +12,10 @@ DROP INDEX payments_due;
 -- other accounts' rows. Neither column ever changes, so writes do not maintain it.
 CREATE INDEX payments_by_account ON payments (account, id);
 
+-- Rows `payrecon pay` holds (rare, short): the reaper of every daemon tick finds the expired
+-- holds here instead of reading every payment.
+CREATE INDEX payments_held ON payments (lease_expires_at) WHERE lease_owner IS NOT NULL;
+
 -- The oldest open payment of an account (`ledger stats`), a seek per open state; the earlier
 -- (state, account) index served only counts, which the tables below now keep.
 CREATE INDEX payments_by_account_state ON payments (account, state, created_at);

@@ -204,6 +204,11 @@ pub(super) const CLAIMED_COLUMNS: &str =
 pub(super) const COUNT_CREATED_BETWEEN: &str =
     "SELECT COUNT(*) FROM payments WHERE account = ? AND created_at >= ? AND created_at <= ?";
 
+/// Clears the holds of `pay` rows expired at ?1 (`payments_held`).
+pub(super) const REAP_EXPIRED_HOLDS: &str =
+    "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
+     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?";
+
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds `DUE_FILTER`'s parameters ?1–?3.
@@ -338,13 +343,10 @@ impl Ledger {
     pub async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<u64, LedgerError> {
         let now = to_db(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
-             WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?",
-        )
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+        let rows = sqlx::query(REAP_EXPIRED_HOLDS)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
         let accounts = sqlx::query(
             "UPDATE account_leases SET holder = NULL, expires_at = NULL
              WHERE holder IS NOT NULL AND expires_at <= ?",

@@ -9,7 +9,9 @@ use sqlx::Row;
 
 use super::account_lease::LANES_SQL;
 use super::apply::{APPLY_UPDATES, INSERT_PAYMENT_DISCREPANCY};
-use super::claim::{COUNT_CREATED_BETWEEN, due_for_keys_sql, due_unit_sql, for_each_due_sql};
+use super::claim::{
+    COUNT_CREATED_BETWEEN, REAP_EXPIRED_HOLDS, due_for_keys_sql, due_unit_sql, for_each_due_sql,
+};
 use super::queries::oldest_open_sql;
 use super::sweeps::{
     KNOWN_PAYMENTS, PAYMENTS_CREATED_IN, RECORD_PAYMENT_FINDING, RECORD_RECORD_FINDING,
@@ -75,6 +77,12 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
             "payments_created_in",
             s(PAYMENTS_CREATED_IN),
             "payments_by_created",
+        ),
+        // The reaper of every daemon tick.
+        (
+            "reap_expired_leases",
+            s(REAP_EXPIRED_HOLDS),
+            "payments_held",
         ),
         // Stats: counts come from the trigger-kept tables; the due backlog of each account is
         // an index range (O(due), the backlog itself) and the oldest open payment a seek.
