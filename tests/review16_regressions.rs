@@ -12,13 +12,20 @@ use tokio_util::sync::CancellationToken;
 
 /// A QFPay account `hk` with `n` due payments that all settled at the gateway within one
 /// half hour: a dense window (`n / 100 + 1` pages instead of `n / 4` id lookups), so the pass
-/// sweeps it and its writer commits pages while the reader fetches the next ones.
-async fn dense_window(n: usize) -> (FakeQfpay, Harness) {
+/// sweeps it and its writer commits pages while the reader fetches the next ones. `extra`
+/// gateway records (`(syssn, out_trade_no, i)`, at the time of payment `i`) come first.
+async fn dense_window(n: usize, extra: &[(&str, &str, usize)]) -> (FakeQfpay, Harness) {
     let t0 = minutes_ago(60);
     let at = |i: usize| t0 + chrono::Duration::milliseconds(i as i64 * 500);
-    let records = (0..n)
-        .map(|i| FakeRecord::new(&syssn(i), &format!("D{i}"), "800101", 700, &["0000"], at(i)))
-        .collect();
+    // The fake lists a window in this order: the extra records come first.
+    let records =
+        extra
+            .iter()
+            .map(|&(sys, no, i)| FakeRecord::new(sys, no, "800101", 700, &["0000"], at(i)))
+            .chain((0..n).map(|i| {
+                FakeRecord::new(&syssn(i), &format!("D{i}"), "800101", 700, &["0000"], at(i))
+            }))
+            .collect();
     let fake = FakeQfpay::start(records).await;
     let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
     let payments: Vec<_> = (0..n)
@@ -52,7 +59,7 @@ async fn pass_within(
 /// channel and stops the reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review16_a_failed_dense_window_write_ends_the_pass_instead_of_hanging_it() {
-    let (fake, h) = dense_window(2000).await;
+    let (fake, h) = dense_window(2000, &[]).await;
     sqlx::query(
         "CREATE TRIGGER boom BEFORE UPDATE OF state ON payments
          BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END",
@@ -82,7 +89,7 @@ async fn review16_a_failed_dense_window_write_ends_the_pass_instead_of_hanging_i
 /// the reader and its calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review16_a_dense_window_lane_fenced_out_stops_and_reports_it() {
-    let (fake, h) = dense_window(2000).await;
+    let (fake, h) = dense_window(2000, &[]).await;
     sqlx::query(
         "CREATE TRIGGER takeover AFTER UPDATE OF state ON payments
          BEGIN
@@ -106,4 +113,21 @@ async fn review16_a_dense_window_lane_fenced_out_stops_and_reports_it() {
     };
     let summary = result.unwrap();
     assert_eq!(summary.fenced_out, ["hk"]);
+}
+
+/// Found by the review of issue 16, older than it: a page record that names a due payment's
+/// order number under another syssn (another payment that reused the number) left that payment
+/// "to the id lookups of the units", but wrote it as decided by this pass, so the units skipped
+/// it, and so did the later page holding its own record. A window dense at every pass would
+/// never settle it. Now it is left untouched, and its own record on a later page settles it.
+#[tokio::test]
+async fn review16_a_payment_whose_order_number_another_record_reused_is_still_settled() {
+    let reused = syssn(9_999);
+    // On the first page; D250's own record is on the third.
+    let (_fake, h) = dense_window(300, &[(&reused, "D250", 5)]).await;
+    let summary = h.pass(&h.engine()).await;
+    assert!(summary.counters.calls < 20, "a dense window: {summary:?}");
+    let p = h.payment("D250").await;
+    assert_eq!(p.state, "succeeded", "{p:?}");
+    assert_eq!(h.payment("D5").await.state, "succeeded");
 }

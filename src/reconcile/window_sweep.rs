@@ -203,8 +203,6 @@ async fn write_pages(
         if due.is_empty() {
             continue;
         }
-        summary.counters.claimed += due.len() as u64;
-        decided.extend(due.iter().map(|c| c.id));
         let all: Vec<usize> = (0..due.len()).collect();
         let matcher = Matcher::new(&due, &all);
         let mut answers = HashMap::new();
@@ -213,17 +211,15 @@ async fn write_pages(
                 answers.insert(i, Answer::seen(obs, now));
             }
         }
+        // A payment read by a key but not matched (another record reused its order number) is
+        // left as it is: its own record on a later page, or the units' id lookups, settle it.
+        // Written as decided by this pass, both would skip it.
+        summary.counters.claimed += answers.len() as u64;
+        decided.extend(answers.keys().map(|&i| due[i].id));
         let ctx = PassContext { now, ..ctx.clone() };
-        // Read by a key but not matched (another record reused the order number): leave
-        // them to the id lookups of the units.
-        let unmatched: Vec<_> = all
-            .iter()
-            .filter(|i| !answers.contains_key(i))
-            .map(|&i| (i, now))
-            .collect();
         updates.extend(
             engine
-                .decide(&ctx, scope, rt, &due, answers, unmatched, summary)
+                .decide(&ctx, scope, rt, &due, answers, Vec::new(), summary)
                 .await?,
         );
     }
