@@ -503,7 +503,7 @@ async fn run_one(
         scenario: s.name,
         strategy,
         limits,
-        due: s.due,
+        due: s.due + s.ecpay_beside,
         engine: serde_json::from_str(&line)?,
         stats,
     })
