@@ -2,9 +2,12 @@
 //! and a ledger upgraded from 0006 keeps both its findings' de-duplication and its counts
 //! (migration 0008's trigger-kept tables).
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::Utc;
+use common::ledger_at_migration;
 use payrecon::domain::{DiscrepancyKind, PaymentId};
 use payrecon::ledger::{NewDiscrepancy, SweepDiscrepancy};
 
@@ -26,14 +29,7 @@ fn finding(payment: Option<i64>, kind: DiscrepancyKind, subject: &str) -> SweepD
 async fn an_upgraded_ledger_reports_each_unknown_record_once_and_counts_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("before-0007.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate!("./migrations")
-        .run_to(6, &pool)
-        .await
-        .unwrap();
+    let pool = ledger_at_migration(&path, 6).await;
     for (no, state) in [("A", "pending"), ("B", "succeeded"), ("C", "succeeded")] {
         sqlx::query(
             "INSERT INTO payments (account, provider, out_trade_no, amount, currency, state,

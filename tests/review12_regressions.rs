@@ -1,11 +1,13 @@
 //! Regression tests from the adversarial review of issue 12 and the ECPay after-final
 //! observation (each failed on the reviewed code). Each states the money-safety rule it checks.
 
+mod common;
 mod ecpay_support;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::ledger_at_migration;
 use ecpay_support::*;
 use payrecon::domain::{OutTradeNo, Outcome, Provider};
 use payrecon::gateway::ecpay::credit_detail::classify_credit_detail;
@@ -404,14 +406,7 @@ async fn orders_settled_before_the_upgrade_are_observed_within_their_look_back()
     let created = ago(HOUR);
     // A ledger as the previous version (schema 0003) left it: the order settled, unscheduled.
     let db = e.dir.path().join("l.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&db)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate!("./migrations")
-        .run_to(3, &pool)
-        .await
-        .unwrap();
+    let pool = ledger_at_migration(&db, 3).await;
     let t = |d: DateTime<Utc>| payrecon::ledger::time::to_db(d);
     sqlx::query(
         "INSERT INTO payments (account, provider, kind, out_trade_no, amount, currency, state,

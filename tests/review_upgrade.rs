@@ -25,14 +25,7 @@ async fn review_the_upgrade_skips_the_backlog_of_the_old_schedule() {
     // window ended three days ago.
     let old_end = closed_until - TimeDelta::days(3);
     let path = h.dir.path().join("before-0003.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate!("./migrations")
-        .run_to(2, &pool)
-        .await
-        .unwrap();
+    let pool = ledger_at_migration(&path, 2).await;
     sqlx::query(
         "INSERT INTO sweep_cursors (account, window_start, window_end, next_page,
                                     records_seen, completed_at, updated_at)

@@ -219,3 +219,17 @@ pub async fn stuck_cpm_pass_in_background() -> (
     });
     (fake, h, engine, pass)
 }
+
+/// A ledger file at `path` migrated only up to `version`, as an earlier payrecon left it: the
+/// starting point of upgrade tests (the next `ledger::open` applies the rest).
+pub async fn ledger_at_migration(path: &std::path::Path, version: i64) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate!("./migrations")
+        .run_to(version, &pool)
+        .await
+        .unwrap();
+    pool
+}
