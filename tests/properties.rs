@@ -104,6 +104,7 @@ fn claimed(state: PaymentState, provider: Provider) -> Claimed {
         in_progress_since: None,
         expires_at: None,
         reversal_requested_at: None,
+        notified_at: None,
     }
 }
 

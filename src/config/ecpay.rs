@@ -51,6 +51,10 @@ pub struct EcpayAccount {
     pub request_timeout: Duration,
     /// How long one call keeps retrying transport errors and 5xx before giving up.
     pub retry_for: Duration,
+    /// Whether a gateway notification for an order the ledger does not know registers it
+    /// (to be settled by a query like any other); otherwise it is recorded as a
+    /// `notified_unknown` discrepancy.
+    pub register_from_notifications: bool,
     /// A paid order is re-checked for this long after its creation (captures, cancellations
     /// and refunds after authorization come days later; ECPay has no sweep). Zero: never.
     pub after_final_look_back: Duration,
@@ -217,6 +221,7 @@ pub(crate) fn validate(
         connect_timeout,
         request_timeout,
         retry_for,
+        register_from_notifications: raw.register_from_notifications.unwrap_or(false),
         after_final_look_back,
     })
 }

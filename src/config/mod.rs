@@ -5,6 +5,7 @@
 //! `payrecon config check` prints them one per line. This module builds typed settings; the
 //! adapters and the ledger receive those and never read the environment themselves.
 
+mod api;
 mod ecpay;
 mod env;
 mod problems;
@@ -16,6 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::{ApiSettings, DEFAULT_LISTEN};
 pub use ecpay::{EcpayAccount, EcpayQueryApi};
 pub use problems::Problem;
 pub use qfpay::{CloseMethod, QfpayAccount, SignType};
@@ -37,6 +39,8 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     pub reversal: ReversalSettings,
     pub log: LogSettings,
+    /// The HTTP listener of `payrecon run`, when configured.
+    pub api: Option<ApiSettings>,
     pub accounts: Vec<Account>,
     /// The file layered over the defaults, if any (for messages).
     pub source: Option<PathBuf>,
@@ -112,6 +116,13 @@ impl Account {
         match self {
             Account::Qfpay(_) => Provider::Qfpay,
             Account::Ecpay(_) => Provider::Ecpay,
+        }
+    }
+    /// Whether a notification for an order the ledger lacks registers it.
+    pub fn registers_from_notifications(&self) -> bool {
+        match self {
+            Account::Qfpay(a) => a.register_from_notifications,
+            Account::Ecpay(a) => a.register_from_notifications,
         }
     }
 }
@@ -297,6 +308,9 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
         ),
     };
 
+    let mut p = Problems::new("api", &mut list);
+    let api = api::validate(&raw.api, &mut p);
+
     let mut accounts = Vec::new();
     let mut seen = HashSet::new();
     for (i, a) in raw.accounts.iter().enumerate() {
@@ -359,6 +373,7 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
             reconcile,
             reversal,
             log,
+            api,
             accounts,
             source,
         }),

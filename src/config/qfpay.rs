@@ -41,6 +41,10 @@ pub struct QfpayAccount {
     pub request_timeout: Duration,
     /// How long one call keeps retrying transport errors and 5xx before giving up.
     pub retry_for: Duration,
+    /// Whether a gateway notification for an order the ledger does not know registers it
+    /// (to be settled by a query like any other); otherwise it is recorded as a
+    /// `notified_unknown` discrepancy.
+    pub register_from_notifications: bool,
     pub in_progress_interval: Duration,
     /// Overrides of the default cancel route per pay type.
     pub cancel_routes: BTreeMap<PayType, CancelRoute>,
@@ -192,6 +196,7 @@ pub(crate) fn validate(
         connect_timeout,
         request_timeout,
         retry_for,
+        register_from_notifications: raw.register_from_notifications.unwrap_or(false),
         in_progress_interval,
         cancel_routes,
         close_method,

@@ -20,7 +20,19 @@ pub(crate) struct RawSettings {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
     pub accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApi {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub max_body: Option<i64>,
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -76,6 +88,7 @@ pub(crate) struct RawAccount {
     pub request_timeout: Option<String>,
     pub rate_per_minute: Option<i64>,
     pub retry_for: Option<String>,
+    pub register_from_notifications: Option<bool>,
     // QFPay
     pub app_code: Option<String>,
     pub client_key: Option<String>,

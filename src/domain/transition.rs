@@ -56,6 +56,9 @@ pub enum DiscrepancyKind {
     /// A sweep found a record without a readable id: it cannot be matched to any payment, so
     /// that window's "missing at gateway" report is skipped.
     UnreadableRecord,
+    /// The gateway notified a payment the ledger does not know, and the account does not
+    /// register payments from notifications (`register_from_notifications`).
+    NotifiedUnknown,
 }
 
 impl DiscrepancyKind {
@@ -70,6 +73,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::PaidDespiteReversal => "paid_despite_reversal",
             DiscrepancyKind::UnrecognisedPaidRecord => "unrecognised_paid_record",
             DiscrepancyKind::UnreadableRecord => "unreadable_record",
+            DiscrepancyKind::NotifiedUnknown => "notified_unknown",
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Claimed {
     pub in_progress_since: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reversal_requested_at: Option<DateTime<Utc>>,
+    /// When a gateway notification about it first arrived, if one did.
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 fn corrupt(column: &'static str, value: &str) -> LedgerError {
@@ -122,6 +124,7 @@ impl Claimed {
             in_progress_since: time_col(r, "in_progress_since")?,
             expires_at: time_col(r, "expires_at")?,
             reversal_requested_at: time_col(r, "reversal_requested_at")?,
+            notified_at: time_col(r, "notified_at")?,
         })
     }
 }
@@ -150,6 +153,7 @@ impl Claimed {
             in_progress_since: None,
             expires_at: None,
             reversal_requested_at: None,
+            notified_at: None,
         }
     }
 }
@@ -198,7 +202,7 @@ pub(super) fn for_each_due_sql(all: bool) -> String {
 pub(super) const CLAIMED_COLUMNS: &str =
     "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
      currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
-     in_progress_since, expires_at, reversal_requested_at";
+     in_progress_since, expires_at, reversal_requested_at, notified_at";
 
 /// Payments of account ?1 created in [?2, ?3] (`payments_by_created`).
 pub(super) const COUNT_CREATED_BETWEEN: &str =

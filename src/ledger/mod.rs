@@ -10,6 +10,8 @@ mod apply;
 mod claim;
 mod connect;
 mod intake;
+mod nudge;
+mod pages;
 mod queries;
 mod runs;
 mod sweeps;
@@ -23,6 +25,8 @@ pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
 pub use claim::{ClaimScope, Claimed, DuePosition};
 pub use connect::open;
 pub use intake::{IntakeReport, NewPayment};
+pub use nudge::{NudgeReason, Nudged};
+pub use pages::{DiscrepancyPage, MAX_PAGE, PaymentPage};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};
 pub use sweeps::{

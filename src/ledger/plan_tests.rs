@@ -12,6 +12,8 @@ use super::apply::{APPLY_UPDATES, INSERT_PAYMENT_DISCREPANCY};
 use super::claim::{
     COUNT_CREATED_BETWEEN, REAP_EXPIRED_HOLDS, due_for_keys_sql, due_unit_sql, for_each_due_sql,
 };
+use super::nudge::{FIND_BY_ORDER, FIND_BY_REF};
+use super::pages::{discrepancies_page_sql, payments_page_sql};
 use super::queries::oldest_open_sql;
 use super::sweeps::{
     KNOWN_PAYMENTS, PAYMENTS_CREATED_IN, RECORD_PAYMENT_FINDING, RECORD_RECORD_FINDING,
@@ -91,6 +93,47 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
             "stats: oldest open",
             oldest_open_sql(),
             "payments_by_account_state",
+        ),
+        // The API: keyset pages and the payment a notification names.
+        (
+            "payments page",
+            payments_page_sql(false, false),
+            "INTEGER PRIMARY KEY",
+        ),
+        (
+            "payments page of an account",
+            payments_page_sql(true, false),
+            "payments_by_account",
+        ),
+        (
+            "payments page of an account in a state",
+            payments_page_sql(true, true),
+            "payments_by_account_state_id",
+        ),
+        (
+            "discrepancies page",
+            discrepancies_page_sql(false, true),
+            "INTEGER PRIMARY KEY",
+        ),
+        (
+            "discrepancies page of an account",
+            discrepancies_page_sql(true, true),
+            "discrepancies_by_account",
+        ),
+        (
+            "open discrepancies page of an account",
+            discrepancies_page_sql(true, false),
+            "discrepancies_open",
+        ),
+        (
+            "notified payment by gateway id",
+            s(FIND_BY_REF),
+            "payments_by_ref",
+        ),
+        (
+            "notified payment by order number",
+            s(FIND_BY_ORDER),
+            "sqlite_autoindex_payments_1",
         ),
     ]
 }

@@ -29,10 +29,10 @@ pub struct PaymentRow {
     pub updated_at: String,
 }
 
-const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref, original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at, created_at, updated_at";
+pub(super) const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref, original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at, created_at, updated_at";
 
 impl PaymentRow {
-    fn from_row(r: &SqliteRow) -> Self {
+    pub(super) fn from_row(r: &SqliteRow) -> Self {
         Self {
             id: r.get("id"),
             account: r.get("account"),

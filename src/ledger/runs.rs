@@ -40,6 +40,25 @@ pub struct DiscrepancyRow {
     pub resolution_note: Option<String>,
 }
 
+impl DiscrepancyRow {
+    pub(super) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Self {
+        Self {
+            id: r.get("id"),
+            payment_id: r.get("payment_id"),
+            account: r.get("account"),
+            kind: r.get("kind"),
+            detail: r.get("detail"),
+            found_at: r.get("found_at"),
+            resolved_at: r.get("resolved_at"),
+            resolution_note: r.get("resolution_note"),
+        }
+    }
+}
+
+/// The columns [`DiscrepancyRow::from_row`] reads.
+pub(super) const DISCREPANCY_COLUMNS: &str =
+    "id, payment_id, account, kind, detail, found_at, resolved_at, resolution_note";
+
 impl Ledger {
     /// Records the start of a pass. An earlier pass of the same process still marked `running`
     /// is over (a process runs its passes one at a time, and one that finishes records its end
@@ -128,26 +147,14 @@ impl Ledger {
         &self,
         include_resolved: bool,
     ) -> Result<Vec<DiscrepancyRow>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT id, payment_id, account, kind, detail, found_at, resolved_at, resolution_note
-             FROM discrepancies WHERE ? OR resolved_at IS NULL ORDER BY id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DISCREPANCY_COLUMNS} FROM discrepancies
+                 WHERE ? OR resolved_at IS NULL ORDER BY id"
+        )))
         .bind(include_resolved)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DiscrepancyRow {
-                id: r.get("id"),
-                payment_id: r.get("payment_id"),
-                account: r.get("account"),
-                kind: r.get("kind"),
-                detail: r.get("detail"),
-                found_at: r.get("found_at"),
-                resolved_at: r.get("resolved_at"),
-                resolution_note: r.get("resolution_note"),
-            })
-            .collect())
+        Ok(rows.iter().map(DiscrepancyRow::from_row).collect())
     }
 
     /// Marks a discrepancy resolved with a note. `false` if there is no open one with that id.

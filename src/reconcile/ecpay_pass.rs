@@ -1,7 +1,8 @@
 //! Asking ECPay about one unit of an account's due payments, each answer handed to the lane as
 //! it arrives: one call per order (ECPay has no batch
-//! query), never sooner than `first_query_after` after the order was created (seed 003), and
-//! none while the account is paused after an HTTP 403.
+//! query), never sooner than `first_query_after` after the order was created (seed 003) unless
+//! ECPay notified a result for it (then at once: the docs say to verify a notified result with
+//! QueryTrade), and none while the account is paused after an HTTP 403.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +32,10 @@ pub(crate) async fn check(
         .paused_until()
         .map(|until| until.saturating_duration_since(tokio::time::Instant::now()));
     for &i in members {
-        let not_before = claimed[i].created_at + first_after;
+        let not_before = match claimed[i].notified_at {
+            Some(_) => claimed[i].created_at,
+            None => claimed[i].created_at + first_after,
+        };
         if let Some(wait) = paused_for {
             postponed.push((
                 i,

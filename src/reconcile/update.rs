@@ -67,7 +67,8 @@ fn discrepancy_detail(
         ),
         DiscrepancyKind::MissingInLedger
         | DiscrepancyKind::MissingAtGateway
-        | DiscrepancyKind::UnreadableRecord => kind.as_str().to_string(),
+        | DiscrepancyKind::UnreadableRecord
+        | DiscrepancyKind::NotifiedUnknown => kind.as_str().to_string(),
     };
     format!("{} {}: {what}", c.account, c.out_trade_no)
 }

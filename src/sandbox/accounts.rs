@@ -37,6 +37,7 @@ pub fn qfpay_account(
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
         retry_for: Duration::from_secs(30),
+        register_from_notifications: false,
         in_progress_interval: RetrySchedule::default_for(Provider::Qfpay)
             .in_progress
             .initial,
@@ -72,6 +73,7 @@ pub fn ecpay_account(
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
         retry_for: Duration::from_secs(30),
+        register_from_notifications: false,
         after_final_look_back: Duration::from_secs(14 * 86_400),
     }
 }
