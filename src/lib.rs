@@ -24,9 +24,13 @@
 //!   seeded, time-evolving scenarios, rate limits, fault injection and call counters, for tests,
 //!   the demo, the benchmark and `payrecon sandbox`.
 //! - [`demo`]: `payrecon demo`, the whole job on the sandbox with a self-check.
+//! - [`api`]: the daemon's HTTP listener (`[api]`): intake and read API under a bearer token,
+//!   gateway notifications (never evidence: they make a payment due now), health, metrics.
+//! - [`metrics`]: Prometheus metrics, recorded where the engine calls and decides.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -8,13 +8,19 @@
 //! shutdown no new pass starts, each lane in flight finishes its current unit (bounded by a
 //! timeout), its account lease is released, and the process exits 0.
 //!
+//! A wake (the API's intake, `check`, a gateway notification: [`Waker`]) starts the named
+//! account's lane at once when it is idle; a lane that is working meets the payment in a later
+//! unit of its walk, and is started once more when it is free (a payment it decided earlier in
+//! the same pass is not met again in that pass).
+//!
 //! Two host failures end the daemon instead (the same orderly stop, then an error): the ledger
 //! path no longer naming the file the daemon opened (checked before every pass), and
 //! `schedule.max_failed_passes` passes in a row failing. A single failed pass (a full disk that
 //! is freed soon) only waits for the next tick.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -45,27 +51,67 @@ pub enum DaemonError {
     LedgerFailing { passes: u32, last: String },
 }
 
+/// What the daemon tells its health endpoint (`/readyz`).
+#[derive(Debug, Default)]
+pub struct DaemonStatus {
+    running: AtomicBool,
+    failed_in_a_row: AtomicU32,
+}
+
+impl DaemonStatus {
+    /// Whether the scheduler runs (started, not stopping).
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Reconcile passes that failed in a row, up to now (0 once one succeeds).
+    pub fn failed_in_a_row(&self) -> u32 {
+        self.failed_in_a_row.load(Ordering::Relaxed)
+    }
+}
+
+/// Asks the daemon to work an account's lane now. Cheap to clone; a wake after the daemon
+/// stopped is dropped.
+#[derive(Debug, Clone)]
+pub struct Waker(mpsc::UnboundedSender<String>);
+
+impl Waker {
+    /// The waker and the receiving end the daemon's [`run`] takes.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), rx)
+    }
+
+    pub fn wake(&self, account: &str) {
+        let _ = self.0.send(account.to_string());
+    }
+}
+
+/// How often a wake for a busy lane asks again whether it is free.
+const BUSY_LANE_RECHECK: Duration = Duration::from_millis(200);
+
 /// What the reconcile job shares across ticks: the passes in flight, the count of passes that
 /// failed in a row, and the way to tell the main loop that the daemon must end.
 #[derive(Debug)]
 struct PassJob {
     engine: Arc<Reconciler>,
     in_flight: TaskTracker,
-    failed_in_a_row: AtomicU32,
+    status: Arc<DaemonStatus>,
     max_failed_passes: u32,
     fatal: mpsc::UnboundedSender<DaemonError>,
 }
 
 impl PassJob {
-    /// Starts a pass of the idle lanes in the background (tracked, so shutdown can wait).
-    fn start(self: &Arc<Self>, shutdown: &CancellationToken) {
+    /// Starts a pass of the idle lanes (of `account` only, when given) in the background
+    /// (tracked, so shutdown can wait).
+    fn start(self: &Arc<Self>, account: Option<String>, shutdown: &CancellationToken) {
         let (job, shutdown) = (self.clone(), shutdown.clone());
         self.in_flight
-            .spawn(async move { job.tick(&shutdown).await });
+            .spawn(async move { job.tick(account, &shutdown).await });
     }
 
     /// Runs a pass of the lanes not already working (each lane is its own single-flight guard).
-    async fn tick(&self, shutdown: &CancellationToken) {
+    async fn tick(&self, account: Option<String>, shutdown: &CancellationToken) {
         if shutdown.is_cancelled() {
             return;
         }
@@ -75,14 +121,16 @@ impl PassJob {
             return;
         }
         let scope = RunScope {
-            trigger: "cron",
+            trigger: if account.is_some() { "wake" } else { "cron" },
+            account,
             lane_wait: None,
             ..RunScope::default()
         };
+        let failed_in_a_row = &self.status.failed_in_a_row;
         match self.engine.run_once(&scope, shutdown).await {
-            Ok(_) => self.failed_in_a_row.store(0, Ordering::Relaxed),
+            Ok(_) => failed_in_a_row.store(0, Ordering::Relaxed),
             Err(e) => {
-                let passes = self.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                let passes = failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(error = %e, failed_in_a_row = passes, "reconcile pass failed");
                 if passes >= self.max_failed_passes {
                     let _ = self.fatal.send(DaemonError::LedgerFailing {
@@ -95,24 +143,61 @@ impl PassJob {
     }
 }
 
+/// Starts the lanes that wakes name: at once when idle; a busy one when it is free.
+async fn serve_wakes(
+    passes: Arc<PassJob>,
+    mut wakes: mpsc::UnboundedReceiver<String>,
+    shutdown: CancellationToken,
+) {
+    let mut waiting = BTreeSet::new();
+    let mut recheck = tokio::time::interval(BUSY_LANE_RECHECK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            woken = wakes.recv() => match woken {
+                Some(account) => { waiting.insert(account); }
+                None => return,
+            },
+            _ = recheck.tick(), if !waiting.is_empty() => {}
+        }
+        while let Ok(account) = wakes.try_recv() {
+            waiting.insert(account);
+        }
+        waiting.retain(|account| match passes.engine.lane_busy(account) {
+            Some(false) => {
+                passes.start(Some(account.clone()), &shutdown);
+                false
+            }
+            Some(true) => true,
+            None => {
+                tracing::warn!(account, "wake for an account that is not configured");
+                false
+            }
+        });
+    }
+}
+
 fn notify(state: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
+/// Runs the daemon until `shutdown` is cancelled; `wakes` start lanes between ticks, and
+/// `status` says how it runs.
 pub async fn run(
     engine: Arc<Reconciler>,
     schedule: &ScheduleSettings,
     shutdown: CancellationToken,
+    wakes: mpsc::UnboundedReceiver<String>,
+    status: Arc<DaemonStatus>,
 ) -> Result<(), DaemonError> {
     let mut sched = JobScheduler::new().await?;
     let (fatal_tx, mut fatal) = mpsc::unbounded_channel();
     let passes = Arc::new(PassJob {
         engine: engine.clone(),
         in_flight: TaskTracker::new(),
-        failed_in_a_row: AtomicU32::new(0),
+        status: status.clone(),
         max_failed_passes: schedule.max_failed_passes,
         fatal: fatal_tx,
     });
@@ -120,7 +205,7 @@ pub async fn run(
     let (p, s) = (passes.clone(), shutdown.clone());
     sched
         .add(Job::new_async(schedule.reconcile.as_str(), move |_, _| {
-            p.start(&s);
+            p.start(None, &s);
             Box::pin(async {})
         })?)
         .await?;
@@ -164,6 +249,8 @@ pub async fn run(
         .await?;
 
     sched.start().await?;
+    let waking = tokio::spawn(serve_wakes(passes.clone(), wakes, shutdown.clone()));
+    status.running.store(true, Ordering::Relaxed);
     tracing::info!(reconcile = %schedule.reconcile, "payrecon daemon started");
     notify(&[
         NotifyState::Ready,
@@ -171,7 +258,7 @@ pub async fn run(
     ]);
 
     // A first pass right away, so a restart does not wait for the next tick.
-    passes.start(&shutdown);
+    passes.start(None, &shutdown);
 
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -185,8 +272,10 @@ pub async fn run(
 
     tracing::info!("shutting down: no new passes; waiting for the lanes in flight");
     notify(&[NotifyState::Stopping]);
+    status.running.store(false, Ordering::Relaxed);
     // Stops the lanes in flight between units when the daemon ends on its own.
     shutdown.cancel();
+    let _ = waking.await;
     sched.shutdown().await?;
     passes.in_flight.close();
     match tokio::time::timeout(SHUTDOWN_GRACE, passes.in_flight.wait()).await {

@@ -8,7 +8,7 @@ use super::{Ledger, LedgerError};
 use crate::domain::PaymentState;
 
 /// A payment as the CLI prints it (docs/ARCHITECTURE.md §5 names these JSON fields).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PaymentRow {
     pub id: i64,
     pub account: String,
@@ -55,7 +55,7 @@ impl PaymentRow {
 }
 
 /// One history entry of a payment.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EventRow {
     pub id: i64,
     pub at: String,
@@ -64,6 +64,8 @@ pub struct EventRow {
     pub to_state: Option<String>,
     pub provider_code: Option<String>,
     pub message: Option<String>,
+    /// What the gateway said, as received (secrets are never stored).
+    #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
 }
 
@@ -138,6 +140,16 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// A payment by ledger id.
+    pub async fn payment(&self, id: i64) -> Result<Option<PaymentRow>, LedgerError> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?");
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| PaymentRow::from_row(&r)))
     }
 
     /// A payment by ledger id, or by `out_trade_no` (every account and kind that has it).

@@ -28,7 +28,7 @@ impl RunCounters {
 }
 
 /// An open discrepancy as `discrepancies list` prints it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DiscrepancyRow {
     pub id: i64,
     pub payment_id: Option<i64>,
@@ -173,5 +173,17 @@ impl Ledger {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Ledger {
+    /// The accounts paused at `now` (`/readyz`).
+    pub async fn paused_accounts(&self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
+        Ok(
+            sqlx::query_scalar("SELECT account FROM account_pauses WHERE paused_until > ?")
+                .bind(to_db(now))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

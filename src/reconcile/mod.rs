@@ -225,6 +225,15 @@ impl Reconciler {
     }
 
     /// This process's lease holder id.
+    /// Whether `account`'s lane is working now in this process; `None` for an account that
+    /// is not configured.
+    pub fn lane_busy(&self, account: &str) -> Option<bool> {
+        self.accounts
+            .iter()
+            .find(|rt| rt.name.as_str() == account)
+            .map(|rt| rt.lane.is_busy())
+    }
+
     pub fn owner(&self) -> &str {
         &self.owner
     }

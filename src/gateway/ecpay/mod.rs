@@ -24,7 +24,7 @@ pub mod client;
 pub mod credit_detail;
 pub mod crypto;
 pub mod envelope;
-mod fields;
+pub(crate) mod fields;
 
 pub use client::{EcpayClient, EcpayClientSettings, QueryApi};
 pub use crypto::{CryptoError, DataKey, decrypt_data, decrypt_json, encrypt_data, encrypt_json};
