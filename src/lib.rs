@@ -25,6 +25,8 @@
 //!   the demo, the benchmark and `payrecon sandbox`.
 //! - [`demo`]: `payrecon demo`, the whole job on the sandbox with a self-check.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics`: gateway calls, reversals and durations
+//!   recorded as they happen, the ledger's gauges read at scrape time.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
 pub mod cli;
@@ -34,6 +36,7 @@ pub mod domain;
 pub mod gateway;
 pub mod intake;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 pub mod sandbox;
 pub mod scheduler;
