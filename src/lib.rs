@@ -28,6 +28,8 @@
 //!   gateway notifications (never evidence: they make a payment due now), health, metrics.
 //! - [`metrics`]: Prometheus metrics, recorded where the engine calls and decides.
 //! - [`cli`]: one file per command; the binary's `main.rs` only parses and dispatches.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics`: gateway calls, reversals and durations
+//!   recorded as they happen, the ledger's gauges read at scrape time.
 //! - [`telemetry`]: tracing-subscriber setup (text for terminals and journald, or JSON).
 
 pub mod api;
@@ -38,6 +40,7 @@ pub mod domain;
 pub mod gateway;
 pub mod intake;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 pub mod sandbox;
 pub mod scheduler;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use payrecon::domain::{OutTradeNo, Outcome, Provider, ProviderRef};
+use payrecon::domain::{AccountName, OutTradeNo, Outcome, Provider, ProviderRef};
 use payrecon::gateway::ecpay::envelope::RpHeader;
 use payrecon::gateway::ecpay::{
     DataKey, EcpayClient, EcpayClientSettings, QueryApi, RequestEnvelope, ResponseEnvelope,
@@ -24,6 +24,7 @@ fn key() -> DataKey {
 
 fn settings(url: &str, api: QueryApi) -> EcpayClientSettings {
     EcpayClientSettings {
+        account: AccountName::parse("tw").unwrap(),
         base_url: url.parse().unwrap(),
         merchant_id: "3002607".into(),
         platform_id: None,

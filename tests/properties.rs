@@ -55,6 +55,7 @@ fn make_error((which, text, status): (u8, String, u16)) -> GatewayError {
         0 => GatewayError::Transport {
             gateway: "qfpay",
             detail: text,
+            timed_out: status % 2 == 0,
         },
         1 => GatewayError::HttpStatus {
             gateway: "ecpay",

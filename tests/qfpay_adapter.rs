@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use payrecon::domain::{
-    CancelRoute, Currency, Money, OutTradeNo, Outcome, PayType, Provider, ProviderRef,
+    AccountName, CancelRoute, Currency, Money, OutTradeNo, Outcome, PayType, Provider, ProviderRef,
 };
 use payrecon::gateway::qfpay::{
     CallMethod, CancelOutcome, CancelRequest, CancelTarget, ClientSettings, IdLookup, OrderLookup,
@@ -47,6 +47,7 @@ fn local(s: &str) -> NaiveDateTime {
 
 fn settings(server: &ServerGuard) -> ClientSettings {
     ClientSettings {
+        account: AccountName::parse("hk").unwrap(),
         base_url: server.url().parse().unwrap(),
         app_code: APP.to_string(),
         client_key: SecretString::from(KEY.to_string()),

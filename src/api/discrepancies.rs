@@ -106,9 +106,7 @@ pub async fn resolve(
     };
     match ctx.ledger.resolve_discrepancy(id, &note, Utc::now()).await {
         Ok(true) => Json(Resolved { id, resolved: true }).into_response(),
-        Ok(false) => {
-            Problem::not_found(format!("no open discrepancy has id {id}")).into_response()
-        }
+        Ok(false) => Problem::not_found(format!("no open discrepancy has id {id}")).into_response(),
         Err(e) => Problem::ledger(&e).into_response(),
     }
 }

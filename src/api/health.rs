@@ -75,7 +75,10 @@ pub async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Response {
 pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {
     match crate::metrics::render(&ctx.ledger, Utc::now()).await {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),

@@ -93,7 +93,10 @@ impl utoipa::Modify for BearerToken {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         doc.components
             .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
     }
 }
 
@@ -153,10 +156,12 @@ pub struct BindError {
 
 /// Binds the listener (before the daemon reports ready, so a taken port fails the start).
 pub async fn bind(api: &ApiSettings) -> Result<TcpListener, BindError> {
-    TcpListener::bind(api.listen).await.map_err(|source| BindError {
-        addr: api.listen,
-        source,
-    })
+    TcpListener::bind(api.listen)
+        .await
+        .map_err(|source| BindError {
+            addr: api.listen,
+            source,
+        })
 }
 
 /// Serves until `shutdown`, then lets requests in flight finish.

@@ -146,10 +146,7 @@ async fn register(
                 .iter()
                 .map(|e| format!("{}: {}", e.field, e.reason))
                 .collect();
-            return Ok(Err(format!(
-                "cannot register it: {}",
-                why.join("; ")
-            )));
+            return Ok(Err(format!("cannot register it: {}", why.join("; "))));
         }
     };
     let report = ctx.ledger.register(&[payment], now).await?;

@@ -83,8 +83,8 @@ fn notice(a: &EcpayAccount, body: &[u8]) -> Result<Notice, (StatusCode, String)>
             "Data names merchant {inner:?}, not this account's"
         )));
     }
-    let order = fields::object(obj, "OrderInfo")
-        .ok_or_else(|| bad("Data has no OrderInfo".into()))?;
+    let order =
+        fields::object(obj, "OrderInfo").ok_or_else(|| bad("Data has no OrderInfo".into()))?;
     let out_trade_no = fields::text(order, "MerchantTradeNo")
         .filter(|s| !s.is_empty())
         .ok_or_else(|| bad("OrderInfo has no MerchantTradeNo".into()))?;

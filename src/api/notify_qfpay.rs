@@ -29,7 +29,7 @@ fn refuse(account: &str, status: StatusCode, why: &str) -> Response {
 /// account signs with it or the notification says so (QFPay does not document which a
 /// SHA-256 merchant receives). Compared in constant time.
 fn signed(body: &[u8], given: &str, sign_type_header: Option<&str>, a: &QfpayAccount) -> bool {
-    let sha = a.sign_type == SignType::Sha256
+    let sha = a.sign_type == crate::config::SignType::Sha256
         || sign_type_header.is_some_and(|t| t.trim().eq_ignore_ascii_case("sha256"));
     let given = given.trim().to_ascii_uppercase();
     let mut types = vec![SignType::Md5];
@@ -134,7 +134,11 @@ pub async fn qfpay(
         return refuse(&account, StatusCode::UNAUTHORIZED, "X-QF-SIGN is missing");
     };
     if !signed(&body, given, header("x-qf-signtype"), a) {
-        return refuse(&account, StatusCode::UNAUTHORIZED, "X-QF-SIGN does not match the body");
+        return refuse(
+            &account,
+            StatusCode::UNAUTHORIZED,
+            "X-QF-SIGN does not match the body",
+        );
     }
     let notice = match notice(a, &body) {
         Ok(n) => n,

@@ -194,11 +194,16 @@ pub async fn register(State(ctx): State<Arc<ApiContext>>, body: Bytes) -> Respon
             id,
             status: "registered",
         })
-        .chain(report.already_present.iter().map(|&(index, id)| Registered {
-            index,
-            id,
-            status: "already_present",
-        }))
+        .chain(
+            report
+                .already_present
+                .iter()
+                .map(|&(index, id)| Registered {
+                    index,
+                    id,
+                    status: "already_present",
+                }),
+        )
         .collect();
     payments.sort_by_key(|r| r.index);
     let mut woken = std::collections::BTreeSet::new();

@@ -254,6 +254,7 @@ impl EcpayAccount {
         use crate::gateway::ecpay::{EcpayClient, EcpayClientSettings, QueryApi};
         EcpayClient::new(
             EcpayClientSettings {
+                account: self.name.clone(),
                 base_url: self.base_url.clone(),
                 merchant_id: self.merchant_id.clone(),
                 platform_id: self.platform_id.clone(),

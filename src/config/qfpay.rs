@@ -212,6 +212,7 @@ impl QfpayAccount {
         qfpay::QfpayClient::new(
             http,
             qfpay::ClientSettings {
+                account: self.name.clone(),
                 base_url: self.base_url.clone(),
                 app_code: self.app_code.clone(),
                 client_key: self.client_key.clone(),

@@ -224,7 +224,10 @@ pub async fn run(dir: &Path) -> Result<DemoReport, DemoError> {
     let daemon = tokio::spawn({
         let (engine, schedule, shutdown) =
             (engine.clone(), settings.schedule.clone(), shutdown.clone());
-        async move { crate::scheduler::run(engine, &schedule, shutdown).await }
+        // Nothing wakes the demo's lanes between ticks: it has no API.
+        let (_, wakes) = crate::scheduler::Waker::channel();
+        let status = Arc::default();
+        async move { crate::scheduler::run(engine, &schedule, shutdown, wakes, status).await }
     });
     let bar = std::io::stdout().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(total as u64);

@@ -33,6 +33,8 @@ pub enum GatewayError {
     Transport {
         gateway: &'static str,
         detail: String,
+        /// No answer within the request's timeout (told apart in the metrics).
+        timed_out: bool,
     },
     #[error("{gateway}: HTTP {status}")]
     HttpStatus { gateway: &'static str, status: u16 },

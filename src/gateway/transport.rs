@@ -22,6 +22,7 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Gateway
         .map_err(|e| GatewayError::Transport {
             gateway: "http",
             detail: format!("cannot build HTTP client: {e}"),
+            timed_out: false,
         })
 }
 

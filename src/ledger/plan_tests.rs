@@ -12,6 +12,7 @@ use super::apply::{APPLY_UPDATES, INSERT_PAYMENT_DISCREPANCY};
 use super::claim::{
     COUNT_CREATED_BETWEEN, REAP_EXPIRED_HOLDS, due_for_keys_sql, due_unit_sql, for_each_due_sql,
 };
+use super::gauges::{OLDEST_OPEN_BY_ACCOUNT, OPEN_DISCREPANCIES, PAYMENTS_BY_STATE};
 use super::nudge::{FIND_BY_ORDER, FIND_BY_REF};
 use super::pages::{discrepancies_page_sql, payments_page_sql};
 use super::queries::oldest_open_sql;
@@ -135,6 +136,12 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
             s(FIND_BY_ORDER),
             "sqlite_autoindex_payments_1",
         ),
+        // Metrics, at every scrape: the same, per account.
+        (
+            "metrics: oldest open per account",
+            s(OLDEST_OPEN_BY_ACCOUNT),
+            "payments_by_account_state",
+        ),
     ]
 }
 
@@ -157,6 +164,29 @@ async fn hot_path_statements_search_an_index_instead_of_scanning_a_table() {
         assert!(
             steps.iter().any(|s| s.contains(index)),
             "{name} does not use {index}: {steps:?}"
+        );
+    }
+}
+
+/// The metrics' counts read the trigger-kept tables only (a row per account and state or
+/// kind), never the tables they count.
+#[tokio::test]
+async fn metrics_counts_read_only_the_trigger_kept_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = super::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    for (sql, table) in [
+        (PAYMENTS_BY_STATE, "payment_counts"),
+        (OPEN_DISCREPANCIES, "discrepancy_counts"),
+    ] {
+        let steps = plan(&ledger, sql).await;
+        assert!(steps.iter().any(|s| s.contains(table)), "{sql}: {steps:?}");
+        assert!(
+            !steps.iter().any(|s| ["payments", "discrepancies", "events"]
+                .iter()
+                .any(|t| s.contains(t))),
+            "{sql}: {steps:?}"
         );
     }
 }

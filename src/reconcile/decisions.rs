@@ -17,6 +17,7 @@ use crate::domain::{
 };
 use crate::gateway::{ErrorClass, GatewayError};
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate, WriteGuard};
+use crate::metrics::{self, Reversal};
 
 /// ECPay: a settled order stays under observation within the account's
 /// `after_final_look_back` (captures, cancellations and refunds after authorization come days
@@ -161,6 +162,15 @@ impl Reconciler {
             }
             if u.checked {
                 summary.counters.checked += 1;
+            }
+            // A dry run writes nothing, so confirms nothing.
+            if !scope.dry_run
+                && u.events.iter().any(|e| {
+                    e.from_state == Some(PaymentState::Reversing)
+                        && e.to_state == Some(PaymentState::Reversed)
+                })
+            {
+                metrics::reversal(&ctx.fence.account, Reversal::Confirmed);
             }
         }
         tracing::debug!(account = %ctx.fence.account, payments = updates.len(), "pass updates committed");

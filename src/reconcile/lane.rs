@@ -338,6 +338,7 @@ impl Reconciler {
             }
             position = next;
             summary.counters.claimed += due.len() as u64;
+            let _timer = crate::metrics::time_unit(&rt.name);
             self.work_unit(&ctx(now), scope, rt, &due, summary).await?;
         }
     }

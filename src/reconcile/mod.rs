@@ -261,6 +261,7 @@ impl Reconciler {
         if scope.lane_wait.is_none() && lanes.iter().all(|rt| rt.lane.is_busy()) {
             return Ok(RunSummary::default());
         }
+        let _timer = crate::metrics::time_pass(scope.trigger);
         let started = Utc::now();
         let run_id = if scope.dry_run {
             None

@@ -21,6 +21,7 @@ use crate::gateway::qfpay::{
     CancelOutcome, CancelRequest, CancelTarget, IdLookup, OrderLookup, QfpayClient, TIME_FORMAT,
 };
 use crate::ledger::{Claimed, NewEvent, PaymentUpdate};
+use crate::metrics::{self, Reversal};
 
 /// A fresh single query of `c` and when its answer arrived; `None` when any call of it failed
 /// (no evidence: do not reverse). A payment near a month edge is asked in both months: a
@@ -212,6 +213,7 @@ pub(crate) async fn reverse(
         ..history
     };
     tracing::warn!(payment = c.id.0, out_trade_no = %c.out_trade_no, %route, "sending a last-resort reversal");
+    metrics::reversal(c.account.as_str(), Reversal::Sent);
     let sent = client.cancel_in_slot(slot, route, &request).await;
     let answered_at = Utc::now();
     u.next_check_at = Some(answered_at + delay(schedule, 0));
@@ -240,6 +242,7 @@ pub(crate) async fn reverse(
                     ));
                 }
                 CancelOutcome::NotCancellable { .. } | CancelOutcome::Refused { .. } => {
+                    metrics::reversal(c.account.as_str(), Reversal::Refused);
                     u.events.push(ev(
                         "reversal_refused",
                         format!(

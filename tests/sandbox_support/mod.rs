@@ -75,6 +75,7 @@ pub fn dev_qfpay(sandbox: &SandboxHandle) -> QfpayClient {
 /// The real ECPay adapter from the account's settings, with a fast pace and a short budget.
 pub fn ecpay_client(account: &EcpayAccount) -> EcpayClient {
     let settings = EcpayClientSettings {
+        account: account.name.clone(),
         base_url: account.base_url.clone(),
         merchant_id: account.merchant_id.clone(),
         platform_id: account.platform_id.clone(),

@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::cashier::{CASHIER_PATH, cashier_data, classify_cashier};
 use super::credit_detail::{CREDIT_DETAIL_PATH, classify_credit_detail, credit_detail_data};
 use super::crypto::{CryptoError, DataKey, encrypt_data};
 use super::envelope::{GATEWAY, RequestEnvelope, epoch_seconds_now, open_response};
-use crate::domain::{Observation, OutTradeNo, ProviderRef};
+use crate::domain::{AccountName, Observation, OutTradeNo, ProviderRef};
 use crate::gateway::GatewayError;
 use crate::gateway::transport::{Pacer, RetryBudget, with_retries};
 
@@ -38,6 +39,8 @@ pub enum QueryApi {
 /// Everything a client needs; built by `config` (`EcpayAccount::client`) or by tests.
 #[derive(Debug, Clone)]
 pub struct EcpayClientSettings {
+    /// The account's name in payrecon's configuration (the metrics' `account` label).
+    pub account: AccountName,
     /// E.g. `https://ecpayment-stage.ecpay.com.tw`; the API path is appended.
     pub base_url: url::Url,
     pub merchant_id: String,
@@ -85,6 +88,7 @@ fn transport_error(e: &reqwest::Error, timeout: Duration) -> GatewayError {
     GatewayError::Transport {
         gateway: GATEWAY,
         detail,
+        timed_out: e.is_timeout(),
     }
 }
 
@@ -172,33 +176,59 @@ impl EcpayClient {
         })?;
         let s = &self.inner.settings;
         let platform_id = s.platform_id.as_deref();
-        let (path, data_json) = match s.query_api {
+        // The path, and the API's name in the metrics (`endpoint` label).
+        let (path, endpoint, data_json) = match s.query_api {
             QueryApi::CreditDetail => (
                 CREDIT_DETAIL_PATH,
+                "ecpay_credit_detail",
                 credit_detail_data(platform_id, &s.merchant_id, out_trade_no, None),
             ),
             QueryApi::Cashier => (
                 CASHIER_PATH,
+                "ecpay_cashier",
                 cashier_data(platform_id, &s.merchant_id, out_trade_no),
             ),
         };
         let data = encrypt_data(&data_json, key);
         let url = format!("{}{path}", s.base_url.as_str().trim_end_matches('/'));
-        let body = with_retries(s.retry, || self.attempt(&url, &data)).await?;
-        let answer = open_response(&body, key)?;
+        let answer = with_retries(s.retry, || self.attempt(&url, endpoint, &data, key)).await?;
         match s.query_api {
             QueryApi::CreditDetail => classify_credit_detail(&answer, out_trade_no, trade_no),
             QueryApi::Cashier => classify_cashier(&answer, out_trade_no),
         }
     }
 
-    /// One HTTP attempt: a new envelope (fresh timestamp), one pacer slot, one POST.
-    async fn attempt(&self, url: &str, data: &str) -> Result<String, GatewayError> {
+    /// One HTTP attempt: a new envelope (fresh timestamp), one pacer slot, one POST, its
+    /// answer opened. Every request to ECPay leaves through here, so this is where it is
+    /// counted and timed; one refused during a 403 pause or withheld by the gate never left.
+    async fn attempt(
+        &self,
+        url: &str,
+        endpoint: &'static str,
+        data: &str,
+        key: &DataKey,
+    ) -> Result<Value, GatewayError> {
         self.refuse_if_paused()?;
         if !self.inner.pacer.acquire().await {
             return Err(GatewayError::Withheld { gateway: GATEWAY });
         }
         self.refuse_if_paused()?;
+        let started = std::time::Instant::now();
+        let answer = match self.send(url, data).await {
+            Ok(body) => open_response(&body, key),
+            Err(e) => Err(e),
+        };
+        crate::metrics::call_finished(
+            &self.inner.settings.account,
+            endpoint,
+            &answer,
+            started.elapsed(),
+        );
+        answer
+    }
+
+    /// The POST itself; the body of a 2xx answer.
+    async fn send(&self, url: &str, data: &str) -> Result<String, GatewayError> {
         let s = &self.inner.settings;
         let outer = s.platform_id.as_deref().unwrap_or(&s.merchant_id);
         let envelope = RequestEnvelope::new(outer, epoch_seconds_now(), data.to_string());

@@ -16,14 +16,33 @@ use super::request::{self, Form, IdBatch, IdLookup, PAGE_SIZE};
 use super::response::{self, Envelope, GATEWAY};
 use super::sign::{self, SignType, SignatureCheck};
 use super::sweep::{WindowPager, WindowQuery};
-use crate::domain::CancelRoute;
+use crate::domain::{AccountName, CancelRoute};
 use crate::gateway::GatewayError;
 use crate::gateway::transport::{Pacer, RetryBudget, with_retries};
 
-pub(crate) const QUERY_PATH: &str = "/trade/v1/query";
-pub(crate) const PAYMENT_PATH: &str = "/trade/v1/payment";
-pub(crate) const REVERSAL_PATH: &str = "/trade/v1/reversal";
-pub(crate) const CLOSE_PATH: &str = "/trade/v1/close";
+/// A QFPay API: its path, and its name in the metrics (`endpoint` label).
+#[derive(Debug, Clone, Copy)]
+struct Endpoint {
+    path: &'static str,
+    metric: &'static str,
+}
+
+const QUERY: Endpoint = Endpoint {
+    path: "/trade/v1/query",
+    metric: "qfpay_query",
+};
+const PAYMENT: Endpoint = Endpoint {
+    path: "/trade/v1/payment",
+    metric: "qfpay_payment",
+};
+const REVERSAL: Endpoint = Endpoint {
+    path: "/trade/v1/reversal",
+    metric: "qfpay_reversal",
+};
+const CLOSE: Endpoint = Endpoint {
+    path: "/trade/v1/close",
+    metric: "qfpay_close",
+};
 
 /// One page of a query answer.
 #[derive(Debug)]
@@ -56,6 +75,8 @@ pub enum CallMethod {
 /// `config::QfpayAccount::client`; the adapter never reads configuration itself.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
+    /// The account's name in payrecon's configuration (the metrics' `account` label).
+    pub account: AccountName,
     pub base_url: url::Url,
     pub app_code: String,
     pub client_key: SecretString,
@@ -176,7 +197,7 @@ impl QfpayClient {
         let mut form = base.clone();
         form.set("page", page.to_string())
             .set("page_size", PAGE_SIZE.to_string());
-        let (env, _) = self.call(CallMethod::Post, QUERY_PATH, &form).await?;
+        let (env, _) = self.call(CallMethod::Post, QUERY, &form).await?;
         let code = env.code()?.to_string();
         let echoed = |v: &Option<String>| v.as_deref().and_then(|p| p.trim().parse::<u32>().ok());
         let echoed_size = echoed(&env.page_size).filter(|&p| p > 0);
@@ -211,12 +232,12 @@ impl QfpayClient {
 
     /// `POST /trade/v1/reversal`.
     pub async fn reverse(&self, req: &CancelRequest) -> Result<CancelAnswer, GatewayError> {
-        self.cancel_via(CallMethod::Post, REVERSAL_PATH, req).await
+        self.cancel_via(CallMethod::Post, REVERSAL, req).await
     }
 
     /// `/trade/v1/close` (POST unless [`QfpayClient::with_close_method`] says GET).
     pub async fn close(&self, req: &CancelRequest) -> Result<CancelAnswer, GatewayError> {
-        self.cancel_via(self.close_method, CLOSE_PATH, req).await
+        self.cancel_via(self.close_method, CLOSE, req).await
     }
 
     /// Waits for the next call slot of the account's pacer and asks its gate: the slot a
@@ -237,11 +258,11 @@ impl QfpayClient {
         route: CancelRoute,
         req: &CancelRequest,
     ) -> Result<CancelAnswer, GatewayError> {
-        let Some((method, path)) = self.cancel_endpoint(route) else {
+        let Some((method, endpoint)) = self.cancel_endpoint(route) else {
             return Ok(not_cancellable());
         };
         let form = cancel::cancel_form(req, self.settings.mchid.as_deref());
-        let (env, body) = self.call_once(method, path, &form).await?;
+        let (env, body) = self.call_once(method, endpoint, &form).await?;
         cancel::parse_cancel(&env, body)
     }
 
@@ -252,15 +273,15 @@ impl QfpayClient {
         req: &CancelRequest,
     ) -> Result<CancelAnswer, GatewayError> {
         match self.cancel_endpoint(route) {
-            Some((method, path)) => self.cancel_via(method, path, req).await,
+            Some((method, endpoint)) => self.cancel_via(method, endpoint, req).await,
             None => Ok(not_cancellable()),
         }
     }
 
-    fn cancel_endpoint(&self, route: CancelRoute) -> Option<(CallMethod, &'static str)> {
+    fn cancel_endpoint(&self, route: CancelRoute) -> Option<(CallMethod, Endpoint)> {
         match route {
-            CancelRoute::Reversal => Some((CallMethod::Post, REVERSAL_PATH)),
-            CancelRoute::Close => Some((self.close_method, CLOSE_PATH)),
+            CancelRoute::Reversal => Some((CallMethod::Post, REVERSAL)),
+            CancelRoute::Close => Some((self.close_method, CLOSE)),
             CancelRoute::NotCancellable => None,
         }
     }
@@ -272,11 +293,11 @@ impl QfpayClient {
     async fn cancel_via(
         &self,
         method: CallMethod,
-        path: &str,
+        endpoint: Endpoint,
         req: &CancelRequest,
     ) -> Result<CancelAnswer, GatewayError> {
         let form = cancel::cancel_form(req, self.settings.mchid.as_deref());
-        let (env, body) = self.call_once_paced(method, path, &form).await?;
+        let (env, body) = self.call_once_paced(method, endpoint, &form).await?;
         cancel::parse_cancel(&env, body)
     }
 
@@ -291,7 +312,7 @@ impl QfpayClient {
     ) -> Result<PaymentCreated, GatewayError> {
         let form = req.form(self.settings.mchid.as_deref());
         let (env, body) = self
-            .call_once_paced(CallMethod::Post, PAYMENT_PATH, &form)
+            .call_once_paced(CallMethod::Post, PAYMENT, &form)
             .await?;
         payment::parse_payment(&env, body)
     }
@@ -300,32 +321,41 @@ impl QfpayClient {
     async fn call(
         &self,
         method: CallMethod,
-        path: &str,
+        endpoint: Endpoint,
         form: &Form,
     ) -> Result<(Envelope, Value), GatewayError> {
-        with_retries(self.retry, || self.call_once_paced(method, path, form)).await
+        with_retries(self.retry, || self.call_once_paced(method, endpoint, form)).await
     }
 
     async fn call_once_paced(
         &self,
         method: CallMethod,
-        path: &str,
+        endpoint: Endpoint,
         form: &Form,
     ) -> Result<(Envelope, Value), GatewayError> {
         if !self.pacer.acquire().await {
             return Err(GatewayError::Withheld { gateway: "qfpay" });
         }
-        self.call_once(method, path, form).await
+        self.call_once(method, endpoint, form).await
     }
 
-    /// One signed call, sent now: the caller has its pacer slot.
+    /// One signed call, sent now: the caller has its pacer slot. Every request to QFPay
+    /// leaves through here, so this is where it is counted and timed.
     async fn call_once(
         &self,
         method: CallMethod,
-        path: &str,
+        endpoint: Endpoint,
         form: &Form,
     ) -> Result<(Envelope, Value), GatewayError> {
+        let path = endpoint.path;
+        let started = std::time::Instant::now();
         let result = self.send(method, path, form).await;
+        crate::metrics::call_finished(
+            &self.settings.account,
+            endpoint.metric,
+            &result,
+            started.elapsed(),
+        );
         match &result {
             Ok((env, _)) => tracing::debug!(path, respcd = ?env.respcd, "qfpay answered"),
             Err(e) => tracing::debug!(path, error = %e, "qfpay call failed"),
@@ -341,7 +371,11 @@ impl QfpayClient {
     ) -> Result<(Envelope, Value), GatewayError> {
         let s = &self.settings;
         let url = format!("{}{}", s.base_url.as_str().trim_end_matches('/'), path);
-        let mut url = url::Url::parse(&url).map_err(|e| transport(format!("bad URL: {e}")))?;
+        let mut url = url::Url::parse(&url).map_err(|e| GatewayError::Transport {
+            gateway: GATEWAY,
+            detail: format!("bad URL: {e}"),
+            timed_out: false,
+        })?;
         let body = form.encode();
         let signature = sign::sign_request(form.params(), &s.client_key, s.sign_type);
         let builder = match method {
@@ -362,10 +396,7 @@ impl QfpayClient {
         if s.sign_type == SignType::Sha256 {
             builder = builder.header("X-QF-SIGNTYPE", "SHA256");
         }
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| transport(e.without_url().to_string()))?;
+        let resp = builder.send().await.map_err(transport)?;
         let status = resp.status();
         if status.as_u16() == 429 {
             return Err(GatewayError::RateLimited {
@@ -387,10 +418,7 @@ impl QfpayClient {
                 .map(str::to_string)
         };
         let (given, given_type) = (header("X-QF-SIGN"), header("X-QF-SIGNTYPE"));
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport(e.without_url().to_string()))?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         let check = sign::check_response(
             &bytes,
             given.as_deref(),
@@ -405,10 +433,11 @@ impl QfpayClient {
     }
 }
 
-fn transport(detail: String) -> GatewayError {
+fn transport(e: reqwest::Error) -> GatewayError {
     GatewayError::Transport {
         gateway: GATEWAY,
-        detail,
+        timed_out: e.is_timeout(),
+        detail: e.without_url().to_string(),
     }
 }
 
