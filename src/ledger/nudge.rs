@@ -43,15 +43,16 @@ pub enum Nudged {
     MadeDue { account: String },
     /// Already due: nothing to change (a replayed notification lands here or below).
     AlreadyDue { account: String },
-    /// Final and no longer observed: there is nothing to check.
+    /// Final and no longer observed (or, for a notification, settled at all): nothing to
+    /// check.
     Settled { state: String },
     /// No payment has that id.
     Unknown,
 }
 
 impl Ledger {
-    /// Makes payment `id` due now if it is scheduled for later (open, or settled and still
-    /// observed). A notification also marks the payment notified (once), which lets an ECPay
+    /// Makes payment `id` due now if it is scheduled for later: an open one, or for a
+    /// requested check also a settled one still observed. A notification also marks the payment notified (once), which lets an ECPay
     /// order be queried before `first_query_after`. An event is written only when something
     /// changed, so replaying the same notification writes nothing more while the payment waits
     /// for its check.
@@ -76,8 +77,12 @@ impl Ledger {
         };
         let account: String = row.get("account");
         let state: String = row.get("state");
-        let Some(next) = row.get::<Option<String>, _>("next_check_at") else {
-            return Ok(Nudged::Settled { state });
+        // A notification is about an open payment's outcome: a settled one (even one still
+        // observed for later changes) learns nothing from it, so a replay costs no query.
+        let open = matches!(state.as_str(), "pending" | "in_progress" | "reversing");
+        let next = match row.get::<Option<String>, _>("next_check_at") {
+            Some(next) if open || reason == NudgeReason::Requested => next,
+            _ => return Ok(Nudged::Settled { state }),
         };
         let later = from_db(&next).is_none_or(|t| t > now);
         let first_notice = reason == NudgeReason::Notified
