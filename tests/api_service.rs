@@ -182,6 +182,9 @@ async fn bad_requests_are_refused_and_write_nothing() {
     assert_eq!(status, 404);
 }
 
+/// What is wrong, the path, the headers, the body, the status expected.
+type QfpayCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+
 /// The checks before a valid notification: nothing about the payment changed.
 async fn unchanged(svc: &Service, account: &str, no: &str, merchant: &str) {
     let p = svc.payment(account, no).await;
@@ -223,7 +226,7 @@ async fn a_signed_qfpay_notification_settles_the_payment_at_once_and_forgeries_c
     let wrong = qfpay_sign(&body, "WRONGKEY00000000000000000000000");
     let cut = body[..body.len() - 5].to_vec();
     let cut_sign = qfpay_sign(&cut, DEV_QFPAY_CLIENT_KEY);
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<QfpayCase> = vec![
         (
             "wrong key",
             path,
