@@ -86,6 +86,7 @@ async fn a_payment_registered_through_the_api_is_settled_and_read_through_it() {
     });
     let (status, body) = svc.post("/v1/payments", &record).await;
     assert_eq!(status, 201, "{body}");
+    conforms(&body, "RegisterAnswer");
     assert_eq!(body["payments"][0]["status"], "registered");
     let id = body["payments"][0]["id"].as_i64().unwrap();
 
@@ -95,6 +96,7 @@ async fn a_payment_registered_through_the_api_is_settled_and_read_through_it() {
     assert!(took < Duration::from_secs(3), "settled only after {took:?}");
     let (status, detail) = svc.get(&format!("/v1/payments/{id}")).await;
     assert_eq!(status, 200);
+    conforms(&detail, "PaymentDetail");
     assert_eq!(detail["provider_code"], "0000");
     assert!(
         event_kinds(&detail).contains(&"registered".to_string()),
@@ -111,6 +113,7 @@ async fn a_payment_registered_through_the_api_is_settled_and_read_through_it() {
     let (status, list) = svc.get("/v1/payments?state=succeeded&account=hk").await;
     assert_eq!(status, 200);
     assert_eq!(list["payments"].as_array().unwrap().len(), 1, "{list}");
+    conforms(&list, "PaymentList");
     let (_, list) = svc.get("/v1/payments?state=pending").await;
     assert!(list["payments"].as_array().unwrap().is_empty(), "{list}");
 
@@ -166,6 +169,7 @@ async fn bad_requests_are_refused_and_write_nothing() {
                               "currency": "HKD", "created_at": rfc3339(1)}]);
     let (status, problem) = svc.post("/v1/payments", &bad).await;
     assert_eq!(status, 422, "{problem}");
+    conforms(&problem, "Problem");
     let problems = problem["problems"].as_array().unwrap();
     assert!(
         problems

@@ -123,9 +123,18 @@ fn parts() -> (Routes, Routes, utoipa::openapi::OpenApi) {
     (v1, open, doc)
 }
 
-/// The OpenAPI description of the API (what `docs/openapi.json` holds).
+/// The OpenAPI description of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     parts().2
+}
+
+/// [`openapi`] as the text `docs/openapi.json` holds (pretty, with a final newline).
+pub fn openapi_json() -> String {
+    let mut text = openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
 }
 
 /// The whole service: routes (the token guarding `/v1`), body limit, timeout.
@@ -144,6 +153,9 @@ pub fn router(ctx: Arc<ApiContext>, api: &ApiSettings) -> Router {
     ))
     .with_state(ctx)
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Why the API did not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! `payrecon generate-assets DIR` (hidden): writes the man page and the shell completions
 //! that the Debian package ships, from the same clap definition as the binary, so they never
-//! drift from `--help`. A hidden subcommand rather than build.rs: the CLI types live in the
+//! drift from `--help`, and the API's OpenAPI description generated from its handlers (the
+//! same text as `docs/openapi.json`, which a test keeps equal). A hidden subcommand rather than build.rs: the CLI types live in the
 //! library, which build.rs cannot use, and only packaging needs these files.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use super::Cli;
 #[derive(Debug, Args)]
 pub struct AssetsArgs {
     /// Directory to write into (created if missing): payrecon.1, payrecon.bash, _payrecon,
-    /// payrecon.fish.
+    /// payrecon.fish, openapi.json.
     pub dir: PathBuf,
 }
 
@@ -23,7 +24,10 @@ pub fn run(args: &AssetsArgs) -> Result<ExitCode, ExitCode> {
         error_line!("payrecon: cannot write to {}: {e}", args.dir.display());
         ExitCode::FAILURE
     })?;
-    println!("man page and completions written to {}", args.dir.display());
+    println!(
+        "man page, completions and openapi.json written to {}",
+        args.dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -36,5 +40,6 @@ fn write_all(dir: &Path) -> std::io::Result<()> {
         let mut cmd = Cli::command();
         clap_complete::generate_to(shell, &mut cmd, "payrecon", dir)?;
     }
+    std::fs::write(dir.join("openapi.json"), crate::api::openapi_json())?;
     Ok(())
 }

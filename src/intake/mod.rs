@@ -9,6 +9,6 @@ mod record;
 
 pub use file::{FileFormat, ImportError, read_file};
 pub use pay::{PayError, PayOrder, PayResult, create_qfpay_payment};
-pub use record::{RecordFields, RowError, validate_record};
+pub use record::{FIELDS, RecordFields, RowError, validate_record};
 
 pub use crate::ledger::NewPayment;

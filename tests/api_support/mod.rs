@@ -269,3 +269,91 @@ pub async fn schedule_later(dir: &Path, out_trade_no: &str, secs: i64) {
     assert_eq!(done.rows_affected(), 1);
     pool.close().await;
 }
+
+/// Checks `value` against the component schema `name` of the generated OpenAPI description:
+/// every required property present, no property the schema does not name, types as declared
+/// (`$ref`, `allOf`, arrays and nullable types followed). Panics with the path that differs.
+pub fn conforms(value: &Value, name: &str) {
+    let doc = serde_json::to_value(payrecon::api::openapi()).unwrap();
+    let schema = json_ref(&doc, &format!("#/components/schemas/{name}"));
+    check(&doc, value, schema, name);
+}
+
+fn json_ref<'a>(doc: &'a Value, r: &str) -> &'a Value {
+    let path = r.trim_start_matches("#/");
+    path.split('/').fold(doc, |v, k| &v[k])
+}
+
+/// The schema's object properties and required names, `allOf` parts merged.
+fn object_parts(doc: &Value, schema: &Value) -> (serde_json::Map<String, Value>, Vec<String>) {
+    let schema = match schema.get("$ref") {
+        Some(r) => json_ref(doc, r.as_str().unwrap()),
+        None => schema,
+    };
+    let mut props = serde_json::Map::new();
+    let mut required = Vec::new();
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        for part in parts {
+            let (p, r) = object_parts(doc, part);
+            props.extend(p);
+            required.extend(r);
+        }
+    }
+    if let Some(p) = schema.get("properties").and_then(Value::as_object) {
+        props.extend(p.clone());
+    }
+    if let Some(r) = schema.get("required").and_then(Value::as_array) {
+        required.extend(r.iter().map(|s| s.as_str().unwrap().to_string()));
+    }
+    (props, required)
+}
+
+fn check(doc: &Value, value: &Value, schema: &Value, at: &str) {
+    if let Some(r) = schema.get("$ref") {
+        return check(doc, value, json_ref(doc, r.as_str().unwrap()), at);
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ if schema.get("allOf").is_some() => vec!["object"],
+        _ => return,
+    };
+    let actual = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    assert!(
+        types.contains(&actual) || (actual == "integer" && types.contains(&"number")),
+        "{at}: {actual} where the schema says {types:?}"
+    );
+    match value {
+        Value::Object(obj) => {
+            let (props, required) = object_parts(doc, schema);
+            if props.is_empty() && required.is_empty() {
+                return; // a free-form object (evidence)
+            }
+            for r in &required {
+                assert!(obj.contains_key(r), "{at}: required {r} is missing");
+            }
+            for (k, v) in obj {
+                let s = props
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{at}: {k} is not in the schema"));
+                check(doc, v, s, &format!("{at}.{k}"));
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    check(doc, v, item, &format!("{at}[{i}]"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
