@@ -1,0 +1,211 @@
+//! The ledger side of the service API: keyset pages (no row skipped or repeated, merged in id
+//! order across accounts), and nudges (a check or a notification makes a payment due now,
+//! never changes its state, and writes an event only when something changed).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payrecon::domain::{
+    AccountName, Currency, Money, OutTradeNo, PaymentState, Provider, RecordKind,
+};
+use payrecon::ledger::{
+    self, DiscrepancyPage, Ledger, NewPayment, NudgeReason, Nudged, PaymentPage,
+};
+use serde_json::json;
+
+fn payment(account: &str, no: &str) -> NewPayment {
+    NewPayment {
+        account: AccountName::parse(account).unwrap(),
+        provider: Provider::Qfpay,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse(no, Provider::Qfpay).unwrap(),
+        provider_ref: None,
+        pay_type: None,
+        amount: Money::new(100, Currency::parse("HKD").unwrap()).unwrap(),
+        created_at: Utc::now(),
+        expires_at: None,
+    }
+}
+
+async fn ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    (dir, l)
+}
+
+async fn set(l: &Ledger, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(l.pool())
+        .await
+        .unwrap();
+}
+
+/// Every page of `page` (limit 3) in order: the ids.
+async fn walk(l: &Ledger, mut page: PaymentPage) -> Vec<i64> {
+    page.limit = 3;
+    let mut ids = Vec::new();
+    loop {
+        let rows = l.payments_page(&page).await.unwrap();
+        ids.extend(rows.iter().map(|r| r.id));
+        match rows.last() {
+            Some(last) if rows.len() == 3 => page.after = last.id,
+            _ => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_list_every_matching_payment_once_in_id_order() {
+    let (_dir, l) = ledger().await;
+    // Interleaved accounts; every third payment failed.
+    let batch: Vec<NewPayment> = (0..20)
+        .map(|i| payment(if i % 2 == 0 { "hk" } else { "sg" }, &format!("P{i}")))
+        .collect();
+    l.register(&batch, Utc::now()).await.unwrap();
+    set(
+        &l,
+        "UPDATE payments SET state = 'failed', next_check_at = NULL WHERE id % 3 = 0",
+    )
+    .await;
+    let all: Vec<i64> = (1..=20).collect();
+    let expect =
+        |f: &dyn Fn(i64) -> bool| all.iter().copied().filter(|&i| f(i)).collect::<Vec<_>>();
+
+    assert_eq!(walk(&l, PaymentPage::default()).await, all);
+    let hk = PaymentPage {
+        account: Some("hk".into()),
+        ..Default::default()
+    };
+    assert_eq!(walk(&l, hk).await, expect(&|i| i % 2 == 1));
+    let failed = PaymentPage {
+        state: Some(PaymentState::Failed),
+        ..Default::default()
+    };
+    assert_eq!(walk(&l, failed).await, expect(&|i| i % 3 == 0));
+    let pending_sg = PaymentPage {
+        state: Some(PaymentState::Pending),
+        account: Some("sg".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        walk(&l, pending_sg).await,
+        expect(&|i| i % 2 == 0 && i % 3 != 0)
+    );
+}
+
+#[tokio::test]
+async fn discrepancy_pages_list_open_ones_across_accounts_and_resolved_ones_on_request() {
+    let (_dir, l) = ledger().await;
+    for (i, account) in ["hk", "sg", "hk", "sg", "hk"].iter().enumerate() {
+        l.record_notified_unknown(account, &format!("S{i}"), "detail", &json!({}), Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(
+        l.resolve_discrepancy(2, "checked", Utc::now())
+            .await
+            .unwrap()
+    );
+    let ids = |rows: Vec<ledger::DiscrepancyRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    let page = |account: Option<&str>, include_resolved, after| DiscrepancyPage {
+        account: account.map(str::to_string),
+        include_resolved,
+        after,
+        limit: 2,
+    };
+    assert_eq!(
+        ids(l.discrepancies_page(&page(None, false, 0)).await.unwrap()),
+        [1, 3]
+    );
+    assert_eq!(
+        ids(l.discrepancies_page(&page(None, false, 3)).await.unwrap()),
+        [4, 5]
+    );
+    assert_eq!(
+        ids(l
+            .discrepancies_page(&page(Some("sg"), false, 0))
+            .await
+            .unwrap()),
+        [4]
+    );
+    assert_eq!(
+        ids(l
+            .discrepancies_page(&page(Some("sg"), true, 0))
+            .await
+            .unwrap()),
+        [2, 4]
+    );
+    assert_eq!(
+        ids(l.discrepancies_page(&page(None, true, 1)).await.unwrap()),
+        [2, 3]
+    );
+    // Recorded once per (account, subject): a repeated notification adds nothing.
+    assert!(
+        !l.record_notified_unknown("hk", "S0", "detail", &json!({}), Utc::now())
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_nudge_changes_when_not_what_and_writes_an_event_only_when_it_changed_something() {
+    let (_dir, l) = ledger().await;
+    l.register(&[payment("hk", "N1"), payment("hk", "N2")], Utc::now())
+        .await
+        .unwrap();
+    set(
+        &l,
+        "UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z'",
+    )
+    .await;
+    set(&l, "UPDATE payments SET state = 'succeeded' WHERE id = 2").await;
+    let nudge = |id, reason| {
+        let l = l.clone();
+        async move {
+            l.nudge(id, reason, "why", &json!({"k": 1}), Utc::now())
+                .await
+                .unwrap()
+        }
+    };
+    let hk = || "hk".to_string();
+    assert_eq!(
+        nudge(1, NudgeReason::Notified).await,
+        Nudged::MadeDue { account: hk() }
+    );
+    // The replay: already due and already notified, so nothing is written.
+    assert_eq!(
+        nudge(1, NudgeReason::Notified).await,
+        Nudged::AlreadyDue { account: hk() }
+    );
+    assert_eq!(
+        nudge(1, NudgeReason::Requested).await,
+        Nudged::AlreadyDue { account: hk() }
+    );
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM events WHERE payment_id = 1 ORDER BY id")
+            .fetch_all(l.pool())
+            .await
+            .unwrap();
+    assert_eq!(events, ["registered", "notified"]);
+    let (state, notified): (String, Option<String>) =
+        sqlx::query_as("SELECT state, notified_at FROM payments WHERE id = 1")
+            .fetch_one(l.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "pending");
+    assert!(notified.is_some());
+    // A settled payment still observed: a requested check makes it due, a notification not.
+    assert_eq!(
+        nudge(2, NudgeReason::Notified).await,
+        Nudged::Settled {
+            state: "succeeded".into()
+        }
+    );
+    assert_eq!(
+        nudge(2, NudgeReason::Requested).await,
+        Nudged::MadeDue { account: hk() }
+    );
+    assert_eq!(nudge(99, NudgeReason::Requested).await, Nudged::Unknown);
+}
