@@ -244,3 +244,21 @@ async fn a_running_daemon_is_ready() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_fails_the_start_with_a_line_naming_it() {
+    let (_sandbox, dir, port) = prepare("").await;
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrecon"))
+        .arg("--config")
+        .arg(dir.path().join("payrecon.toml"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("api.listen 127.0.0.1:{port}: cannot listen")),
+        "{err}"
+    );
+}

@@ -298,3 +298,44 @@ fn ecpay_patience_is_configurable_and_must_end_before_the_give_up_horizon() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn the_api_is_off_unless_configured_and_never_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = config::load(Some(&write(&dir, "off.toml", QFPAY))).unwrap();
+    assert!(off.api.is_none());
+
+    let lines = problems(&format!("[api]\nlisten = \"127.0.0.1:8177\"\n{QFPAY}"));
+    assert!(
+        has(
+            &lines,
+            "api.token: missing (set token_file, or token for development)"
+        ),
+        "{lines:?}"
+    );
+    let lines = problems("[api]\nlisten = \"localhost\"\ntoken = \"t\"\nmax_body = 0\n");
+    assert!(has(&lines, "api.listen:"), "{lines:?}");
+    assert!(
+        has(&lines, "api.max_body: must be between 1 and"),
+        "{lines:?}"
+    );
+    let lines = problems("[api]\nmax_body = 10\n");
+    assert!(has(&lines, "api.max_body: has no effect"), "{lines:?}");
+
+    // A token file alone turns the API on, on loopback.
+    let token = write(&dir, "token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let on = config::load(Some(&write(
+        &dir,
+        "on.toml",
+        &format!("[api]\ntoken_file = \"{}\"\n", token.display()),
+    )))
+    .unwrap();
+    let api = on.api.expect("on");
+    assert_eq!(api.listen.to_string(), config::DEFAULT_LISTEN);
+    assert!(!format!("{api:?}").contains("s3cret-token"));
+    // A token file others can read is refused, like every secret file.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let lines = problems(&format!("[api]\ntoken_file = \"{}\"\n", token.display()));
+    assert!(has(&lines, "api.token_file:"), "{lines:?}");
+}
