@@ -178,6 +178,18 @@ async fn bad_requests_are_refused_and_write_nothing() {
         "{problem}"
     );
     assert!(problems.iter().all(|p| p["index"] == 1), "{problem}");
+    // The same order twice in one request, as in one import file.
+    let (status, problem) = svc.post("/v1/payments", &json!([record, record])).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["problems"][0]["index"], 1);
+    assert_eq!(problem["problems"][0]["field"], "out_trade_no");
+    assert!(
+        problem["problems"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("first on record 0"),
+        "{problem}"
+    );
     let (status, _) = svc.post("/v1/payments", &json!("not a record")).await;
     assert_eq!(status, 400);
     let (_, list) = svc.get("/v1/payments").await;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::ApiContext;
 use super::problem::{FieldProblem, Problem};
 use crate::domain::{PaymentState, RecordKind};
-use crate::intake::{RecordFields, validate_record};
+use crate::intake::{BatchCheck, RecordFields};
 use crate::ledger::{EventRow, NudgeReason, Nudged, PaymentPage, PaymentRow};
 
 /// One payment to register: the columns of `payrecon import` (docs/ARCHITECTURE.md §5).
@@ -157,8 +157,9 @@ pub async fn register(State(ctx): State<Arc<ApiContext>>, body: Bytes) -> Respon
     let now = Utc::now();
     let mut problems = Vec::new();
     let mut batch = Vec::new();
+    let mut check = BatchCheck::new(&ctx.settings, now, "record");
     for (index, rec) in recs.iter().enumerate() {
-        match validate_record(rec, index, &ctx.settings, now) {
+        match check.check(index, rec) {
             Ok(p) => batch.push(p),
             Err(errs) => problems.extend(errs.into_iter().map(|e| FieldProblem {
                 index: e.line,

@@ -1,16 +1,15 @@
 //! Import files: `.jsonl` (one JSON object per line) or `.csv` (a header row with the same
 //! column names). The whole file is validated before anything is written.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::record::{RecordFields, RowError, validate_record};
+use super::batch::BatchCheck;
+use super::record::{RecordFields, RowError};
 use crate::config::Settings;
-use crate::domain::Provider;
 use crate::ledger::NewPayment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,58 +164,17 @@ pub fn read_file(
     let reader = std::io::BufReader::new(file);
     let mut errors = Vec::new();
     let mut payments = Vec::new();
-    let mut first_line: HashMap<(String, &'static str, String), usize> = HashMap::new();
-    // A gateway id names one payment: two rows with the same one could never both match.
-    let mut first_ref: HashMap<(String, String), usize> = HashMap::new();
+    let mut batch = BatchCheck::new(settings, now, "line");
     // Each record is validated as it is read: only the validated payments are kept, never
     // the whole file as parsed JSON (a 100 MB file must not cost gigabytes).
     let mut accept = |line: usize, rec: RecordFields, errors: &mut Vec<RowError>| {
-        match validate_record(&rec, line, settings, now) {
+        match batch.check(line, &rec) {
             Ok(p) => {
-                let key = (
-                    p.account.as_str().to_string(),
-                    p.kind.as_str(),
-                    p.out_trade_no.as_str().to_string(),
-                );
-                if let Some(first) = first_line.get(&key) {
-                    errors.push(RowError {
-                        line,
-                        field: "out_trade_no".into(),
-                        reason: format!(
-                            "{:?} appears twice for account {} (first on line {first})",
-                            key.2, key.0
-                        ),
-                    });
-                } else if let Some(first) = p.provider_ref.as_ref().and_then(|r| {
-                    first_ref
-                        .get(&(key.0.clone(), r.as_str().to_string()))
-                        .copied()
-                }) {
-                    let field = match p.provider {
-                        Provider::Qfpay => "syssn",
-                        Provider::Ecpay => "trade_no",
-                    };
-                    errors.push(RowError {
-                        line,
-                        field: field.into(),
-                        reason: format!(
-                            "{:?} appears twice for account {} (first on line {first}); a \
-                             gateway id names one payment",
-                            p.provider_ref.as_ref().map_or("", |r| r.as_str()),
-                            key.0
-                        ),
-                    });
-                } else {
-                    if let Some(r) = &p.provider_ref {
-                        first_ref.insert((key.0.clone(), r.as_str().to_string()), line);
-                    }
-                    first_line.insert(key, line);
-                    // Once the file is known to be bad, keep only what finds more problems.
-                    if errors.is_empty() {
-                        payments.push((line, p));
-                    } else if !payments.is_empty() {
-                        payments = Vec::new();
-                    }
+                // Once the file is known to be bad, keep only what finds more problems.
+                if errors.is_empty() {
+                    payments.push((line, p));
+                } else if !payments.is_empty() {
+                    payments = Vec::new();
                 }
             }
             Err(e) => {
