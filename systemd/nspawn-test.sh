@@ -149,6 +149,16 @@ ctr sh -c 'umask 077
     printf "%s" DEVCLIENTKEY00000000000000000000 > /etc/payrecon/credentials/hk-key
     printf "%s" pwFHCqoQZGmho4w6 > /etc/payrecon/credentials/tw-hash-key
     printf "%s" EkRm7iFT261dpevs > /etc/payrecon/credentials/tw-hash-iv'
+# The API as docs/OPERATIONS.md §8 turns it on: the token as a credential of both units.
+ctr sh -c 'umask 077; printf "%s" nspawn-api-token-0123456789 > /etc/payrecon/credentials/api-token'
+ctr sed -i -e 's|^# \[api\]|[api]|' -e 's|^# listen = |listen = |' -e 's|^# token_file = |token_file = |' \
+    /etc/payrecon/payrecon.toml
+for unit in payrecon payrecon-reconcile; do
+    ctr mkdir -p "/etc/systemd/system/$unit.service.d"
+    ctr sh -c "printf '[Service]\nLoadCredential=api-token:/etc/payrecon/credentials/api-token\n' \
+        > /etc/systemd/system/$unit.service.d/api.conf"
+done
+ctr systemctl daemon-reload
 admin() { ctr env CREDENTIALS_DIRECTORY=/etc/payrecon/credentials payrecon --config /etc/payrecon/payrecon.toml "$@"; }
 admin config check >/dev/null || fail "config check refused the configuration"
 ctr systemd-run --quiet --unit=payrecon-sandbox /usr/bin/payrecon sandbox --listen "$SANDBOX" --qfpay-records 20
@@ -168,6 +178,12 @@ first_ping="$(prop payrecon WatchdogTimestampMonotonic)"
 checked() { admin ledger show NSPAWN1 | grep -q observed; }
 wait_for 45 checked || fail "the daemon never asked the sandbox about the tracked payment"
 ok "the daemon asked the sandbox about a payment registered by hand (an observed event)"
+api() { ctr curl -fsS --max-time 5 -H "Authorization: Bearer nspawn-api-token-0123456789" "http://127.0.0.1:8177$1"; }
+api /healthz >/dev/null || fail "the API does not answer /healthz under systemd"
+api /readyz | grep -q '"ready":true' || fail "/readyz is not ready under systemd: $(api /readyz)"
+api /v1/payments | grep -q NSPAWN1 || fail "GET /v1/payments does not list the tracked payment"
+api /metrics | grep -q '^payrecon_gateway_calls_total{' || fail "/metrics has no gateway call counter"
+ok "the API under systemd: /healthz, /readyz ready, /v1/payments with the credential token, /metrics"
 pinged() { [ "$(prop payrecon WatchdogTimestampMonotonic)" != "$first_ping" ]; }
 wait_for 40 pinged || fail "no watchdog ping within 40 s (WatchdogSec=60s: every 30 s)"
 ok "watchdog pinged (WatchdogTimestamp moved on)"
