@@ -47,6 +47,10 @@ pub struct PaymentUpdate {
     pub next_check_at: Option<DateTime<Utc>>,
     /// First time the gateway said in progress; only fills an empty column.
     pub in_progress_since: Option<DateTime<Utc>>,
+    /// The payment's `notified_at` when the lane read it: a notification that arrived since
+    /// (while the query was in flight) keeps an open payment due now instead of the answer's
+    /// later check, so the nudge is not lost.
+    pub seen_notified_at: Option<DateTime<Utc>>,
     pub events: Vec<NewEvent>,
     pub discrepancies: Vec<NewDiscrepancy>,
 }
@@ -70,7 +74,11 @@ pub(super) const APPLY_UPDATES: &str = "UPDATE payments SET
          attempts = payments.attempts + u.checked,
          retry_reason = u.retry_reason,
          retry_repeats = u.retry_repeats,
-         next_check_at = u.next_check_at,
+         next_check_at = CASE
+             WHEN u.next_check_at IS NOT NULL AND payments.notified_at IS NOT NULL
+                  AND payments.notified_at IS NOT u.seen_notified_at
+             THEN MIN(u.next_check_at, ?2)
+             ELSE u.next_check_at END,
          in_progress_since = COALESCE(payments.in_progress_since, u.in_progress_since),
          updated_at = ?2,
          lease_owner = NULL,
@@ -84,7 +92,8 @@ pub(super) const APPLY_UPDATES: &str = "UPDATE payments SET
                   json_extract(value, '$.retry_reason') AS retry_reason,
                   json_extract(value, '$.retry_repeats') AS retry_repeats,
                   json_extract(value, '$.next_check_at') AS next_check_at,
-                  json_extract(value, '$.in_progress_since') AS in_progress_since
+                  json_extract(value, '$.in_progress_since') AS in_progress_since,
+                  json_extract(value, '$.seen_notified_at') AS seen_notified_at
            FROM json_each(?1)) AS u
      WHERE payments.id = u.id
        AND (?4 IS NULL OR (payments.lease_owner = ?4 AND payments.lease_expires_at > ?2))
@@ -123,6 +132,7 @@ fn updates_json(updates: &[&PaymentUpdate]) -> String {
                 "retry_repeats": repeats,
                 "next_check_at": u.next_check_at.map(to_db),
                 "in_progress_since": u.in_progress_since.map(to_db),
+                "seen_notified_at": u.seen_notified_at.map(to_db),
             })
         })
         .collect();

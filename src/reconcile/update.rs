@@ -132,6 +132,7 @@ pub fn from_observation(
         retry,
         next_check_at: retry.map(|r| schedule_at(schedule, r, now, jitter)),
         in_progress_since: (obs.outcome == Outcome::InProgress).then_some(now),
+        seen_notified_at: c.notified_at,
         events: vec![NewEvent {
             at: now,
             kind: "observed",
@@ -196,6 +197,7 @@ pub fn from_call_error(
         retry: Some(retry),
         next_check_at: Some(schedule_at(schedule, retry, now, jitter)),
         in_progress_since: None,
+        seen_notified_at: c.notified_at,
         events: vec![NewEvent {
             at: now,
             kind: "call_failed",
@@ -221,6 +223,7 @@ pub fn postpone(c: &Claimed, until: DateTime<Utc>) -> PaymentUpdate {
         retry: c.retry_reason.map(|r| (r, c.retry_repeats)),
         next_check_at: Some(until),
         in_progress_since: None,
+        seen_notified_at: c.notified_at,
         events: Vec::new(),
         discrepancies: Vec::new(),
     }
