@@ -1,6 +1,6 @@
 //! The ledger side of the service API: keyset pages (no row skipped or repeated, merged in id
 //! order across accounts), and nudges (a check or a notification makes a payment due now,
-//! never changes its state, and writes an event only when something changed).
+//! never changes its state; a notification marks a payment once, and a repeat writes nothing).
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, PaymentState, Provider, RecordKind,
 };
 use payrecon::ledger::{
-    self, DiscrepancyPage, Ledger, NewPayment, NudgeReason, Nudged, PaymentPage,
+    self, CheckRequested, DiscrepancyPage, Ledger, NewPayment, Nudged, PaymentPage,
 };
 use serde_json::json;
 
@@ -150,62 +150,131 @@ async fn discrepancy_pages_list_open_ones_across_accounts_and_resolved_ones_on_r
 }
 
 #[tokio::test]
-async fn a_nudge_changes_when_not_what_and_writes_an_event_only_when_it_changed_something() {
+async fn a_notification_marks_once_changes_when_not_what_and_flags_a_contradiction() {
     let (_dir, l) = ledger().await;
-    l.register(&[payment("hk", "N1"), payment("hk", "N2")], Utc::now())
-        .await
-        .unwrap();
+    let batch: Vec<NewPayment> = ["N1", "N2", "N3", "N4"]
+        .iter()
+        .map(|n| payment("hk", n))
+        .collect();
+    l.register(&batch, Utc::now()).await.unwrap();
     set(
         &l,
         "UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z'",
     )
     .await;
     set(&l, "UPDATE payments SET state = 'succeeded' WHERE id = 2").await;
-    let nudge = |id, reason| {
+    set(&l, "UPDATE payments SET state = 'failed' WHERE id = 3").await;
+    set(
+        &l,
+        "UPDATE payments SET state = 'needs_review', next_check_at = NULL WHERE id = 4",
+    )
+    .await;
+    let notified = |id| {
         let l = l.clone();
         async move {
-            l.nudge(id, reason, "why", &json!({"k": 1}), Utc::now())
+            l.notified_paid(id, "why", &json!({"k": 1}), Utc::now())
                 .await
                 .unwrap()
         }
     };
     let hk = || "hk".to_string();
-    assert_eq!(
-        nudge(1, NudgeReason::Notified).await,
-        Nudged::MadeDue { account: hk() }
-    );
-    // The replay: already due and already notified, so nothing is written.
-    assert_eq!(
-        nudge(1, NudgeReason::Notified).await,
-        Nudged::AlreadyDue { account: hk() }
-    );
-    assert_eq!(
-        nudge(1, NudgeReason::Requested).await,
-        Nudged::AlreadyDue { account: hk() }
-    );
-    let events: Vec<String> =
-        sqlx::query_scalar("SELECT kind FROM events WHERE payment_id = 1 ORDER BY id")
+    assert_eq!(notified(1).await, Nudged::MadeDue { account: hk() });
+    // Replays write nothing and ask nothing.
+    assert_eq!(notified(1).await, Nudged::Repeated);
+    assert_eq!(notified(1).await, Nudged::Repeated);
+    let kinds = |id: i64| {
+        let l = l.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT kind FROM events WHERE payment_id = ? ORDER BY id",
+            )
+            .bind(id)
             .fetch_all(l.pool())
             .await
-            .unwrap();
-    assert_eq!(events, ["registered", "notified"]);
-    let (state, notified): (String, Option<String>) =
+            .unwrap()
+        }
+    };
+    assert_eq!(kinds(1).await, ["registered", "notified"]);
+    let (state, notified_at): (String, Option<String>) =
         sqlx::query_as("SELECT state, notified_at FROM payments WHERE id = 1")
             .fetch_one(l.pool())
             .await
             .unwrap();
     assert_eq!(state, "pending");
-    assert!(notified.is_some());
-    // A settled payment still observed: a requested check makes it due, a notification not.
+    assert!(notified_at.is_some());
+    // Paid already: nothing. Failed (still observed): a discrepancy and due now. In review
+    // (not observed): a discrepancy only.
     assert_eq!(
-        nudge(2, NudgeReason::Notified).await,
+        notified(2).await,
         Nudged::Settled {
             state: "succeeded".into()
         }
     );
     assert_eq!(
-        nudge(2, NudgeReason::Requested).await,
-        Nudged::MadeDue { account: hk() }
+        notified(3).await,
+        Nudged::Contradicts {
+            account: hk(),
+            state: "failed".into(),
+            due: true
+        }
     );
-    assert_eq!(nudge(99, NudgeReason::Requested).await, Nudged::Unknown);
+    assert_eq!(
+        notified(4).await,
+        Nudged::Contradicts {
+            account: hk(),
+            state: "needs_review".into(),
+            due: false
+        }
+    );
+    assert_eq!(notified(3).await, Nudged::Repeated);
+    let found: Vec<(i64, String)> =
+        sqlx::query_as("SELECT payment_id, kind FROM discrepancies ORDER BY id")
+            .fetch_all(l.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        found,
+        [
+            (3, "notified_after_final".to_string()),
+            (4, "notified_after_final".to_string())
+        ]
+    );
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM payments ORDER BY id")
+        .fetch_all(l.pool())
+        .await
+        .unwrap();
+    assert_eq!(states, ["pending", "succeeded", "failed", "needs_review"]);
+    assert_eq!(notified(99).await, Nudged::Unknown);
+}
+
+#[tokio::test]
+async fn a_requested_check_makes_an_observed_payment_due_and_refuses_a_final_one() {
+    let (_dir, l) = ledger().await;
+    l.register(&[payment("hk", "K1"), payment("hk", "K2")], Utc::now())
+        .await
+        .unwrap();
+    set(
+        &l,
+        "UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z' WHERE id = 1",
+    )
+    .await;
+    set(
+        &l,
+        "UPDATE payments SET state = 'failed', next_check_at = NULL WHERE id = 2",
+    )
+    .await;
+    let hk = || "hk".to_string();
+    let check = |id| {
+        let l = l.clone();
+        async move { l.request_check(id, Utc::now()).await.unwrap() }
+    };
+    assert_eq!(check(1).await, CheckRequested::DueNow { account: hk() });
+    assert_eq!(check(1).await, CheckRequested::AlreadyDue { account: hk() });
+    assert_eq!(
+        check(2).await,
+        CheckRequested::Final {
+            state: "failed".into()
+        }
+    );
+    assert_eq!(check(3).await, CheckRequested::Unknown);
 }

@@ -7,7 +7,7 @@ use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, PaymentId, PaymentState, Provider, RecordKind,
     RetryReason,
 };
-use payrecon::ledger::{self, ClaimScope, DuePosition, NudgeReason, PaymentUpdate, WriteGuard};
+use payrecon::ledger::{self, ClaimScope, DuePosition, PaymentUpdate, WriteGuard};
 
 /// A notification that arrives while the lane's query of the payment is in flight (the lane
 /// read the payment before the nudge and writes its answer after it) must stay effective: the
@@ -53,15 +53,9 @@ async fn a_nudge_while_the_lane_queries_is_not_overwritten_by_the_lanes_answer()
     let id = unit[0].id;
     // 2. The gateway's notification arrives meanwhile.
     let t1 = t0 + chrono::Duration::milliseconds(200);
-    l.nudge(
-        id.0,
-        NudgeReason::Notified,
-        "notified",
-        &serde_json::json!({}),
-        t1,
-    )
-    .await
-    .unwrap();
+    l.notified_paid(id.0, "notified", &serde_json::json!({}), t1)
+        .await
+        .unwrap();
     // 3. The query's answer (sent before the payment was paid): not found, ask in 10 minutes.
     let t2 = t0 + chrono::Duration::milliseconds(400);
     let update = PaymentUpdate {
@@ -73,6 +67,8 @@ async fn a_nudge_while_the_lane_queries_is_not_overwritten_by_the_lanes_answer()
         retry: Some((RetryReason::NotFound, 0)),
         next_check_at: Some(t2 + chrono::Duration::minutes(10)),
         in_progress_since: None,
+        // What the lane read: not notified yet.
+        seen_notified_at: unit[0].notified_at,
         events: Vec::new(),
         discrepancies: Vec::new(),
     };

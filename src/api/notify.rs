@@ -1,10 +1,12 @@
 //! What a gateway notification does once its sender is authenticated (each gateway's own way,
 //! in `notify_qfpay` and `notify_ecpay`). A notification is **never evidence**: its signature
 //! carries no timestamp or nonce, so a replay is indistinguishable from the original. It only
-//! makes the payment it names due now, and the lane's verified query decides. A notification
-//! for an order the ledger lacks registers it (when the account's
-//! `register_from_notifications` allows) or is recorded as a `notified_unknown` discrepancy,
-//! once per order.
+//! marks the payment it names (once: replays write nothing and ask nothing) and makes it due
+//! now, and the lane's verified query decides; it also keeps the last resort from reversing a
+//! payment the gateway said is paid. A notification for an order the ledger lacks registers
+//! it (when the account's `register_from_notifications` allows) or is recorded as a
+//! `notified_unknown` discrepancy, once per order; a refund of a payment the ledger holds is
+//! left to the sweep that reads its window again.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use serde_json::Value;
 use super::ApiContext;
 use crate::domain::RecordKind;
 use crate::intake::{RecordFields, validate_record};
-use crate::ledger::{LedgerError, NudgeReason, Nudged};
+use crate::ledger::{LedgerError, Nudged};
 
 /// An authenticated notification, reduced to what payrecon uses.
 #[derive(Debug)]
@@ -24,6 +26,11 @@ pub(super) struct Notice {
     pub out_trade_no: String,
     /// The gateway's id of the record (QFPay syssn, ECPay TradeNo).
     pub provider_ref: Option<String>,
+    /// Whether it says the payment (or refund) succeeded. Others are acknowledged and change
+    /// nothing: the lane's scheduled queries find failures.
+    pub claims_paid: bool,
+    /// A refund's original payment: its order number and gateway id, as far as given.
+    pub original: Option<(Option<String>, Option<String>)>,
     /// The fields kept in the `notified` event (ids, amount, status; nothing else).
     pub evidence: Value,
     /// The payment as an intake record, for accounts that register notified orders.
@@ -33,12 +40,17 @@ pub(super) struct Notice {
 /// What a notification changed.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
-    /// A known payment: due now, or already due (a replay changes nothing).
+    /// A payment the ledger holds: see [`Nudged`].
     Nudged(Nudged),
-    /// A new payment registered from it (and due now).
+    /// A new payment registered from it (marked notified, due now).
     Registered(i64),
     /// Unknown and not registered: a `notified_unknown` discrepancy (newly, or already there).
     Recorded { new: bool },
+    /// A refund of a payment the ledger holds (this id): the sweep that reads the payment's
+    /// window again links the refund; nothing to record now.
+    RefundOfHeld(i64),
+    /// It does not claim success: nothing to do.
+    Ignored,
 }
 
 impl Notice {
@@ -49,14 +61,17 @@ impl Notice {
 
 /// Acts on an authenticated notification.
 pub(super) async fn handle(ctx: &Arc<ApiContext>, notice: Notice) -> Result<Outcome, LedgerError> {
+    if !notice.claims_paid {
+        return Ok(Outcome::Ignored);
+    }
     let now = Utc::now();
     let message = format!(
-        "gateway notification about {} {} (not evidence: a query decides)",
+        "gateway notification: {} {} paid (not evidence: a query decides)",
         notice.kind.as_str(),
         notice.subject()
     );
-    let known = ctx
-        .ledger
+    let ledger = &ctx.ledger;
+    let known = ledger
         .find_notified(
             &notice.account,
             notice.kind,
@@ -64,44 +79,56 @@ pub(super) async fn handle(ctx: &Arc<ApiContext>, notice: Notice) -> Result<Outc
             notice.provider_ref.as_deref(),
         )
         .await?;
-    let id = match known {
-        Some(id) => id,
-        None => match register(ctx, &notice, now).await? {
-            Ok(id) => {
-                nudge(ctx, id, &message, &notice.evidence).await?;
-                return Ok(Outcome::Registered(id));
+    if let Some(id) = known {
+        return Ok(Outcome::Nudged(
+            mark(ctx, id, &message, &notice.evidence).await?,
+        ));
+    }
+    if let Some((order, syssn)) = &notice.original {
+        let original = ledger
+            .find_notified(
+                &notice.account,
+                RecordKind::Payment,
+                order.as_deref().unwrap_or_default(),
+                syssn.as_deref(),
+            )
+            .await?;
+        if let Some(id) = original {
+            return Ok(Outcome::RefundOfHeld(id));
+        }
+    }
+    match register(ctx, &notice, now).await? {
+        Ok(id) => {
+            mark(ctx, id, &message, &notice.evidence).await?;
+            Ok(Outcome::Registered(id))
+        }
+        Err(why) => {
+            let detail = format!(
+                "{} {}: the gateway notified {} {} as paid, which the ledger does not hold ({why})",
+                notice.account,
+                notice.out_trade_no,
+                notice.kind.as_str(),
+                notice.subject()
+            );
+            let new = ledger
+                .record_notified_unknown(
+                    &notice.account,
+                    notice.subject(),
+                    &detail,
+                    &notice.evidence,
+                    now,
+                )
+                .await?;
+            if new {
+                tracing::warn!(account = %notice.account, order = %notice.out_trade_no, "notification for an order the ledger does not hold; recorded as a discrepancy");
             }
-            Err(why) => {
-                let detail = format!(
-                    "{} {}: the gateway notified {} {}, which the ledger does not hold ({why})",
-                    notice.account,
-                    notice.out_trade_no,
-                    notice.kind.as_str(),
-                    notice.subject()
-                );
-                let new = ctx
-                    .ledger
-                    .record_notified_unknown(
-                        &notice.account,
-                        notice.subject(),
-                        &detail,
-                        &notice.evidence,
-                        now,
-                    )
-                    .await?;
-                if new {
-                    tracing::warn!(account = %notice.account, order = %notice.out_trade_no, "notification for an order the ledger does not hold; recorded as a discrepancy");
-                }
-                return Ok(Outcome::Recorded { new });
-            }
-        },
-    };
-    Ok(Outcome::Nudged(
-        nudge(ctx, id, &message, &notice.evidence).await?,
-    ))
+            Ok(Outcome::Recorded { new })
+        }
+    }
 }
 
-async fn nudge(
+/// Marks payment `id` notified as paid and wakes its lane when it is due.
+async fn mark(
     ctx: &ApiContext,
     id: i64,
     message: &str,
@@ -109,10 +136,26 @@ async fn nudge(
 ) -> Result<Nudged, LedgerError> {
     let nudged = ctx
         .ledger
-        .nudge(id, NudgeReason::Notified, message, evidence, Utc::now())
+        .notified_paid(id, message, evidence, Utc::now())
         .await?;
-    if let Nudged::MadeDue { account } | Nudged::AlreadyDue { account } = &nudged {
-        ctx.waker.wake(account);
+    match &nudged {
+        Nudged::MadeDue { account } | Nudged::AlreadyDue { account } => ctx.waker.wake(account),
+        Nudged::Contradicts {
+            account,
+            state,
+            due,
+        } => {
+            tracing::warn!(
+                account,
+                payment = id,
+                state,
+                "money alert: the gateway notified a payment as paid that the ledger holds as {state}; recorded as notified_after_final"
+            );
+            if *due {
+                ctx.waker.wake(account);
+            }
+        }
+        Nudged::Repeated | Nudged::Settled { .. } | Nudged::Unknown => {}
     }
     Ok(nudged)
 }

@@ -126,6 +126,9 @@ fn notice(a: &EcpayAccount, body: &[u8]) -> Result<Notice, (StatusCode, String)>
         kind: RecordKind::Payment,
         out_trade_no,
         provider_ref: trade_no,
+        // RtnCode 1: paid. Anything else is a failure the scheduled queries find.
+        claims_paid: fields::integer(obj, "RtnCode") == Some(1),
+        original: None,
         evidence: Value::Object(evidence),
         registration: Some(registration),
     })

@@ -50,23 +50,39 @@ fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// The notice a signed body gives, or why it is malformed.
-fn notice(account: &QfpayAccount, body: &[u8]) -> Result<Notice, String> {
+/// The notice a signed body gives, or the status and why it is refused.
+fn notice(account: &QfpayAccount, body: &[u8]) -> Result<Notice, (StatusCode, String)> {
+    let bad = |why: String| (StatusCode::BAD_REQUEST, why);
     let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let obj = value.as_object().ok_or("the body is not a JSON object")?;
-    let kind = match text(obj, "notify_type").as_deref() {
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("the body is not a JSON object".into()))?;
+    if let (Some(ours), Some(theirs)) = (&account.mchid, text(obj, "mchid"))
+        && *ours != theirs
+    {
+        // An agent's sub-merchants share one URL and one key: this one is another's.
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!("mchid {theirs:?} is not this account's"),
+        ));
+    }
+    let notify_type = text(obj, "notify_type");
+    let kind = match notify_type.as_deref() {
         Some("refund") => RecordKind::Refund,
-        // `payment`; S6 also lists `close`, and an Odoo test mocks `cancel`: both are about
-        // the payment itself.
-        Some("payment" | "close" | "cancel") | None => RecordKind::Payment,
-        Some(other) => return Err(format!("unknown notify_type {other:?}")),
+        _ => RecordKind::Payment,
     };
-    let out_trade_no = text(obj, "out_trade_no").ok_or("out_trade_no is missing")?;
+    // QFPay notifies successful payments and refunds only (`status` "1"); S6 also lists
+    // `close`, an Odoo test mocks `cancel`: those, and anything new, change nothing here.
+    let claims_paid = matches!(notify_type.as_deref(), Some("payment" | "refund") | None)
+        && text(obj, "status").is_none_or(|s| s == "1");
+    let out_trade_no =
+        text(obj, "out_trade_no").ok_or_else(|| bad("out_trade_no is missing".into()))?;
     let syssn = text(obj, "syssn");
     let kept = [
         "notify_type",
         "status",
+        "mchid",
         "syssn",
         "out_trade_no",
         "orig_syssn",
@@ -100,11 +116,15 @@ fn notice(account: &QfpayAccount, body: &[u8]) -> Result<Notice, String> {
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     });
+    let original = (kind == RecordKind::Refund)
+        .then(|| (text(obj, "orig_out_trade_no"), text(obj, "orig_syssn")));
     Ok(Notice {
         account: account.name.to_string(),
         kind,
         out_trade_no,
         provider_ref: syssn,
+        claims_paid,
+        original,
         evidence: Value::Object(evidence),
         registration,
     })
@@ -117,7 +137,7 @@ fn notice(account: &QfpayAccount, body: &[u8]) -> Result<Notice, String> {
     responses(
         (status = 200, description = "Taken (`SUCCESS`): the payment is checked now", body = String, content_type = "text/plain"),
         (status = 400, description = "Malformed", body = String, content_type = "text/plain"),
-        (status = 401, description = "Missing or wrong X-QF-SIGN", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong X-QF-SIGN, or another mchid's", body = String, content_type = "text/plain"),
         (status = 404, description = "No such QFPay account", body = String, content_type = "text/plain"),
     ))]
 pub async fn qfpay(
@@ -142,7 +162,7 @@ pub async fn qfpay(
     }
     let notice = match notice(a, &body) {
         Ok(n) => n,
-        Err(why) => return refuse(&account, StatusCode::BAD_REQUEST, &why),
+        Err((status, why)) => return refuse(&account, status, &why),
     };
     match handle(&ctx, notice).await {
         Ok(outcome) => {

@@ -16,7 +16,7 @@ use super::ApiContext;
 use super::problem::{FieldProblem, Problem};
 use crate::domain::{PaymentState, RecordKind};
 use crate::intake::{BatchCheck, RecordFields};
-use crate::ledger::{EventRow, NudgeReason, Nudged, PaymentPage, PaymentRow};
+use crate::ledger::{CheckRequested, EventRow, PaymentPage, PaymentRow};
 
 /// One payment to register: the columns of `payrecon import` (docs/ARCHITECTURE.md §5).
 /// Times are `YYYY-MM-DD hh:mm:ss` in the account's timezone or RFC 3339.
@@ -338,34 +338,24 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>, Query(q): Query<ListQuery>
     ),
     security(("bearer" = [])))]
 pub async fn check(State(ctx): State<Arc<ApiContext>>, Path(id): Path<i64>) -> Response {
-    let nudged = ctx
-        .ledger
-        .nudge(
-            id,
-            NudgeReason::Requested,
-            "check requested through the API",
-            &Value::Object(Default::default()),
-            Utc::now(),
-        )
-        .await;
-    let status = match nudged {
-        Ok(Nudged::MadeDue { account }) => {
+    let status = match ctx.ledger.request_check(id, Utc::now()).await {
+        Ok(CheckRequested::DueNow { account }) => {
             ctx.waker.wake(&account);
             "due_now"
         }
-        Ok(Nudged::AlreadyDue { account }) => {
+        Ok(CheckRequested::AlreadyDue { account }) => {
             ctx.waker.wake(&account);
             "already_due"
         }
-        Ok(Nudged::Settled { state }) => {
+        Ok(CheckRequested::Unknown) => {
+            return Problem::not_found(format!("no payment has id {id}")).into_response();
+        }
+        Ok(CheckRequested::Final { state }) => {
             return Problem::new(
                 StatusCode::CONFLICT,
                 format!("payment {id} is {state} and no longer observed: nothing to check"),
             )
             .into_response();
-        }
-        Ok(Nudged::Unknown) => {
-            return Problem::not_found(format!("no payment has id {id}")).into_response();
         }
         Err(e) => return Problem::ledger(&e).into_response(),
     };

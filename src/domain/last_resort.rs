@@ -57,6 +57,9 @@ pub struct OpenPayment<'a> {
     pub registered_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub reversal_requested: bool,
+    /// The gateway notified it as paid (authenticated, but not evidence: the query decides
+    /// the state). Reason enough never to reverse it: a person looks instead.
+    pub notified_paid: bool,
 }
 
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -102,9 +105,12 @@ pub fn last_resort(
             (CancelRoute::NotCancellable, _) => {
                 LastResort::NeedsReview("undeterminable past its deadline and not cancellable")
             }
+            (_, ReversalMode::Off) => LastResort::Wait,
+            _ if p.notified_paid => LastResort::NeedsReview(
+                "the gateway notified it as paid but its queries do not confirm it; not reversed",
+            ),
             (r, ReversalMode::Auto) => LastResort::Reverse(r),
             (r, ReversalMode::DryRun) => LastResort::WouldReverse(r),
-            (_, ReversalMode::Off) => LastResort::Wait,
         },
         _ => LastResort::Wait,
     }
@@ -138,6 +144,7 @@ mod tests {
             registered_at: t0(),
             expires_at: None,
             reversal_requested: false,
+            notified_paid: false,
         }
     }
 
@@ -207,6 +214,20 @@ mod tests {
             last_resort(&p, &policy(ReversalMode::Auto), secs(600)),
             LastResort::Wait
         );
+    }
+
+    #[test]
+    fn a_payment_the_gateway_notified_as_paid_is_never_reversed() {
+        let cpm = PayType::parse("800108").unwrap();
+        let mut p = open(&cpm, CancelRoute::Reversal);
+        p.notified_paid = true;
+        for mode in [ReversalMode::Auto, ReversalMode::DryRun] {
+            assert_eq!(last_resort(&p, &policy(mode), secs(119)), LastResort::Wait);
+            assert!(matches!(
+                last_resort(&p, &policy(mode), secs(120)),
+                LastResort::NeedsReview(_)
+            ));
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum DiscrepancyKind {
     /// The gateway notified a payment the ledger does not know, and the account does not
     /// register payments from notifications (`register_from_notifications`).
     NotifiedUnknown,
+    /// The gateway notified a payment as paid that the ledger holds as failed, cancelled,
+    /// reversed or in review.
+    NotifiedAfterFinal,
 }
 
 impl DiscrepancyKind {
@@ -74,6 +77,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::UnrecognisedPaidRecord => "unrecognised_paid_record",
             DiscrepancyKind::UnreadableRecord => "unreadable_record",
             DiscrepancyKind::NotifiedUnknown => "notified_unknown",
+            DiscrepancyKind::NotifiedAfterFinal => "notified_after_final",
         }
     }
 }

@@ -27,7 +27,7 @@ pub use claim::{ClaimScope, Claimed, DuePosition};
 pub use connect::open;
 pub use gauges::LedgerGauges;
 pub use intake::{IntakeReport, NewPayment};
-pub use nudge::{NudgeReason, Nudged};
+pub use nudge::{CheckRequested, Nudged};
 pub use pages::{DiscrepancyPage, MAX_PAGE, PaymentPage};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};

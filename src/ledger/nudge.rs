@@ -2,7 +2,8 @@
 //! `POST /v1/payments/{id}/check` and a gateway notification. Neither is evidence about the
 //! payment; all they change is *when* the lane asks the gateway (and, for a notification, that
 //! one arrived). So these writes take no account lease: they touch no state, and the lane's
-//! verified query decides as always.
+//! verified query decides as always. A notification that lands while the lane's query is in
+//! flight is kept by `apply` (`PaymentUpdate::seen_notified_at`).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -18,104 +19,196 @@ pub(super) const FIND_BY_REF: &str =
 pub(super) const FIND_BY_ORDER: &str =
     "SELECT id FROM payments WHERE account = ?1 AND kind = ?2 AND out_trade_no = ?3";
 
-/// Why a payment is to be checked now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NudgeReason {
-    /// An operator or the merchant's system asked (`POST /v1/payments/{id}/check`).
-    Requested,
-    /// The gateway sent a notification about it (authenticated; still not evidence).
-    Notified,
-}
-
-impl NudgeReason {
-    fn event_kind(self) -> &'static str {
-        match self {
-            NudgeReason::Requested => "check_requested",
-            NudgeReason::Notified => "notified",
-        }
-    }
-}
-
 /// What a nudge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nudged {
     /// The payment was scheduled for later and is due now (an event records why).
     MadeDue { account: String },
-    /// Already due: nothing to change (a replayed notification lands here or below).
+    /// It was due already (a notification still marks it notified, with an event).
     AlreadyDue { account: String },
-    /// Final and no longer observed (or, for a notification, settled at all): nothing to
-    /// check.
+    /// A notification for a payment notified before: nothing is written and nothing asked, so
+    /// a replay costs neither a query nor a row.
+    Repeated,
+    /// Notified as paid, but the ledger holds it as failed, cancelled, reversed or in review:
+    /// a `notified_after_final` discrepancy says so, and it is due now if still observed.
+    Contradicts {
+        account: String,
+        state: String,
+        due: bool,
+    },
+    /// Paid already: nothing to do.
     Settled { state: String },
     /// No payment has that id.
     Unknown,
 }
 
+/// What a requested check did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckRequested {
+    /// Scheduled for later, due now (a `check_requested` event says so).
+    DueNow {
+        account: String,
+    },
+    AlreadyDue {
+        account: String,
+    },
+    /// Final and no longer observed: nothing to check.
+    Final {
+        state: String,
+    },
+    Unknown,
+}
+
+const OPEN: [&str; 3] = ["pending", "in_progress", "reversing"];
+/// Final states a "paid" notification contradicts.
+const UNPAID_FINAL: [&str; 4] = ["failed", "cancelled", "reversed", "needs_review"];
+
+/// Due now (keeping an earlier time), and marked notified when `?2`.
+const MAKE_DUE: &str = "UPDATE payments
+     SET next_check_at = CASE WHEN next_check_at IS NULL THEN NULL
+                              ELSE MIN(next_check_at, ?1) END,
+         notified_at = CASE WHEN ?2 THEN COALESCE(notified_at, ?1) ELSE notified_at END
+     WHERE id = ?3";
+
+const INSERT_EVENT: &str =
+    "INSERT INTO events (payment_id, at, kind, message, evidence) VALUES (?, ?, ?, ?, ?)";
+
+struct Seen {
+    account: String,
+    state: String,
+    /// Whether its next check is later than now (`None`: not scheduled at all).
+    later: Option<bool>,
+    notified: bool,
+}
+
 impl Ledger {
-    /// Makes payment `id` due now if it is scheduled for later: an open one, or for a
-    /// requested check also a settled one still observed. A notification also marks the payment notified (once), which lets an ECPay
-    /// order be queried before `first_query_after`. An event is written only when something
-    /// changed, so replaying the same notification writes nothing more while the payment waits
-    /// for its check.
-    pub async fn nudge(
-        &self,
+    async fn seen(
+        tx: &mut sqlx::SqliteConnection,
         id: i64,
-        reason: NudgeReason,
-        message: &str,
-        evidence: &serde_json::Value,
         now: DateTime<Utc>,
-    ) -> Result<Nudged, LedgerError> {
-        let now_s = to_db(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query(
+    ) -> Result<Option<Seen>, LedgerError> {
+        let row = sqlx::query(
             "SELECT account, state, next_check_at, notified_at FROM payments WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await?
-        else {
+        .await?;
+        Ok(row.map(|r| Seen {
+            account: r.get("account"),
+            state: r.get("state"),
+            later: r
+                .get::<Option<String>, _>("next_check_at")
+                .map(|t| from_db(&t).is_none_or(|t| t > now)),
+            notified: r.get::<Option<String>, _>("notified_at").is_some(),
+        }))
+    }
+
+    /// `POST /v1/payments/{id}/check`: makes payment `id` due now when it is scheduled for
+    /// later (open, or settled and still observed); a `check_requested` event says so.
+    pub async fn request_check(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CheckRequested, LedgerError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(seen) = Self::seen(&mut tx, id, now).await? else {
+            return Ok(CheckRequested::Unknown);
+        };
+        match seen.later {
+            None => return Ok(CheckRequested::Final { state: seen.state }),
+            Some(false) => {
+                return Ok(CheckRequested::AlreadyDue {
+                    account: seen.account,
+                });
+            }
+            Some(true) => {}
+        }
+        let now_s = to_db(now);
+        sqlx::query(MAKE_DUE)
+            .bind(&now_s)
+            .bind(false)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id)
+            .bind(&now_s)
+            .bind("check_requested")
+            .bind("check requested through the API")
+            .bind("{}")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(CheckRequested::DueNow {
+            account: seen.account,
+        })
+    }
+
+    /// A gateway's authenticated notification that payment `id` is paid. Never evidence: it
+    /// changes *when* the lane asks, never the state. The first one marks the payment notified
+    /// (`notified_at`, a `notified` event holding `evidence`): an open payment becomes due now
+    /// (an ECPay order is then asked before `first_query_after`, and no last resort reverses
+    /// it); one the ledger holds as failed, cancelled, reversed or in review gets a
+    /// `notified_after_final` discrepancy, and is due now if still observed. Later ones for
+    /// the same payment write nothing.
+    pub async fn notified_paid(
+        &self,
+        id: i64,
+        message: &str,
+        evidence: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<Nudged, LedgerError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(seen) = Self::seen(&mut tx, id, now).await? else {
             return Ok(Nudged::Unknown);
         };
-        let account: String = row.get("account");
-        let state: String = row.get("state");
-        // A notification is about an open payment's outcome: a settled one (even one still
-        // observed for later changes) learns nothing from it, so a replay costs no query.
-        let open = matches!(state.as_str(), "pending" | "in_progress" | "reversing");
-        let next = match row.get::<Option<String>, _>("next_check_at") {
-            Some(next) if open || reason == NudgeReason::Requested => next,
-            _ => return Ok(Nudged::Settled { state }),
-        };
-        let later = from_db(&next).is_none_or(|t| t > now);
-        let first_notice = reason == NudgeReason::Notified
-            && row.get::<Option<String>, _>("notified_at").is_none();
-        if !later && !first_notice {
-            return Ok(Nudged::AlreadyDue { account });
+        let open = OPEN.contains(&seen.state.as_str());
+        let contradicts = UNPAID_FINAL.contains(&seen.state.as_str());
+        if seen.notified {
+            return Ok(Nudged::Repeated);
         }
-        sqlx::query(
-            "UPDATE payments
-             SET next_check_at = MIN(next_check_at, ?1),
-                 notified_at = CASE WHEN ?2 THEN COALESCE(notified_at, ?1) ELSE notified_at END
-             WHERE id = ?3",
-        )
-        .bind(&now_s)
-        .bind(reason == NudgeReason::Notified)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO events (payment_id, at, kind, message, evidence) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&now_s)
-        .bind(reason.event_kind())
-        .bind(message)
-        .bind(evidence.to_string())
-        .execute(&mut *tx)
-        .await?;
+        if !open && !contradicts {
+            return Ok(Nudged::Settled { state: seen.state });
+        }
+        let now_s = to_db(now);
+        sqlx::query(MAKE_DUE)
+            .bind(&now_s)
+            .bind(true)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id)
+            .bind(&now_s)
+            .bind("notified")
+            .bind(message)
+            .bind(evidence.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if contradicts {
+            let detail = format!(
+                "the gateway notified it as paid, but the ledger holds it as {}",
+                seen.state
+            );
+            sqlx::query(super::apply::INSERT_PAYMENT_DISCREPANCY)
+                .bind(crate::domain::DiscrepancyKind::NotifiedAfterFinal.as_str())
+                .bind(detail)
+                .bind(evidence.to_string())
+                .bind(&now_s)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(if later {
-            Nudged::MadeDue { account }
-        } else {
-            Nudged::AlreadyDue { account }
+        let account = seen.account;
+        Ok(match seen.later {
+            _ if contradicts => Nudged::Contradicts {
+                account,
+                state: seen.state,
+                due: seen.later.is_some(),
+            },
+            Some(true) => Nudged::MadeDue { account },
+            _ => Nudged::AlreadyDue { account },
         })
     }
 }

@@ -212,6 +212,7 @@ impl Reconciler {
             registered_at: c.registered_at,
             expires_at: c.expires_at,
             reversal_requested: c.reversal_requested_at.is_some(),
+            notified_paid: c.notified_at.is_some(),
         };
         match last_resort(&facts, &self.policy, at) {
             LastResort::Wait => u,

@@ -68,7 +68,8 @@ fn discrepancy_detail(
         DiscrepancyKind::MissingInLedger
         | DiscrepancyKind::MissingAtGateway
         | DiscrepancyKind::UnreadableRecord
-        | DiscrepancyKind::NotifiedUnknown => kind.as_str().to_string(),
+        | DiscrepancyKind::NotifiedUnknown
+        | DiscrepancyKind::NotifiedAfterFinal => kind.as_str().to_string(),
     };
     format!("{} {}: {what}", c.account, c.out_trade_no)
 }
