@@ -73,7 +73,6 @@ provider = "qfpay"
 base_url = "{url}"
 app_code = "{DEV_QFPAY_APP_CODE}"
 client_key = "{DEV_QFPAY_CLIENT_KEY}"
-rate_per_minute = 6000
 
 [[accounts]]
 name = "{EC}"

@@ -108,7 +108,7 @@ const RECORDED: [(&str, Kind, Unit, &str); 7] = [
         UNIT_DURATION,
         Kind::Histogram(UNIT_BUCKETS),
         Unit::Seconds,
-        "Duration of one unit of an account's lane: read, call, decide, write.",
+        "Duration of one unit of an account's lane: its calls, decisions and writes.",
     ),
     (
         BUILD_INFO,
