@@ -93,12 +93,11 @@ fn labels(mut s: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn sample(line: &str) -> Result<Sample, String> {
-    let (series, rest) = match line.find('{') {
-        Some(open) => {
-            let close = line.rfind('}').ok_or("no closing brace")?;
-            (&line[..close + 1], &line[close + 1..])
-        }
-        None => line.split_at(line.find(' ').ok_or("no value")?),
+    let (series, rest) = if line.contains('{') {
+        let close = line.rfind('}').ok_or("no closing brace")?;
+        (&line[..close + 1], &line[close + 1..])
+    } else {
+        line.split_at(line.find(' ').ok_or("no value")?)
     };
     let (name, labels) = match series.split_once('{') {
         Some((n, l)) => (n, labels(l.strip_suffix('}').ok_or("no closing brace")?)?),
@@ -181,7 +180,7 @@ pub fn parse(text: &str) -> Exposition {
         if current.as_deref() != Some(fam.as_str()) || closed.contains(&fam) {
             fail("a family's samples are not together".into());
         }
-        if exp.types[&fam] == "counter" && !(s.value >= 0.0) {
+        if exp.types[&fam] == "counter" && (s.value.is_nan() || s.value < 0.0) {
             fail("negative or NaN counter".into());
         }
         exp.samples.push(s);
@@ -190,8 +189,11 @@ pub fn parse(text: &str) -> Exposition {
     exp
 }
 
+/// A histogram series: its base name and its labels other than `le`.
+type Series = (String, Vec<(String, String)>);
+
 fn check_histograms(exp: &Exposition) {
-    let mut buckets: HashMap<(String, Vec<(String, String)>), Vec<(f64, f64)>> = HashMap::new();
+    let mut buckets: HashMap<Series, Vec<(f64, f64)>> = HashMap::new();
     for s in &exp.samples {
         let Some(base) = s.name.strip_suffix("_bucket") else {
             continue;
