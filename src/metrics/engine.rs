@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::domain::AccountName;
 
-use super::{PASS_DURATION, REVERSALS, UNIT_DURATION};
+use super::{PASS_DURATION, PASSES, REVERSALS, UNIT_DURATION};
 
 /// Records the time from its creation to its drop into a histogram: a pass or unit that ends
 /// with an error (or is dropped at shutdown) is measured too.
@@ -53,12 +53,21 @@ pub(crate) enum Reversal {
     Confirmed,
 }
 
+/// Counts `what` for `account`, and writes the account's other outcomes too (adding 0): a
+/// series that appears at 1 has no earlier sample, and `increase()` would miss the first
+/// refusal an alert waits for.
 pub(crate) fn reversal(account: &str, what: Reversal) {
-    let outcome = match what {
-        Reversal::Sent => "sent",
-        Reversal::Refused => "refused",
-        Reversal::Confirmed => "confirmed",
-    };
-    ::metrics::counter!(REVERSALS, "account" => account.to_string(), "outcome" => outcome)
-        .increment(1);
+    for (outcome, label) in [
+        (Reversal::Sent, "sent"),
+        (Reversal::Refused, "refused"),
+        (Reversal::Confirmed, "confirmed"),
+    ] {
+        ::metrics::counter!(REVERSALS, "account" => account.to_string(), "outcome" => label)
+            .increment(u64::from(outcome == what));
+    }
+}
+
+/// A reconcile pass started by `trigger` ended `status` (`completed`, `interrupted`, `failed`).
+pub(crate) fn pass_finished(trigger: &'static str, status: &'static str) {
+    ::metrics::counter!(PASSES, "trigger" => trigger, "status" => status).increment(1);
 }

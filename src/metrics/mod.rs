@@ -29,12 +29,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::ledger::{Ledger, LedgerError};
 
-pub(crate) use engine::{Reversal, reversal, time_pass, time_unit};
+pub(crate) use engine::{Reversal, pass_finished, reversal, time_pass, time_unit};
 pub(crate) use gateway::call_finished;
 
 const GATEWAY_CALLS: &str = "payrecon_gateway_calls_total";
 const GATEWAY_CALL_DURATION: &str = "payrecon_gateway_call_duration_seconds";
 const REVERSALS: &str = "payrecon_reversals_total";
+const PASSES: &str = "payrecon_passes_total";
 const PASS_DURATION: &str = "payrecon_pass_duration_seconds";
 const UNIT_DURATION: &str = "payrecon_unit_duration_seconds";
 const BUILD_INFO: &str = "payrecon_build_info";
@@ -72,7 +73,7 @@ enum Kind {
 }
 
 /// Every metric recorded through the facade, with its help text.
-const RECORDED: [(&str, Kind, Unit, &str); 6] = [
+const RECORDED: [(&str, Kind, Unit, &str); 7] = [
     (
         GATEWAY_CALLS,
         Kind::Counter,
@@ -92,6 +93,12 @@ const RECORDED: [(&str, Kind, Unit, &str); 6] = [
         "Last-resort reversals/closes: sent, refused by the gateway, confirmed reversed in the ledger.",
     ),
     (
+        PASSES,
+        Kind::Counter,
+        Unit::Count,
+        "Reconcile passes ended, by trigger (cron, cli) and status (completed, interrupted, failed).",
+    ),
+    (
         PASS_DURATION,
         Kind::Histogram(PASS_BUCKETS),
         Unit::Seconds,
@@ -101,7 +108,7 @@ const RECORDED: [(&str, Kind, Unit, &str); 6] = [
         UNIT_DURATION,
         Kind::Histogram(UNIT_BUCKETS),
         Unit::Seconds,
-        "Duration of one unit of an account's lane: read, call, decide, write.",
+        "Duration of one unit of an account's lane: its calls, decisions and writes.",
     ),
     (
         BUILD_INFO,

@@ -299,6 +299,7 @@ impl Reconciler {
             (Ok(()), true) => "interrupted",
             (Ok(()), false) => "completed",
         };
+        crate::metrics::pass_finished(scope.trigger, status);
         if let Some(id) = run_id {
             let message = result.as_ref().err().map(ToString::to_string);
             self.ledger
