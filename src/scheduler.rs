@@ -151,6 +151,8 @@ async fn serve_wakes(
 ) {
     let mut waiting = BTreeSet::new();
     let mut recheck = tokio::time::interval(BUSY_LANE_RECHECK);
+    // After an idle spell the missed ticks are not made up in a burst.
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -319,11 +319,16 @@ fn the_api_is_off_unless_configured_and_never_without_a_token() {
         has(&lines, "api.max_body: must be between 1 and"),
         "{lines:?}"
     );
+    let lines = problems("[api]\ntoken = \"short\"\n");
+    assert!(
+        has(&lines, "api.token: is shorter than 16 characters"),
+        "{lines:?}"
+    );
     let lines = problems("[api]\nmax_body = 10\n");
     assert!(has(&lines, "api.max_body: has no effect"), "{lines:?}");
 
     // A token file alone turns the API on, on loopback.
-    let token = write(&dir, "token", "s3cret-token\n");
+    let token = write(&dir, "token", "s3cret-token-0123456789\n");
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let on = config::load(Some(&write(
         &dir,
@@ -333,7 +338,7 @@ fn the_api_is_off_unless_configured_and_never_without_a_token() {
     .unwrap();
     let api = on.api.expect("on");
     assert_eq!(api.listen.to_string(), config::DEFAULT_LISTEN);
-    assert!(!format!("{api:?}").contains("s3cret-token"));
+    assert!(!format!("{api:?}").contains("s3cret-token-0123456789"));
     // A token file others can read is refused, like every secret file.
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let lines = problems(&format!("[api]\ntoken_file = \"{}\"\n", token.display()));

@@ -17,9 +17,12 @@ use super::problem::Problem;
 /// Whether `given` (an `Authorization` header) carries the token. Only equal lengths can
 /// match; the length of the configured token is not a secret worth a timing defence.
 fn bearer_matches(given: Option<&HeaderValue>, token: &str) -> bool {
+    // The scheme's name is case-insensitive (RFC 9110 §11.1); the token is not.
     let Some(presented) = given
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
     else {
         return false;
     };

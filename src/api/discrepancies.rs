@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
+use super::extract::{ApiPath, ApiQuery};
 use super::problem::{FieldProblem, Problem};
 use crate::ledger::{DiscrepancyPage, DiscrepancyRow};
 
@@ -54,7 +55,7 @@ pub struct Resolved {
     security(("bearer" = [])))]
 pub async fn list(
     State(ctx): State<Arc<ApiContext>>,
-    Query(q): Query<DiscrepancyQuery>,
+    ApiQuery(q): ApiQuery<DiscrepancyQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, crate::ledger::MAX_PAGE);
     let page = DiscrepancyPage {
@@ -90,7 +91,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn resolve(
     State(ctx): State<Arc<ApiContext>>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     body: Bytes,
 ) -> Response {
     let note = match serde_json::from_slice::<Resolution>(&body) {

@@ -1,4 +1,7 @@
-//! `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (it can do its job) and `/metrics`. Neither of
+//! the last two needs a token, so each computes its answer at most once a second
+//! ([`Cached`]) however often it is asked: a flood of requests cannot take the ledger's write
+//! lock (`/readyz` probes it) or its connections away from the lanes.
 
 use std::sync::Arc;
 
@@ -11,7 +14,35 @@ use serde::Serialize;
 
 use super::ApiContext;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// How long a computed `/readyz` or `/metrics` answer is served again.
+const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An answer computed at most once per [`FRESH_FOR`]; concurrent askers wait for the one
+/// computation in flight.
+#[derive(Debug)]
+pub struct Cached<T>(tokio::sync::Mutex<Option<(std::time::Instant, T)>>);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Self(tokio::sync::Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Cached<T> {
+    async fn get(&self, compute: impl std::future::Future<Output = T>) -> T {
+        let mut held = self.0.lock().await;
+        if let Some((at, value)) = held.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return value.clone();
+        }
+        let value = compute.await;
+        *held = Some((std::time::Instant::now(), value.clone()));
+        value
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     /// Why not, one line each (empty when ready).
@@ -33,6 +64,16 @@ pub async fn healthz() -> &'static str {
         (status = 503, description = "Not ready; `reasons` says why", body = Readiness),
     ))]
 pub async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let readiness = ctx.cache.readiness.get(readiness(&ctx)).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+async fn readiness(ctx: &ApiContext) -> Readiness {
     let mut reasons = Vec::new();
     if let Err(e) = ctx.ledger.writable().await {
         reasons.push(format!("the ledger does not take writes: {e}"));
@@ -60,20 +101,26 @@ pub async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Response {
         Ok(_) => {}
         Err(e) => reasons.push(format!("cannot read account pauses: {e}")),
     }
-    let ready = reasons.is_empty();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(Readiness { ready, reasons })).into_response()
+    Readiness {
+        ready: reasons.is_empty(),
+        reasons,
+    }
 }
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {
-    match crate::metrics::render(&ctx.ledger, Utc::now()).await {
+    let rendered = ctx
+        .cache
+        .metrics
+        .get(async {
+            crate::metrics::render(&ctx.ledger, Utc::now())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    match rendered {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -82,6 +129,20 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {
             text,
         )
             .into_response(),
-        Err(e) => super::problem::Problem::ledger(&e).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render metrics");
+            super::problem::Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the ledger could not be read; see the daemon's log",
+            )
+            .into_response()
+        }
     }
+}
+
+/// The answers `/readyz` and `/metrics` serve again within [`FRESH_FOR`].
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    readiness: Cached<Readiness>,
+    metrics: Cached<Result<String, String>>,
 }

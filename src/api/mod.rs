@@ -12,6 +12,7 @@
 
 mod auth;
 mod discrepancies;
+mod extract;
 mod health;
 mod notify;
 mod notify_ecpay;
@@ -49,6 +50,7 @@ pub struct ApiContext {
     pub waker: Waker,
     pub status: Arc<DaemonStatus>,
     token: SecretString,
+    cache: health::HealthCache,
 }
 
 impl ApiContext {
@@ -65,6 +67,7 @@ impl ApiContext {
             waker,
             status,
             token: api.token.clone(),
+            cache: health::HealthCache::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ pub fn router(ctx: Arc<ApiContext>, api: &ApiSettings) -> Router {
         auth::require_token,
     ))
     .merge(open)
+    .fallback(|| async { problem::Problem::not_found("no such route (see docs/openapi.json)") })
     .layer(DefaultBodyLimit::disable())
     .layer(RequestBodyLimitLayer::new(api.max_body))
     .layer(TimeoutLayer::with_status_code(

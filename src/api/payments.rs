@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ApiContext;
+use super::extract::{ApiPath, ApiQuery};
 use super::problem::{FieldProblem, Problem};
 use crate::domain::{PaymentState, RecordKind};
 use crate::intake::{BatchCheck, RecordFields};
@@ -242,7 +243,10 @@ async fn detail(ctx: &ApiContext, payment: PaymentRow) -> Response {
         (status = 404, description = "No payment has that id", body = Problem),
     ),
     security(("bearer" = [])))]
-pub async fn get_payment(State(ctx): State<Arc<ApiContext>>, Path(id): Path<i64>) -> Response {
+pub async fn get_payment(
+    State(ctx): State<Arc<ApiContext>>,
+    ApiPath(id): ApiPath<i64>,
+) -> Response {
     match ctx.ledger.payment(id).await {
         Ok(Some(p)) => detail(&ctx, p).await,
         Ok(None) => Problem::not_found(format!("no payment has id {id}")).into_response(),
@@ -265,8 +269,8 @@ pub async fn get_payment(State(ctx): State<Arc<ApiContext>>, Path(id): Path<i64>
     security(("bearer" = [])))]
 pub async fn get_by_order(
     State(ctx): State<Arc<ApiContext>>,
-    Path((account, out_trade_no)): Path<(String, String)>,
-    Query(q): Query<KindQuery>,
+    ApiPath((account, out_trade_no)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<KindQuery>,
 ) -> Response {
     let kind = match q.kind.as_deref().unwrap_or("payment").parse::<RecordKind>() {
         Ok(k) => k,
@@ -299,7 +303,10 @@ pub async fn get_by_order(
         (status = 400, description = "Unknown state", body = Problem),
     ),
     security(("bearer" = [])))]
-pub async fn list(State(ctx): State<Arc<ApiContext>>, Query(q): Query<ListQuery>) -> Response {
+pub async fn list(
+    State(ctx): State<Arc<ApiContext>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Response {
     let state = match q.state.as_deref().map(str::parse::<PaymentState>) {
         None => None,
         Some(Ok(s)) => Some(s),
@@ -337,7 +344,7 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>, Query(q): Query<ListQuery>
         (status = 409, description = "Final and no longer observed: nothing to check", body = Problem),
     ),
     security(("bearer" = [])))]
-pub async fn check(State(ctx): State<Arc<ApiContext>>, Path(id): Path<i64>) -> Response {
+pub async fn check(State(ctx): State<Arc<ApiContext>>, ApiPath(id): ApiPath<i64>) -> Response {
     let status = match ctx.ledger.request_check(id, Utc::now()).await {
         Ok(CheckRequested::DueNow { account }) => {
             ctx.waker.wake(&account);

@@ -86,9 +86,10 @@ pub async fn run(settings: &Settings) -> Result<ExitCode, ExitCode> {
     )
     .await;
     api_stop.cancel();
-    if let Some(served) = api
-        && tokio::time::timeout(API_GRACE, served).await.is_err()
+    if let Some(mut served) = api
+        && tokio::time::timeout(API_GRACE, &mut served).await.is_err()
     {
+        served.abort();
         tracing::warn!("API requests still in flight at exit were cut off");
     }
     ledger.close().await;

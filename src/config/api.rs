@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::problems::Problems;
 use super::raw::RawApi;
@@ -13,6 +13,9 @@ use super::secret::secret;
 
 /// Where the API listens when `[api]` names a token but no address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8177";
+
+/// A bearer token shorter than this is refused: it would be guessable.
+const MIN_TOKEN_CHARS: usize = 16;
 
 /// The largest request body accepted by default: a batch of a few thousand payments.
 const DEFAULT_MAX_BODY: u32 = 1024 * 1024;
@@ -56,7 +59,19 @@ pub(crate) fn validate(raw: &RawApi, p: &mut Problems<'_>) -> Option<ApiSettings
             None
         }
     };
-    let token = secret(p, "token", raw.token.as_ref(), raw.token_file.as_ref());
+    let token = secret(p, "token", raw.token.as_ref(), raw.token_file.as_ref()).filter(|t| {
+        let long_enough = t.expose_secret().chars().count() >= MIN_TOKEN_CHARS;
+        if !long_enough {
+            p.add(
+                "token",
+                format!(
+                    "is shorter than {MIN_TOKEN_CHARS} characters; use a random one, e.g. \
+                     `openssl rand -hex 32`"
+                ),
+            );
+        }
+        long_enough
+    });
     let max_body = p.count("max_body", raw.max_body, DEFAULT_MAX_BODY, 64 * 1024 * 1024) as usize;
     let request_timeout = p.duration(
         "request_timeout",
