@@ -64,12 +64,14 @@ mod tests {
     fn only_the_exact_bearer_token_matches() {
         let h = |s: &str| HeaderValue::from_str(s).unwrap();
         assert!(bearer_matches(Some(&h("Bearer s3cret")), "s3cret"));
+        assert!(bearer_matches(Some(&h("bearer s3cret")), "s3cret"));
         for wrong in [
             "Bearer s3cre",
             "Bearer s3cret2",
-            "bearer s3cret",
+            "Bearer S3CRET",
             "s3cret",
             "Bearer ",
+            "Basic s3cret",
         ] {
             assert!(!bearer_matches(Some(&h(wrong)), "s3cret"), "{wrong}");
         }
