@@ -4,7 +4,8 @@
 -- after its creation (ECPay's own guidance: query to verify a notified result).
 ALTER TABLE payments ADD COLUMN notified_at TEXT;
 
--- The API's keyset pages (`GET /v1/payments?state=&account=&after=`,
--- `GET /v1/discrepancies?account=&after=`): a seek plus the page, in id order.
-CREATE INDEX payments_by_account_state_id ON payments (account, state, id);
+-- The API's keyset pages of one account's discrepancies (`GET /v1/discrepancies?account=`),
+-- resolved ones included: a seek plus the page. (Payment pages use the existing
+-- `payments_by_created` and `payments_by_account_state`: an index of their own would cost every
+-- state change of the hot path a write.)
 CREATE INDEX discrepancies_by_account ON discrepancies (account, id);

@@ -57,19 +57,31 @@ async fn walk(l: &Ledger, mut page: PaymentPage) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn pages_list_every_matching_payment_once_in_id_order() {
+async fn pages_list_every_matching_payment_once_in_creation_order() {
     let (_dir, l) = ledger().await;
-    // Interleaved accounts; every third payment failed.
+    // Interleaved accounts; every third payment failed; created in an order unrelated to their
+    // ids (id i+1 created (7i mod 20) minutes ago), two of them at the same time.
+    let now = Utc::now();
     let batch: Vec<NewPayment> = (0..20)
-        .map(|i| payment(if i % 2 == 0 { "hk" } else { "sg" }, &format!("P{i}")))
+        .map(|i: i64| NewPayment {
+            created_at: now - chrono::Duration::minutes((7 * i) % 20 + i64::from(i == 19)),
+            ..payment(if i % 2 == 0 { "hk" } else { "sg" }, &format!("P{i}"))
+        })
         .collect();
-    l.register(&batch, Utc::now()).await.unwrap();
+    l.register(&batch, now).await.unwrap();
+    // Creation order (oldest first, ties by id).
+    let mut order: Vec<(chrono::DateTime<Utc>, i64)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.created_at, i as i64 + 1))
+        .collect();
+    order.sort();
     set(
         &l,
         "UPDATE payments SET state = 'failed', next_check_at = NULL WHERE id % 3 = 0",
     )
     .await;
-    let all: Vec<i64> = (1..=20).collect();
+    let all: Vec<i64> = order.iter().map(|(_, id)| *id).collect();
     let expect =
         |f: &dyn Fn(i64) -> bool| all.iter().copied().filter(|&i| f(i)).collect::<Vec<_>>();
 

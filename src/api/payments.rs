@@ -84,7 +84,7 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// Only payments of this account.
     pub account: Option<String>,
-    /// Payments with a higher id (the previous page's `next_after`).
+    /// Payments after this one (the previous page's `next_after`).
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u32>,
@@ -295,7 +295,7 @@ pub async fn get_by_order(
     }
 }
 
-/// Payments in id order, a page at a time.
+/// Payments in the order of their creation (`created_at`, then id), a page at a time.
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(ListQuery),
     responses(

@@ -1,8 +1,8 @@
-//! Keyset pages for the API (`GET /v1/payments`, `GET /v1/discrepancies`): rows in id order
-//! after a given id. Each page costs a seek plus its rows, however large the ledger: a filter
-//! with an account walks that account's index; a filter on a state or on open discrepancies
-//! without an account reads one page from each account that has such rows (the accounts are
-//! few, read from the trigger-kept counts) and merges them.
+//! Keyset pages for the API (`GET /v1/payments`, `GET /v1/discrepancies`): payments in the
+//! order of their creation, discrepancies in id order, after a given id. Each page costs a seek
+//! plus its rows, however large the ledger: one account's page walks that account's index; a
+//! page without an account reads one page from each account that has such rows (the accounts
+//! are few, read from the trigger-kept counts) and merges them.
 
 use sqlx::sqlite::SqliteRow;
 
@@ -19,7 +19,7 @@ pub const MAX_PAGE: u32 = 1000;
 pub struct PaymentPage {
     pub state: Option<PaymentState>,
     pub account: Option<String>,
-    /// Rows with an id above this one (0: from the start).
+    /// Payments after this one in creation order (0: from the start).
     pub after: i64,
     pub limit: u32,
 }
@@ -34,14 +34,23 @@ pub struct DiscrepancyPage {
     pub limit: u32,
 }
 
-/// Payments after ?1, at most ?2: by id alone (primary key).
-pub(super) fn payments_page_sql(account: bool, state: bool) -> String {
-    let filter = match (account, state) {
-        (false, false) => "",
-        (true, false) => "account = ?3 AND",
-        (_, true) => "account = ?3 AND state = ?4 AND",
+/// Payments of account ?3 (in state ?4 when `state`) after payment ?1 in the order of their
+/// creation (ties by id), at most ?2: a seek in `payments_by_created` or
+/// `payments_by_account_state`, both `(account, [state,] created_at)` plus the row id, which
+/// the lanes' writes maintain anyway (no index of its own, so listing costs the hot path
+/// nothing).
+pub(super) fn payments_page_sql(state: bool) -> String {
+    let (index, filter) = if state {
+        ("payments_by_account_state", "AND state = ?4")
+    } else {
+        ("payments_by_created", "")
     };
-    format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {filter} id > ?1 ORDER BY id LIMIT ?2")
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments INDEXED BY {index}
+         WHERE account = ?3 {filter}
+           AND (created_at, id) > (COALESCE((SELECT created_at FROM payments WHERE id = ?1), ''), ?1)
+         ORDER BY created_at, id LIMIT ?2"
+    )
 }
 
 /// Discrepancies after ?1, at most ?2, of account ?3 (when `account`), open only unless
@@ -58,9 +67,9 @@ pub(super) fn discrepancies_page_sql(account: bool, resolved: bool) -> String {
     )
 }
 
-/// The accounts that have payments in state ?1.
-pub(super) const ACCOUNTS_IN_STATE: &str =
-    "SELECT DISTINCT account FROM payment_counts WHERE state = ? AND n > 0";
+/// The accounts that have payments (in state ?1, unless it is NULL).
+pub(super) const ACCOUNTS_WITH_PAYMENTS: &str =
+    "SELECT DISTINCT account FROM payment_counts WHERE (?1 IS NULL OR state = ?1) AND n > 0";
 
 /// The accounts that have open discrepancies.
 pub(super) const ACCOUNTS_WITH_OPEN: &str =
@@ -70,23 +79,29 @@ impl Ledger {
     pub async fn payments_page(&self, page: &PaymentPage) -> Result<Vec<PaymentRow>, LedgerError> {
         let limit = page.limit.clamp(1, MAX_PAGE);
         let state = page.state.map(PaymentState::as_str);
-        let accounts = match (&page.account, state) {
-            (Some(a), _) => vec![a.clone()],
-            (None, Some(s)) => {
-                sqlx::query_scalar(ACCOUNTS_IN_STATE)
-                    .bind(s)
+        let accounts = match &page.account {
+            Some(a) => vec![a.clone()],
+            None => {
+                sqlx::query_scalar(ACCOUNTS_WITH_PAYMENTS)
+                    .bind(state)
                     .fetch_all(&self.pool)
                     .await?
             }
-            (None, None) => vec![String::new()],
         };
-        let sql = payments_page_sql(page.account.is_some() || state.is_some(), state.is_some());
         let rows = self
-            .merged(&sql, &accounts, page.after, limit, state, |r| {
-                Ok(PaymentRow::from_row(r))
-            })
+            .merged(
+                &payments_page_sql(state.is_some()),
+                &accounts,
+                page.after,
+                limit,
+                state,
+                |r| {
+                    let p = PaymentRow::from_row(r);
+                    Ok(((p.created_at.clone(), p.id), p))
+                },
+            )
             .await?;
-        Ok(rows.into_iter().map(|(_, r)| r).collect())
+        Ok(rows)
     }
 
     pub async fn discrepancies_page(
@@ -105,27 +120,25 @@ impl Ledger {
         };
         let by_account = page.account.is_some() || !page.include_resolved;
         let sql = discrepancies_page_sql(by_account, page.include_resolved);
-        let rows = self
-            .merged(&sql, &accounts, page.after, limit, None, |r| {
-                Ok(DiscrepancyRow::from_row(r))
-            })
-            .await?;
-        Ok(rows.into_iter().map(|(_, r)| r).collect())
+        self.merged(&sql, &accounts, page.after, limit, None, |r| {
+            let d = DiscrepancyRow::from_row(r);
+            Ok(((String::new(), d.id), d))
+        })
+        .await
     }
 
-    /// One page of `sql` per account, merged in id order and cut to `limit`. The account
-    /// (?3) and the state (?4) are bound only when the statement has them: SQLite refuses
-    /// extra parameters.
-    async fn merged<T>(
+    /// One page of `sql` per account, merged in the order of the keys `read` gives, and cut to
+    /// `limit`. The account (?3) and the state (?4) are bound only when the statement has
+    /// them: SQLite refuses extra parameters.
+    async fn merged<T, K: Ord>(
         &self,
         sql: &str,
         accounts: &[String],
         after: i64,
         limit: u32,
         state: Option<&str>,
-        read: impl Fn(&SqliteRow) -> Result<T, LedgerError>,
-    ) -> Result<Vec<(i64, T)>, LedgerError> {
-        use sqlx::Row;
+        read: impl Fn(&SqliteRow) -> Result<(K, T), LedgerError>,
+    ) -> Result<Vec<T>, LedgerError> {
         let mut all = Vec::new();
         for account in accounts {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -137,13 +150,12 @@ impl Ledger {
             if sql.contains("?4") {
                 q = q.bind(state);
             }
-            let rows = q.fetch_all(&self.pool).await?;
-            for r in &rows {
-                all.push((r.get::<i64, _>("id"), read(r)?));
+            for r in &q.fetch_all(&self.pool).await? {
+                all.push(read(r)?);
             }
         }
-        all.sort_by_key(|(id, _)| *id);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all.truncate(limit as usize);
-        Ok(all)
+        Ok(all.into_iter().map(|(_, t)| t).collect())
     }
 }

@@ -97,19 +97,15 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
         ),
         // The API: keyset pages and the payment a notification names.
         (
-            "payments page",
-            payments_page_sql(false, false),
-            "INTEGER PRIMARY KEY",
-        ),
-        (
             "payments page of an account",
-            payments_page_sql(true, false),
-            "payments_by_account",
+            payments_page_sql(false),
+            // A range from the page's start, not a walk of the account's payments.
+            "payments_by_created (account=? AND created_at>?)",
         ),
         (
             "payments page of an account in a state",
-            payments_page_sql(true, true),
-            "payments_by_account_state_id",
+            payments_page_sql(true),
+            "payments_by_account_state (account=? AND state=? AND created_at>?)",
         ),
         (
             "discrepancies page",
