@@ -20,10 +20,7 @@ fn minutes_ago(n: i64) -> chrono::DateTime<Utc> {
 
 /// A signed QFPay payment notification for `no`.
 fn qfpay_notice(no: &str, syssn: &str) -> (Vec<u8>, String) {
-    let txdtm = minutes_ago(5)
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string();
+    let txdtm = hk_local(5);
     let body = json!({
         "notify_type": "payment", "status": "1", "syssn": syssn, "out_trade_no": no,
         "txamt": "700", "txcurrcd": "HKD", "pay_type": "800101", "respcd": "0000",
@@ -63,14 +60,10 @@ async fn a_check_request_makes_a_later_payment_due_and_its_lane_settles_it_at_on
             QfpayPayment::new("C1", 700, "HKD", "800101").at(minutes_ago(10)),
         )
         .unwrap();
-    let file = dir.path().join("c1.jsonl");
-    let record = json!({"account": "hk", "out_trade_no": "C1", "amount": 700,
-                        "currency": "HKD", "created_at": minutes_ago(10).to_rfc3339()});
-    std::fs::write(&file, format!("{record}\n")).unwrap();
-    assert!(
-        cli(dir.path(), &["import", file.to_str().unwrap()])
-            .status
-            .success()
+    import(
+        dir.path(),
+        json!({"account": "hk", "out_trade_no": "C1", "amount": 700,
+               "currency": "HKD", "created_at": rfc3339(10)}),
     );
     schedule_later(dir.path(), "C1", 3600).await;
     let svc = start(sandbox, dir, port).await;
@@ -190,22 +183,16 @@ async fn readiness_fails_when_every_account_is_paused() {
     let (sandbox, dir, port) = prepare("").await;
     // Create the ledger, then pause both accounts for an hour.
     assert!(cli(dir.path(), &["ledger", "stats"]).status.success());
-    let url = format!("sqlite://{}", ledger_path(dir.path()).display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     let until = payrecon::ledger::time::to_db(Utc::now() + chrono::Duration::hours(1));
-    for account in ["hk", "tw"] {
-        sqlx::query(
+    let paused = ledger_sql(
+        dir.path(),
+        &format!(
             "INSERT INTO account_pauses (account, paused_until, reason, updated_at)
-             VALUES (?, ?, 'test', ?)",
-        )
-        .bind(account)
-        .bind(&until)
-        .bind(&until)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    pool.close().await;
+             VALUES ('hk', '{until}', 'test', '{until}'), ('tw', '{until}', 'test', '{until}')"
+        ),
+    )
+    .await;
+    assert_eq!(paused, 2);
     let svc = start(sandbox, dir, port).await;
     let r = svc.http.get(svc.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);

@@ -15,32 +15,6 @@ use payrecon::sandbox::{
 };
 use serde_json::{Value, json};
 
-fn rfc3339(minutes_ago: i64) -> String {
-    (Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339()
-}
-
-/// Event kinds of a payment as the API shows them.
-fn event_kinds(p: &Value) -> Vec<String> {
-    p["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// `payrecon import` of one JSON line, before the daemon starts.
-fn import(dir: &std::path::Path, record: Value) {
-    let file = dir.join("one.jsonl");
-    std::fs::write(&file, format!("{record}\n")).unwrap();
-    let out = cli(dir, &["import", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The `payrecon_gateway_calls_total` samples of `account`, summed; every line of the text
 /// must be a comment, blank, or `name{labels} value` with a number.
 fn gateway_calls(metrics: &str, account: &str) -> f64 {

@@ -14,30 +14,6 @@ use payrecon::sandbox::{
 };
 use serde_json::{Value, json};
 
-fn rfc3339(minutes_ago: i64) -> String {
-    (Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339()
-}
-
-/// Hong Kong local time `minutes_ago` (QFPay's `txdtm`).
-fn hk_local(minutes_ago: i64) -> String {
-    let hk = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
-    (Utc::now() - chrono::Duration::minutes(minutes_ago))
-        .with_timezone(&hk)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-fn import(dir: &std::path::Path, record: Value) {
-    let file = dir.join("one.jsonl");
-    std::fs::write(&file, format!("{record}\n")).unwrap();
-    let out = cli(dir, &["import", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Adds `lines` to the `hk` (QFPay) account only of a prepared config.
 fn qfpay_account_keys(dir: &std::path::Path, lines: &str) {
     let path = dir.join("payrecon.toml");
@@ -46,17 +22,6 @@ fn qfpay_account_keys(dir: &std::path::Path, lines: &str) {
     assert!(text.contains(&anchor));
     let text = text.replacen(&anchor, &format!("{anchor}{lines}\n"), 1);
     std::fs::write(&path, text).unwrap();
-}
-
-/// Runs `sql` on the ledger file (before the daemon starts).
-async fn ledger_sql(dir: &std::path::Path, sql: &str) {
-    let url = format!("sqlite://{}", ledger_path(dir).display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
 }
 
 fn ecpay_notification(no: &str, trade_no: &str, amount: i64) -> Vec<u8> {

@@ -73,6 +73,39 @@ const MAKE_DUE: &str = "UPDATE payments
 const INSERT_EVENT: &str =
     "INSERT INTO events (payment_id, at, kind, message, evidence) VALUES (?, ?, ?, ?, ?)";
 
+/// Making a payment due now, and the event that says why.
+struct Due<'a> {
+    notified: bool,
+    kind: &'static str,
+    message: &'a str,
+    evidence: String,
+}
+
+impl Due<'_> {
+    async fn write(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        id: i64,
+        now: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(MAKE_DUE)
+            .bind(now)
+            .bind(self.notified)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id)
+            .bind(now)
+            .bind(self.kind)
+            .bind(self.message)
+            .bind(&self.evidence)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
 struct Seen {
     account: String,
     state: String,
@@ -123,21 +156,13 @@ impl Ledger {
             }
             Some(true) => {}
         }
-        let now_s = to_db(now);
-        sqlx::query(MAKE_DUE)
-            .bind(&now_s)
-            .bind(false)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(INSERT_EVENT)
-            .bind(id)
-            .bind(&now_s)
-            .bind("check_requested")
-            .bind("check requested through the API")
-            .bind("{}")
-            .execute(&mut *tx)
-            .await?;
+        let due = Due {
+            notified: false,
+            kind: "check_requested",
+            message: "check requested through the API",
+            evidence: "{}".into(),
+        };
+        due.write(&mut tx, id, &to_db(now)).await?;
         tx.commit().await?;
         Ok(CheckRequested::DueNow {
             account: seen.account,
@@ -171,20 +196,13 @@ impl Ledger {
             return Ok(Nudged::Settled { state: seen.state });
         }
         let now_s = to_db(now);
-        sqlx::query(MAKE_DUE)
-            .bind(&now_s)
-            .bind(true)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(INSERT_EVENT)
-            .bind(id)
-            .bind(&now_s)
-            .bind("notified")
-            .bind(message)
-            .bind(evidence.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let due = Due {
+            notified: true,
+            kind: "notified",
+            message,
+            evidence: evidence.to_string(),
+        };
+        due.write(&mut tx, id, &now_s).await?;
         if contradicts {
             let detail = format!(
                 "the gateway notified it as paid, but the ledger holds it as {}",

@@ -254,20 +254,61 @@ pub fn ecpay_envelope(merchant_id: &str, data: &Value, hash_key: &str, hash_iv: 
     .into_bytes()
 }
 
-/// Sets a payment's next check `secs` seconds ahead, in the ledger file (before the daemon
-/// starts).
-pub async fn schedule_later(dir: &Path, out_trade_no: &str, secs: i64) {
+/// Runs `sql` on the ledger file (before the daemon starts); the rows it changed.
+pub async fn ledger_sql(dir: &Path, sql: &str) -> u64 {
     let url = format!("sqlite://{}", ledger_path(dir).display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let at = payrecon::ledger::time::to_db(chrono::Utc::now() + chrono::Duration::seconds(secs));
-    let done = sqlx::query("UPDATE payments SET next_check_at = ? WHERE out_trade_no = ?")
-        .bind(at)
-        .bind(out_trade_no)
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(done.rows_affected(), 1);
     pool.close().await;
+    done.rows_affected()
+}
+
+/// Sets a payment's next check `secs` seconds ahead, in the ledger file (before the daemon
+/// starts).
+pub async fn schedule_later(dir: &Path, out_trade_no: &str, secs: i64) {
+    let at = payrecon::ledger::time::to_db(chrono::Utc::now() + chrono::Duration::seconds(secs));
+    let sql =
+        format!("UPDATE payments SET next_check_at = '{at}' WHERE out_trade_no = '{out_trade_no}'");
+    assert_eq!(ledger_sql(dir, &sql).await, 1);
+}
+
+/// `minutes_ago` as RFC 3339.
+pub fn rfc3339(minutes_ago: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339()
+}
+
+/// Hong Kong local time `minutes_ago`, as QFPay writes `txdtm`.
+pub fn hk_local(minutes_ago: i64) -> String {
+    let hk = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago))
+        .with_timezone(&hk)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// `payrecon import` of one JSON record, before the daemon starts.
+pub fn import(dir: &Path, record: Value) {
+    let file = dir.join("one.jsonl");
+    std::fs::write(&file, format!("{record}\n")).unwrap();
+    let out = cli(dir, &["import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Event kinds of a payment as the API shows them.
+pub fn event_kinds(p: &Value) -> Vec<String> {
+    p["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Checks `value` against the component schema `name` of the generated OpenAPI description:
