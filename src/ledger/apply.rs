@@ -251,9 +251,12 @@ impl Ledger {
 
     /// Writes the intent to reverse *before* any reversal call: state `reversing`,
     /// `reversal_requested_at` set, and `events` (the history up to and including the intent).
-    /// Returns `false` (and writes nothing) if the payment is no longer open or a reversal
-    /// was ever requested before: the guard against reversing twice, also across crashes and
-    /// processes; [`LedgerError::FencedOut`] if the lane's account lease is no longer its own.
+    /// Returns `false` (and writes nothing) if the payment is no longer open, a reversal
+    /// was ever requested before (the guard against reversing twice, also across crashes and
+    /// processes), or a gateway notification said it is paid since the lane read it (the last
+    /// resort never reverses a notified payment; the notification takes no lease, so only this
+    /// statement sees one that arrived while the lane's queries were in flight);
+    /// [`LedgerError::FencedOut`] if the lane's account lease is no longer its own.
     pub async fn mark_reversing(
         &self,
         fence: &Fence,
@@ -267,7 +270,7 @@ impl Ledger {
         let done = sqlx::query(
             "UPDATE payments SET state = 'reversing', reversal_requested_at = ?1, updated_at = ?1
              WHERE id = ?2 AND account = ?3 AND reversal_requested_at IS NULL
-               AND state IN ('pending', 'in_progress')",
+               AND notified_at IS NULL AND state IN ('pending', 'in_progress')",
         )
         .bind(&now_s)
         .bind(id.0)
