@@ -178,7 +178,7 @@ async fn a_batch_of_updates_writes_each_payment_its_events_and_evidence_as_given
         retry: None,
         next_check_at: None,
         in_progress_since: None,
-        seen_notified_at: None,
+        seen_nudged_at: None,
         events,
         discrepancies: Vec::new(),
     };

@@ -106,6 +106,7 @@ fn claimed(state: PaymentState, provider: Provider) -> Claimed {
         expires_at: None,
         reversal_requested_at: None,
         notified_at: None,
+        nudged_at: None,
     }
 }
 

@@ -215,6 +215,16 @@ async fn a_qfpay_notification_for_another_mchid_is_not_registered_under_this_acc
                 "respcd": "0000", "txdtm": hk_local(5)}),
     )
     .await;
+    // One that names no mchid at all is not this account's either.
+    let (no_mchid, _) = notify_qfpay(
+        &svc,
+        &json!({"notify_type": "payment", "status": "1",
+                "syssn": "20261130000200020061752998", "out_trade_no": "SUB2",
+                "txamt": "1500", "txcurrcd": "HKD", "pay_type": "800101",
+                "respcd": "0000", "txdtm": hk_local(5)}),
+    )
+    .await;
+    assert_eq!(no_mchid, 401);
     let (got, body) = svc.get("/v1/accounts/hk/payments/SUB1").await;
     assert_eq!(
         got, 404,

@@ -68,7 +68,7 @@ async fn a_nudge_while_the_lane_queries_is_not_overwritten_by_the_lanes_answer()
         next_check_at: Some(t2 + chrono::Duration::minutes(10)),
         in_progress_since: None,
         // What the lane read: not notified yet.
-        seen_notified_at: unit[0].notified_at,
+        seen_nudged_at: unit[0].nudged_at,
         events: Vec::new(),
         discrepancies: Vec::new(),
     };

@@ -123,7 +123,9 @@ async fn a_payment_notified_as_paid_that_the_query_then_fails_is_flagged() {
     notify(&w, "NFAIL1").await;
     w.reconcile(&[]);
     let p = w.payment("NFAIL1").await;
-    assert_eq!(p.state, "failed", "the query decides");
+    // The signed notification and the query disagree: a person decides (this assertion was
+    // "failed" in the review's version; the fix hands the payment to review instead).
+    assert_eq!(p.state, "needs_review");
     // The same notification, as QFPay retries it or as it would come after the failure.
     notify(&w, "NFAIL1").await;
     let d = w.discrepancies().await;
@@ -236,7 +238,7 @@ async fn a_check_requested_while_the_lane_queries_is_not_lost() {
         retry: Some((RetryReason::NotFound, 0)),
         next_check_at: Some(t2 + chrono::Duration::minutes(10)),
         in_progress_since: None,
-        seen_notified_at: unit[0].notified_at,
+        seen_nudged_at: unit[0].nudged_at,
         events: Vec::new(),
         discrepancies: Vec::new(),
     };

@@ -58,13 +58,17 @@ fn notice(account: &QfpayAccount, body: &[u8]) -> Result<Notice, (StatusCode, St
     let obj = value
         .as_object()
         .ok_or_else(|| bad("the body is not a JSON object".into()))?;
-    if let (Some(ours), Some(theirs)) = (&account.mchid, text(obj, "mchid"))
-        && *ours != theirs
+    // An agent's sub-merchants share one URL and one key: an account with an `mchid` takes
+    // only notifications that name it.
+    if let Some(ours) = &account.mchid
+        && text(obj, "mchid").as_ref() != Some(ours)
     {
-        // An agent's sub-merchants share one URL and one key: this one is another's.
         return Err((
             StatusCode::UNAUTHORIZED,
-            format!("mchid {theirs:?} is not this account's"),
+            format!(
+                "mchid {:?} is not this account's",
+                text(obj, "mchid").unwrap_or_default()
+            ),
         ));
     }
     let notify_type = text(obj, "notify_type");

@@ -300,7 +300,7 @@ pub async fn get_by_order(
     params(ListQuery),
     responses(
         (status = 200, body = PaymentList),
-        (status = 400, description = "Unknown state", body = Problem),
+        (status = 400, description = "Unknown state, or `after` names no payment", body = Problem),
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -313,10 +313,22 @@ pub async fn list(
         Some(Err(e)) => return Problem::bad_request(format!("state: {e}")).into_response(),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, crate::ledger::MAX_PAGE);
+    // A page starts after a payment; one that does not exist would start the walk over.
+    let after = q.after.unwrap_or(0);
+    if after != 0 {
+        match ctx.ledger.payment(after).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Problem::bad_request(format!("after: no payment has id {after}"))
+                    .into_response();
+            }
+            Err(e) => return Problem::ledger(&e).into_response(),
+        }
+    }
     let page = PaymentPage {
         state,
         account: q.account,
-        after: q.after.unwrap_or(0),
+        after,
         limit,
     };
     match ctx.ledger.payments_page(&page).await {

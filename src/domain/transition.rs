@@ -59,8 +59,8 @@ pub enum DiscrepancyKind {
     /// The gateway notified a payment the ledger does not know, and the account does not
     /// register payments from notifications (`register_from_notifications`).
     NotifiedUnknown,
-    /// The gateway notified a payment as paid that the ledger holds as failed, cancelled,
-    /// reversed or in review.
+    /// The gateway notified a payment as paid that the ledger holds (or its query calls)
+    /// failed, or that is in review.
     NotifiedAfterFinal,
 }
 

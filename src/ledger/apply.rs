@@ -47,10 +47,10 @@ pub struct PaymentUpdate {
     pub next_check_at: Option<DateTime<Utc>>,
     /// First time the gateway said in progress; only fills an empty column.
     pub in_progress_since: Option<DateTime<Utc>>,
-    /// The payment's `notified_at` when the lane read it: a notification that arrived since
-    /// (while the query was in flight) keeps an open payment due now instead of the answer's
-    /// later check, so the nudge is not lost.
-    pub seen_notified_at: Option<DateTime<Utc>>,
+    /// The payment's `nudged_at` when the lane read it: a notification or a requested check
+    /// that arrived since (while the query was in flight) keeps an open payment due now instead
+    /// of the answer's later check, so the nudge is not lost.
+    pub seen_nudged_at: Option<DateTime<Utc>>,
     pub events: Vec<NewEvent>,
     pub discrepancies: Vec<NewDiscrepancy>,
 }
@@ -75,8 +75,8 @@ pub(super) const APPLY_UPDATES: &str = "UPDATE payments SET
          retry_reason = u.retry_reason,
          retry_repeats = u.retry_repeats,
          next_check_at = CASE
-             WHEN u.next_check_at IS NOT NULL AND payments.notified_at IS NOT NULL
-                  AND payments.notified_at IS NOT u.seen_notified_at
+             WHEN u.next_check_at IS NOT NULL AND payments.nudged_at IS NOT NULL
+                  AND payments.nudged_at IS NOT u.seen_nudged_at
              THEN MIN(u.next_check_at, ?2)
              ELSE u.next_check_at END,
          in_progress_since = COALESCE(payments.in_progress_since, u.in_progress_since),
@@ -93,7 +93,7 @@ pub(super) const APPLY_UPDATES: &str = "UPDATE payments SET
                   json_extract(value, '$.retry_repeats') AS retry_repeats,
                   json_extract(value, '$.next_check_at') AS next_check_at,
                   json_extract(value, '$.in_progress_since') AS in_progress_since,
-                  json_extract(value, '$.seen_notified_at') AS seen_notified_at
+                  json_extract(value, '$.seen_nudged_at') AS seen_nudged_at
            FROM json_each(?1)) AS u
      WHERE payments.id = u.id
        AND (?4 IS NULL OR (payments.lease_owner = ?4 AND payments.lease_expires_at > ?2))
@@ -132,7 +132,7 @@ fn updates_json(updates: &[&PaymentUpdate]) -> String {
                 "retry_repeats": repeats,
                 "next_check_at": u.next_check_at.map(to_db),
                 "in_progress_since": u.in_progress_since.map(to_db),
-                "seen_notified_at": u.seen_notified_at.map(to_db),
+                "seen_nudged_at": u.seen_nudged_at.map(to_db),
             })
         })
         .collect();

@@ -66,6 +66,8 @@ pub struct Claimed {
     pub reversal_requested_at: Option<DateTime<Utc>>,
     /// When a gateway notification about it first arrived, if one did.
     pub notified_at: Option<DateTime<Utc>>,
+    /// When a notification or a requested check last made it due, if one did.
+    pub nudged_at: Option<DateTime<Utc>>,
 }
 
 fn corrupt(column: &'static str, value: &str) -> LedgerError {
@@ -125,6 +127,7 @@ impl Claimed {
             expires_at: time_col(r, "expires_at")?,
             reversal_requested_at: time_col(r, "reversal_requested_at")?,
             notified_at: time_col(r, "notified_at")?,
+            nudged_at: time_col(r, "nudged_at")?,
         })
     }
 }
@@ -154,6 +157,7 @@ impl Claimed {
             expires_at: None,
             reversal_requested_at: None,
             notified_at: None,
+            nudged_at: None,
         }
     }
 }
@@ -202,7 +206,7 @@ pub(super) fn for_each_due_sql(all: bool) -> String {
 pub(super) const CLAIMED_COLUMNS: &str =
     "id, account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
      currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
-     in_progress_since, expires_at, reversal_requested_at, notified_at";
+     in_progress_since, expires_at, reversal_requested_at, notified_at, nudged_at";
 
 /// Payments of account ?1 created in [?2, ?3] (`payments_by_created`).
 pub(super) const COUNT_CREATED_BETWEEN: &str =

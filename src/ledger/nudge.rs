@@ -3,7 +3,7 @@
 //! payment; all they change is *when* the lane asks the gateway (and, for a notification, that
 //! one arrived). So these writes take no account lease: they touch no state, and the lane's
 //! verified query decides as always. A notification that lands while the lane's query is in
-//! flight is kept by `apply` (`PaymentUpdate::seen_notified_at`).
+//! flight is kept by `apply` (`nudged_at` against `PaymentUpdate::seen_nudged_at`).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -29,7 +29,7 @@ pub enum Nudged {
     /// A notification for a payment notified before: nothing is written and nothing asked, so
     /// a replay costs neither a query nor a row.
     Repeated,
-    /// Notified as paid, but the ledger holds it as failed, cancelled, reversed or in review:
+    /// Notified as paid, but the ledger holds it as failed or in review:
     /// a `notified_after_final` discrepancy says so, and it is due now if still observed.
     Contradicts {
         account: String,
@@ -60,14 +60,17 @@ pub enum CheckRequested {
 }
 
 const OPEN: [&str; 3] = ["pending", "in_progress", "reversing"];
-/// Final states a "paid" notification contradicts.
-const UNPAID_FINAL: [&str; 4] = ["failed", "cancelled", "reversed", "needs_review"];
+/// Final states a "paid" notification contradicts. (`cancelled` and `reversed` do not: a
+/// payment paid and then cancelled or reversed is notified late as paid, and its money went
+/// back.)
+const UNPAID_FINAL: [&str; 2] = ["failed", "needs_review"];
 
 /// Due now (keeping an earlier time), and marked notified when `?2`.
 const MAKE_DUE: &str = "UPDATE payments
      SET next_check_at = CASE WHEN next_check_at IS NULL THEN NULL
                               ELSE MIN(next_check_at, ?1) END,
-         notified_at = CASE WHEN ?2 THEN COALESCE(notified_at, ?1) ELSE notified_at END
+         notified_at = CASE WHEN ?2 THEN COALESCE(notified_at, ?1) ELSE notified_at END,
+         nudged_at = ?1
      WHERE id = ?3";
 
 const INSERT_EVENT: &str =
@@ -108,6 +111,7 @@ impl Due<'_> {
 
 struct Seen {
     account: String,
+    out_trade_no: String,
     state: String,
     /// Whether its next check is later than now (`None`: not scheduled at all).
     later: Option<bool>,
@@ -121,13 +125,15 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<Option<Seen>, LedgerError> {
         let row = sqlx::query(
-            "SELECT account, state, next_check_at, notified_at FROM payments WHERE id = ?",
+            "SELECT account, out_trade_no, state, next_check_at, notified_at FROM payments
+             WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         Ok(row.map(|r| Seen {
             account: r.get("account"),
+            out_trade_no: r.get("out_trade_no"),
             state: r.get("state"),
             later: r
                 .get::<Option<String>, _>("next_check_at")
@@ -173,7 +179,7 @@ impl Ledger {
     /// changes *when* the lane asks, never the state. The first one marks the payment notified
     /// (`notified_at`, a `notified` event holding `evidence`): an open payment becomes due now
     /// (an ECPay order is then asked before `first_query_after`, and no last resort reverses
-    /// it); one the ledger holds as failed, cancelled, reversed or in review gets a
+    /// it); one the ledger holds as failed or in review gets a
     /// `notified_after_final` discrepancy, and is due now if still observed. Later ones for
     /// the same payment write nothing.
     pub async fn notified_paid(
@@ -205,8 +211,8 @@ impl Ledger {
         due.write(&mut tx, id, &now_s).await?;
         if contradicts {
             let detail = format!(
-                "the gateway notified it as paid, but the ledger holds it as {}",
-                seen.state
+                "{} {}: the gateway notified it as paid, but the ledger holds it as {}",
+                seen.account, seen.out_trade_no, seen.state
             );
             sqlx::query(super::apply::INSERT_PAYMENT_DISCREPANCY)
                 .bind(crate::domain::DiscrepancyKind::NotifiedAfterFinal.as_str())

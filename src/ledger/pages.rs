@@ -35,7 +35,8 @@ pub struct DiscrepancyPage {
 }
 
 /// Payments of account ?3 (in state ?4 when `state`) after payment ?1 in the order of their
-/// creation (ties by id), at most ?2: a seek in `payments_by_created` or
+/// creation (ties by id), at most ?2; none after an id no payment has (`'~'` sorts after
+/// every time), so a wrong page token never starts the walk over: a seek in `payments_by_created` or
 /// `payments_by_account_state`, both `(account, [state,] created_at)` plus the row id, which
 /// the lanes' writes maintain anyway (no index of its own, so listing costs the hot path
 /// nothing).
@@ -48,7 +49,8 @@ pub(super) fn payments_page_sql(state: bool) -> String {
     format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments INDEXED BY {index}
          WHERE account = ?3 {filter}
-           AND (created_at, id) > (COALESCE((SELECT created_at FROM payments WHERE id = ?1), ''), ?1)
+           AND (created_at, id) > (COALESCE((SELECT created_at FROM payments WHERE id = ?1),
+                                             CASE WHEN ?1 = 0 THEN '' ELSE '~' END), ?1)
          ORDER BY created_at, id LIMIT ?2"
     )
 }

@@ -133,7 +133,7 @@ pub fn from_observation(
         retry,
         next_check_at: retry.map(|r| schedule_at(schedule, r, now, jitter)),
         in_progress_since: (obs.outcome == Outcome::InProgress).then_some(now),
-        seen_notified_at: c.notified_at,
+        seen_nudged_at: c.nudged_at,
         events: vec![NewEvent {
             at: now,
             kind: "observed",
@@ -145,10 +145,40 @@ pub fn from_observation(
         }],
         discrepancies,
     };
-    match retry.and_then(|(reason, _)| schedule.patience(reason)) {
+    let u = match retry.and_then(|(reason, _)| schedule.patience(reason)) {
         Some(p) if p.is_over(c.created_at, now) => settle_at_horizon(u, p, obs),
         _ => u,
+    };
+    notified_yet_failed(c, obs, u, now)
+}
+
+/// A payment the gateway notified as paid is not failed on a query's word alone: the two
+/// disagree, so a person decides (`needs_review`, and a `notified_after_final` discrepancy
+/// holding the answer). Either may be the wrong one: a lagging or another sub-merchant's query,
+/// or a forged notification.
+fn notified_yet_failed(
+    c: &Claimed,
+    obs: &Observation,
+    u: PaymentUpdate,
+    now: DateTime<Utc>,
+) -> PaymentUpdate {
+    if c.notified_at.is_none() || c.state.is_final() || u.state != PaymentState::Failed {
+        return u;
     }
+    let mut u = to_review(
+        u,
+        "the gateway notified it as paid, but its query says it failed",
+        now,
+    );
+    u.discrepancies.push(NewDiscrepancy {
+        kind: DiscrepancyKind::NotifiedAfterFinal,
+        detail: format!(
+            "{} {}: the gateway notified it as paid, but its query says it failed ({})",
+            c.account, c.out_trade_no, obs.provider_code
+        ),
+        evidence: obs.evidence.clone(),
+    });
+    u
 }
 
 /// An answer that may mean "never", still given at its horizon: the payment is failed on it
@@ -198,7 +228,7 @@ pub fn from_call_error(
         retry: Some(retry),
         next_check_at: Some(schedule_at(schedule, retry, now, jitter)),
         in_progress_since: None,
-        seen_notified_at: c.notified_at,
+        seen_nudged_at: c.nudged_at,
         events: vec![NewEvent {
             at: now,
             kind: "call_failed",
@@ -224,7 +254,7 @@ pub fn postpone(c: &Claimed, until: DateTime<Utc>) -> PaymentUpdate {
         retry: c.retry_reason.map(|r| (r, c.retry_repeats)),
         next_check_at: Some(until),
         in_progress_since: None,
-        seen_notified_at: c.notified_at,
+        seen_nudged_at: c.nudged_at,
         events: Vec::new(),
         discrepancies: Vec::new(),
     }
