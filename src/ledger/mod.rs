@@ -13,6 +13,7 @@ mod gauges;
 mod intake;
 mod nudge;
 mod pages;
+pub mod pg;
 mod queries;
 mod runs;
 mod sweeps;

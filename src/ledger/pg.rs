@@ -1,0 +1,42 @@
+//! The PostgreSQL ledger (issue 18, under way): its schema (`migrations/postgres/`, the SQLite
+//! ledger's tables, constraints, the append-only rule and the trigger-kept counts in
+//! PostgreSQL's types) and the connection that applies it. The ledger's operations still run on
+//! SQLite only; `tests/pg_schema.rs` holds the schema to its promises against a real server.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use super::LedgerError;
+
+/// The PostgreSQL migrations, applied in order; never edit an applied one.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// `url` without its password, for messages: a URL is never logged with one.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(an unreadable PostgreSQL URL)".to_string(),
+    }
+}
+
+/// Connects to the PostgreSQL ledger at `url` and applies its migrations.
+pub async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, LedgerError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(connect_timeout)
+        .connect(url)
+        .await
+        .map_err(|source| LedgerError::Open {
+            path: shown(url),
+            source,
+        })?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}

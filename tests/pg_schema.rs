@@ -1,0 +1,182 @@
+//! The PostgreSQL ledger's schema keeps the SQLite ledger's promises (issue 18): migrations
+//! apply to an empty database and again harmlessly; events are append-only; the state check and
+//! the unique keys hold; a finding is recorded once, also by two writers at once; the counts
+//! follow every write. Needs a server: `bash tests/run.sh`.
+
+mod pg_support;
+
+use std::time::Duration;
+
+use pg_support::fresh_ledger;
+use sqlx::PgPool;
+
+async fn exec(pool: &PgPool, sql: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected())
+}
+
+const PAYMENT: &str = "INSERT INTO payments (account, provider, out_trade_no, amount, currency,
+                       created_at, registered_at, updated_at)
+                       VALUES ('hk', 'qfpay', 'O1', 100, 'HKD', now(), now(), now())";
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_again_harmlessly() {
+    let (pool, url) = fresh_ledger().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for t in [
+        "account_leases",
+        "account_pauses",
+        "discrepancies",
+        "discrepancy_counts",
+        "events",
+        "payment_counts",
+        "payments",
+        "run_totals",
+        "runs",
+        "sweep_cursors",
+        "sweep_schedule",
+    ] {
+        assert!(
+            tables.iter().any(|x| x == t),
+            "missing table {t}: {tables:?}"
+        );
+    }
+    pool.close().await;
+    let again = payrecon::ledger::pg::connect(&url, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&again)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        payrecon::ledger::pg::MIGRATOR.iter().count()
+    );
+}
+
+#[tokio::test]
+async fn events_are_append_only_and_states_and_keys_are_checked() {
+    let (pool, _) = fresh_ledger().await;
+    exec(&pool, PAYMENT).await.unwrap();
+    exec(
+        &pool,
+        "INSERT INTO events (payment_id, at, kind) VALUES (1, now(), 'registered')",
+    )
+    .await
+    .unwrap();
+    for refused in [
+        "UPDATE events SET kind = 'x'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let e = exec(&pool, refused).await.unwrap_err().to_string();
+        assert!(e.contains("events are append-only"), "{refused}: {e}");
+    }
+    let e = exec(&pool, "UPDATE payments SET state = 'paid'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("check constraint"), "{e}");
+    let e = exec(&pool, PAYMENT).await.unwrap_err().to_string();
+    assert!(e.contains("duplicate key"), "{e}");
+    for bad in ["amount = 0", "currency = 'HK'", "provider = 'paypal'"] {
+        let e = exec(&pool, &format!("UPDATE payments SET {bad}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("check constraint"), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_finding_is_recorded_once_even_by_two_writers_at_once() {
+    let (pool, _) = fresh_ledger().await;
+    exec(&pool, PAYMENT).await.unwrap();
+    let per_payment = "INSERT INTO discrepancies (payment_id, account, kind, detail, found_at)
+                       VALUES (1, 'hk', 'amount_mismatch', 'gateway 90', now())
+                       ON CONFLICT DO NOTHING";
+    let per_subject = "INSERT INTO discrepancies (account, kind, detail, subject, found_at)
+                       VALUES ('hk', 'missing_in_ledger', 'record S1', 'S1', now())
+                       ON CONFLICT DO NOTHING";
+    for sql in [per_payment, per_subject] {
+        let (a, b) = tokio::join!(exec(&pool, sql), exec(&pool, sql));
+        assert_eq!(a.unwrap() + b.unwrap(), 1, "{sql}");
+    }
+    // Another detail about the same payment, another subject: new findings.
+    exec(&pool, &per_payment.replace("gateway 90", "gateway 80"))
+        .await
+        .unwrap();
+    exec(&pool, &per_subject.replace("'S1'", "'S2'"))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM discrepancies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+}
+
+#[tokio::test]
+async fn the_counts_follow_every_write() {
+    let (pool, _) = fresh_ledger().await;
+    exec(&pool, PAYMENT).await.unwrap();
+    exec(&pool, &PAYMENT.replace("'O1'", "'O2'")).await.unwrap();
+    exec(
+        &pool,
+        "UPDATE payments SET state = 'succeeded' WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    // A write that does not change the state leaves the counts alone.
+    exec(&pool, "UPDATE payments SET attempts = attempts + 1")
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, n FROM payment_counts WHERE account = 'hk' ORDER BY state")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        counts,
+        [("pending".to_string(), 1), ("succeeded".to_string(), 1)]
+    );
+    exec(
+        &pool,
+        "INSERT INTO discrepancies (account, kind, detail, subject, found_at)
+         VALUES ('hk', 'missing_in_ledger', 'd', 'S1', now()), ('hk', 'missing_in_ledger', 'd', 'S2', now())",
+    )
+    .await
+    .unwrap();
+    exec(
+        &pool,
+        "UPDATE discrepancies SET resolved_at = now() WHERE subject = 'S1'",
+    )
+    .await
+    .unwrap();
+    let open: i64 = sqlx::query_scalar("SELECT open FROM discrepancy_counts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(open, 1);
+    exec(
+        &pool,
+        "INSERT INTO runs (owner, trigger, started_at, calls) VALUES ('a', 'cron', now(), 3)",
+    )
+    .await
+    .unwrap();
+    exec(&pool, "UPDATE runs SET calls = 5").await.unwrap();
+    let totals: (i64, i64) = sqlx::query_as("SELECT runs, calls FROM run_totals WHERE id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(totals, (1, 5));
+}

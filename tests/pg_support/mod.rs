@@ -1,0 +1,46 @@
+//! A fresh PostgreSQL database per test, on the server `PAYRECON_TEST_PG_URL` names (`bash
+//! tests/run.sh` starts one; `.ci/run` runs that). Without the variable the tests fail, loudly:
+//! a PostgreSQL test that passes without a server would prove nothing.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// The server's URL, or a panic saying how to get one.
+pub fn server_url() -> String {
+    std::env::var("PAYRECON_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "PAYRECON_TEST_PG_URL is not set: the PostgreSQL tests need a server. Run the \
+             suite with `bash tests/run.sh` (it starts a throw-away server), or start one with \
+             `bash tests/pg/server.sh start DIR` and export the URL it prints"
+        )
+    })
+}
+
+/// A database of its own for one test (created now, never shared), with the ledger's
+/// migrations applied: the pool and its URL.
+pub async fn fresh_ledger() -> (PgPool, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = server_url();
+    let admin = sqlx::PgPool::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+    let name = format!(
+        "payrecon_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(&server).unwrap();
+    url.set_path(&name);
+    let pool = payrecon::ledger::pg::connect(url.as_str(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    (pool, url.to_string())
+}
