@@ -179,11 +179,11 @@ impl Ledger {
 impl Ledger {
     /// The accounts paused at `now` (`/readyz`).
     pub async fn paused_accounts(&self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
-        Ok(
-            sqlx::query_scalar("SELECT account FROM account_pauses WHERE paused_until > ?")
-                .bind(to_db(now))
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT account FROM account_pauses WHERE paused_until > ? ORDER BY account",
         )
+        .bind(to_db(now))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -1,7 +1,11 @@
 //! The PostgreSQL ledger (issue 18, under way): its schema (`migrations/postgres/`, the SQLite
 //! ledger's tables, constraints, the append-only rule and the trigger-kept counts in
-//! PostgreSQL's types) and the connection that applies it. The ledger's operations still run on
-//! SQLite only; `tests/pg_schema.rs` holds the schema to its promises against a real server.
+//! PostgreSQL's types), the connection that applies it, and the first operations with the SQLite
+//! ledger's contract: account leases with their fence, and account pauses
+//! (`tests/ledger_contract.rs` runs the same tests on both). The engine still runs on SQLite
+//! only.
+
+mod leases;
 
 use std::time::Duration;
 
@@ -23,6 +27,25 @@ pub fn shown(url: &str) -> String {
             u.to_string()
         }
         Err(_) => "(an unreadable PostgreSQL URL)".to_string(),
+    }
+}
+
+/// A handle on a PostgreSQL ledger. Cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct PgLedger {
+    pool: PgPool,
+}
+
+impl PgLedger {
+    /// Connects to the ledger at `url` and applies its migrations.
+    pub async fn open(url: &str, connect_timeout: Duration) -> Result<Self, LedgerError> {
+        Ok(Self {
+            pool: connect(url, connect_timeout).await?,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 

@@ -1,0 +1,191 @@
+//! Account leases and pauses on PostgreSQL, with the SQLite ledger's contract
+//! (`ledger::account_lease`): one holder per account, a token that grows with every
+//! acquisition, a heartbeat refused once another holder took over, and fenced writes.
+//!
+//! Acquiring is one upsert whose `WHERE` admits a free, expired or own lease: two replicas
+//! racing for an account serialise on the lease row, and the one that waited sees the other's
+//! fresh lease and is told who holds it. A fenced write locks the lease row `FOR SHARE` in its
+//! own transaction, so no acquisition can take the account between the check and the commit.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::PgLedger;
+use crate::ledger::{AccountHolder, Acquired, Fence, LedgerError};
+
+fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1))
+}
+
+/// Times as the SQLite ledger shows them in `AccountHolder` (fixed-width UTC text).
+fn shown(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(crate::ledger::time::to_db)
+}
+
+impl PgLedger {
+    /// As [`crate::ledger::Ledger::acquire_account`].
+    pub async fn acquire_account(
+        &self,
+        account: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        pace_per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Acquired, AccountHolder>, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM account_leases WHERE account = $1 FOR UPDATE")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        let taken = sqlx::query(
+            "INSERT INTO account_leases AS l
+                 (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute)
+             VALUES ($1, $2, 1, $3, $3, $4, $5)
+             ON CONFLICT (account) DO UPDATE SET
+                 holder = $2, token = l.token + 1, acquired_at = $3,
+                 heartbeat_at = $3, expires_at = $4, pace_per_minute = $5
+             WHERE l.holder IS NULL OR l.expires_at <= $3 OR l.holder = $2
+             RETURNING token, next_call_at",
+        )
+        .bind(account)
+        .bind(holder)
+        .bind(now)
+        .bind(until(now, ttl))
+        .bind(i64::from(pace_per_minute))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let answer = match taken {
+            Some(r) => Ok(Acquired {
+                fence: Fence {
+                    account: account.to_string(),
+                    holder: holder.to_string(),
+                    token: r.get("token"),
+                },
+                next_call_at: r.get("next_call_at"),
+                taken_over: previous.is_some_and(|p| p != holder),
+            }),
+            None => {
+                let r = sqlx::query(
+                    "SELECT holder, heartbeat_at, expires_at FROM account_leases
+                     WHERE account = $1",
+                )
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+                Err(AccountHolder {
+                    holder: r.get::<Option<String>, _>("holder").unwrap_or_default(),
+                    heartbeat_at: shown(r.get("heartbeat_at")),
+                    expires_at: shown(r.get("expires_at")),
+                })
+            }
+        };
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// As [`crate::ledger::Ledger::renew_account`].
+    pub async fn renew_account(
+        &self,
+        fence: &Fence,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE account_leases SET heartbeat_at = $1, expires_at = $2
+             WHERE account = $3 AND holder = $4 AND token = $5",
+        )
+        .bind(now)
+        .bind(until(now, ttl))
+        .bind(&fence.account)
+        .bind(&fence.holder)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// As [`crate::ledger::Ledger::release_account`].
+    pub async fn release_account(
+        &self,
+        fence: &Fence,
+        next_call_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, LedgerError> {
+        let done = sqlx::query(
+            "UPDATE account_leases SET holder = NULL, expires_at = NULL, next_call_at = $1
+             WHERE account = $2 AND holder = $3 AND token = $4",
+        )
+        .bind(next_call_at)
+        .bind(&fence.account)
+        .bind(&fence.holder)
+        .bind(fence.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A write transaction for the fence's account, or [`LedgerError::FencedOut`] when the
+    /// lease is no longer the fence's. The lease row stays locked `FOR SHARE` until the
+    /// transaction ends: an acquisition waits for it, and then sees what it wrote.
+    async fn fenced(
+        &self,
+        fence: &Fence,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT token FROM account_leases
+             WHERE account = $1 AND holder = $2 AND token = $3 FOR SHARE",
+        )
+        .bind(&fence.account)
+        .bind(&fence.holder)
+        .bind(fence.token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            tx.rollback().await?;
+            return Err(LedgerError::FencedOut {
+                account: fence.account.clone(),
+                token: fence.token,
+            });
+        }
+        Ok(tx)
+    }
+
+    /// As [`crate::ledger::Ledger::pause_account`]: in the ledger, so every replica honours
+    /// it; fenced, so a holder that lost the account cannot pause the new holder.
+    pub async fn pause_account(
+        &self,
+        fence: &Fence,
+        until: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.fenced(fence).await?;
+        sqlx::query(
+            "INSERT INTO account_pauses AS p (account, paused_until, reason, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account) DO UPDATE SET
+                 paused_until = GREATEST(p.paused_until, excluded.paused_until),
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(&fence.account)
+        .bind(until)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// As [`crate::ledger::Ledger::paused_accounts`].
+    pub async fn paused_accounts(&self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT account FROM account_pauses WHERE paused_until > $1 ORDER BY account",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,159 @@
+//! One contract, two stores (issue 18): each test here runs on the SQLite ledger and on the
+//! PostgreSQL ledger (a server: `bash tests/run.sh`), with the same calls and the same
+//! expectations. So far: account leases, their fence, and account pauses.
+
+mod pg_support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payrecon::ledger::{self, LedgerError};
+
+async fn sqlite_ledger() -> (tempfile::TempDir, ledger::Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    (dir, l)
+}
+
+async fn pg_ledger() -> ledger::pg::PgLedger {
+    let (pool, url) = pg_support::fresh_ledger().await;
+    pool.close().await;
+    ledger::pg::PgLedger::open(&url, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+/// `$body` as two tests, `$name::sqlite` and `$name::postgres`, with `$l` the store.
+macro_rules! contract {
+    ($name:ident, |$l:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let (_dir, $l) = sqlite_ledger().await;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $l = pg_ledger().await;
+                $body
+            }
+        }
+    };
+}
+
+contract!(one_holder_at_a_time_with_a_growing_token, |l| {
+    let ttl = Duration::from_secs(30);
+    let t0 = Utc::now();
+    let a = l
+        .acquire_account("hk", "A", ttl, 400, t0)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(!a.taken_over);
+    assert_eq!(a.fence.token, 1);
+    let held = l
+        .acquire_account("hk", "B", ttl, 400, t0)
+        .await
+        .unwrap()
+        .expect_err("held by A");
+    assert_eq!(held.holder, "A");
+    assert!(held.expires_at.is_some());
+    // Its own lease again (a release that failed): same holder, a higher token.
+    let again = l
+        .acquire_account("hk", "A", ttl, 400, t0)
+        .await
+        .unwrap()
+        .expect("its own");
+    assert!(again.fence.token > a.fence.token);
+    assert!(!l.renew_account(&a.fence, ttl, t0).await.unwrap());
+    assert!(l.renew_account(&again.fence, ttl, t0).await.unwrap());
+
+    // A stalls past its lease: B takes it over; A's heartbeat is refused.
+    let later = t0 + chrono::Duration::seconds(31);
+    let b = l
+        .acquire_account("hk", "B", ttl, 400, later)
+        .await
+        .unwrap()
+        .expect("expired");
+    assert!(b.taken_over);
+    assert!(b.fence.token > again.fence.token);
+    assert!(!l.renew_account(&again.fence, ttl, later).await.unwrap());
+
+    // B gives it back with its pacer's next slot; C takes it and keeps the pace.
+    let slot = later + chrono::Duration::milliseconds(150);
+    assert!(l.release_account(&b.fence, Some(slot)).await.unwrap());
+    assert!(!l.release_account(&b.fence, None).await.unwrap());
+    let c = l
+        .acquire_account("hk", "C", ttl, 400, later)
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(!c.taken_over, "a released lease is not taken over");
+    assert_eq!(
+        c.next_call_at.map(|t| t.timestamp_millis()),
+        Some(slot.timestamp_millis())
+    );
+    assert!(c.fence.token > b.fence.token);
+});
+
+contract!(a_holder_that_lost_its_lease_cannot_pause_the_account, |l| {
+    let ttl = Duration::from_secs(30);
+    let t0 = Utc::now();
+    let a = l
+        .acquire_account("hk", "A", ttl, 400, t0)
+        .await
+        .unwrap()
+        .expect("free")
+        .fence;
+    let hour = t0 + chrono::Duration::hours(1);
+    l.pause_account(&a, hour, "rate limited", t0).await.unwrap();
+    assert_eq!(l.paused_accounts(t0).await.unwrap(), ["hk"]);
+    // A shorter pause never shortens a longer one.
+    l.pause_account(&a, t0 + chrono::Duration::seconds(5), "again", t0)
+        .await
+        .unwrap();
+    let half = t0 + chrono::Duration::minutes(30);
+    assert_eq!(l.paused_accounts(half).await.unwrap(), ["hk"]);
+    assert!(l.paused_accounts(hour).await.unwrap().is_empty());
+
+    let later = t0 + chrono::Duration::seconds(31);
+    l.acquire_account("hk", "B", ttl, 400, later)
+        .await
+        .unwrap()
+        .expect("expired");
+    let refused = l
+        .pause_account(&a, later + chrono::Duration::days(1), "late", later)
+        .await;
+    assert!(
+        matches!(refused, Err(LedgerError::FencedOut { ref account, token }) if account == "hk" && token == a.token),
+        "{refused:?}"
+    );
+    assert!(l.paused_accounts(hour).await.unwrap().is_empty());
+});
+
+contract!(replicas_racing_for_an_account_get_it_once, |l| {
+    let ttl = Duration::from_secs(30);
+    let t0 = Utc::now();
+    // Eight processes at once, on a free account and then on an expired lease.
+    for at in [t0, t0 + chrono::Duration::seconds(31)] {
+        let tries = (0..8).map(|i| {
+            let l = l.clone();
+            async move {
+                l.acquire_account("hk", &format!("R{i}"), ttl, 400, at)
+                    .await
+                    .unwrap()
+            }
+        });
+        let won: Vec<_> = futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(won.len(), 1, "{won:?}");
+    }
+});
