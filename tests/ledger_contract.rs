@@ -157,3 +157,72 @@ contract!(replicas_racing_for_an_account_get_it_once, |l| {
         assert_eq!(won.len(), 1, "{won:?}");
     }
 });
+
+fn payment(no: &str, amount: i64) -> ledger::NewPayment {
+    use payrecon::domain::{AccountName, Currency, Money, OutTradeNo, Provider, RecordKind};
+    ledger::NewPayment {
+        account: AccountName::parse("hk").unwrap(),
+        provider: Provider::Qfpay,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse(no, Provider::Qfpay).unwrap(),
+        provider_ref: None,
+        pay_type: None,
+        amount: Money::new(amount, Currency::parse("HKD").unwrap()).unwrap(),
+        created_at: Utc::now() - chrono::Duration::minutes(5),
+        expires_at: None,
+    }
+}
+
+contract!(registering_is_all_or_nothing_and_idempotent, |l| {
+    let now = Utc::now();
+    let first = l
+        .register(&[payment("P1", 100), payment("P2", 200)], now)
+        .await
+        .unwrap();
+    assert_eq!(first.inserted.len(), 2);
+    let p1 = first.inserted[0].1;
+    let again = l
+        .register(&[payment("P1", 100), payment("P3", 300)], now)
+        .await
+        .unwrap();
+    assert_eq!(again.already_present, [(0, p1)]);
+    assert_eq!(again.inserted.len(), 1);
+    // A conflict rolls the whole batch back: P4 is not written.
+    let conflict = l
+        .register(&[payment("P4", 400), payment("P1", 101)], now)
+        .await
+        .unwrap();
+    assert!(conflict.inserted.is_empty());
+    assert_eq!(conflict.conflicts.len(), 1);
+    assert_eq!(conflict.conflicts[0].0, 1);
+    assert!(
+        conflict.conflicts[0]
+            .1
+            .contains("amount is 1.00 HKD in the ledger"),
+        "{:?}",
+        conflict.conflicts
+    );
+    assert!(l.find_payments("P4").await.unwrap().is_empty());
+
+    let row = l.payment(p1).await.unwrap().expect("P1");
+    assert_eq!(
+        (row.out_trade_no.as_str(), row.state.as_str(), row.amount),
+        ("P1", "pending", 100)
+    );
+    assert_eq!(
+        row.next_check_at.as_deref(),
+        Some(ledger::time::to_db(now).as_str())
+    );
+    assert_eq!(
+        l.find_payments(&p1.to_string()).await.unwrap(),
+        std::slice::from_ref(&row)
+    );
+    assert_eq!(l.find_payments("P1").await.unwrap(), [row]);
+    let events = l.events(p1).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].to_state.as_deref()),
+        ("registered", Some("pending"))
+    );
+    assert!(l.payment(9999).await.unwrap().is_none());
+});

@@ -34,6 +34,44 @@ pub struct IntakeReport {
     pub conflicts: Vec<(usize, String)>,
 }
 
+/// What the ledger holds for a key a batch registers again.
+pub(crate) struct Stored {
+    pub amount: i64,
+    pub currency: String,
+    pub provider_ref: Option<String>,
+    pub pay_type: Option<String>,
+}
+
+impl Stored {
+    /// `None` when `p` is the same payment; else what differs, as the conflict says it. A
+    /// gateway id or pay type given on one side only is no difference.
+    pub fn differences(&self, p: &NewPayment) -> Option<String> {
+        let mut diffs = Vec::new();
+        if self.amount != p.amount.minor || self.currency != p.amount.currency.as_str() {
+            diffs.push(format!(
+                "amount is {} in the ledger",
+                crate::domain::format_money(self.amount, &self.currency)
+            ));
+        }
+        if let (Some(a), Some(b)) = (&self.provider_ref, &p.provider_ref)
+            && a != b.as_str()
+        {
+            diffs.push(format!("gateway id is {a} in the ledger"));
+        }
+        if let (Some(a), Some(b)) = (&self.pay_type, &p.pay_type)
+            && a != b.as_str()
+        {
+            diffs.push(format!("pay_type is {a} in the ledger"));
+        }
+        (!diffs.is_empty()).then(|| {
+            format!(
+                "already registered with different details: {}",
+                diffs.join("; ")
+            )
+        })
+    }
+}
+
 impl Ledger {
     /// Registers `batch` in one transaction. A payment already present with the same details
     /// is reported, not duplicated; one present with different details is a conflict, and any
@@ -52,7 +90,7 @@ impl Ledger {
                 continue;
             }
             let row = sqlx::query(
-                "SELECT id, provider, amount, currency, provider_ref, pay_type FROM payments
+                "SELECT id, amount, currency, provider_ref, pay_type FROM payments
                  WHERE account = ? AND kind = ? AND out_trade_no = ?",
             )
             .bind(p.account.as_str())
@@ -60,37 +98,15 @@ impl Ledger {
             .bind(p.out_trade_no.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            let mut diffs = Vec::new();
-            let amount: i64 = row.get("amount");
-            let currency: String = row.get("currency");
-            if amount != p.amount.minor || currency != p.amount.currency.as_str() {
-                diffs.push(format!(
-                    "amount is {} in the ledger",
-                    crate::domain::format_money(amount, &currency)
-                ));
-            }
-            let existing_ref: Option<String> = row.get("provider_ref");
-            if let (Some(a), Some(b)) = (&existing_ref, &p.provider_ref)
-                && a != b.as_str()
-            {
-                diffs.push(format!("gateway id is {a} in the ledger"));
-            }
-            let existing_type: Option<String> = row.get("pay_type");
-            if let (Some(a), Some(b)) = (&existing_type, &p.pay_type)
-                && a != b.as_str()
-            {
-                diffs.push(format!("pay_type is {a} in the ledger"));
-            }
-            if diffs.is_empty() {
-                report.already_present.push((i, row.get("id")));
-            } else {
-                report.conflicts.push((
-                    i,
-                    format!(
-                        "already registered with different details: {}",
-                        diffs.join("; ")
-                    ),
-                ));
+            let stored = Stored {
+                amount: row.get("amount"),
+                currency: row.get("currency"),
+                provider_ref: row.get("provider_ref"),
+                pay_type: row.get("pay_type"),
+            };
+            match stored.differences(p) {
+                None => report.already_present.push((i, row.get("id"))),
+                Some(why) => report.conflicts.push((i, why)),
             }
         }
         if report.conflicts.is_empty() {

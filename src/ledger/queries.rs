@@ -69,6 +69,14 @@ pub struct EventRow {
     pub evidence: serde_json::Value,
 }
 
+/// An event's stored evidence as JSON.
+pub(super) fn evidence(raw: &str) -> Result<serde_json::Value, LedgerError> {
+    serde_json::from_str(raw).map_err(|_| LedgerError::Corrupt {
+        column: "events.evidence",
+        value: raw.chars().take(80).collect(),
+    })
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub state: Option<PaymentState>,
@@ -178,10 +186,7 @@ impl Ledger {
         rows.iter()
             .map(|r| {
                 let raw: String = r.get("evidence");
-                let evidence = serde_json::from_str(&raw).map_err(|_| LedgerError::Corrupt {
-                    column: "events.evidence",
-                    value: raw.chars().take(80).collect(),
-                })?;
+                let evidence = evidence(&raw)?;
                 Ok(EventRow {
                     id: r.get("id"),
                     at: r.get("at"),

@@ -1,10 +1,11 @@
 //! The PostgreSQL ledger (issue 18, under way): its schema (`migrations/postgres/`, the SQLite
 //! ledger's tables, constraints, the append-only rule and the trigger-kept counts in
 //! PostgreSQL's types), the connection that applies it, and the first operations with the SQLite
-//! ledger's contract: account leases with their fence, and account pauses
-//! (`tests/ledger_contract.rs` runs the same tests on both). The engine still runs on SQLite
+//! ledger's contract: account leases with their fence, account pauses, registering payments and
+//! reading them with their history (`tests/ledger_contract.rs` runs the same tests on both). The engine still runs on SQLite
 //! only.
 
+mod intake;
 mod leases;
 
 use std::time::Duration;

@@ -1,0 +1,165 @@
+//! Registering payments and reading them on PostgreSQL, with the SQLite ledger's contract
+//! (`ledger::intake`, `ledger::queries`): all or nothing, idempotent on (account, kind,
+//! out_trade_no), a conflict with different details rolls the batch back; rows read back in the
+//! SQLite ledger's shapes (times as its fixed-width UTC text).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::PgLedger;
+use crate::domain::{PayType, ProviderRef};
+use crate::ledger::time::to_db;
+use crate::ledger::{EventRow, IntakeReport, LedgerError, NewPayment, PaymentRow};
+
+const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref,
+     original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at,
+     created_at, updated_at";
+
+fn payment_row(r: &PgRow) -> PaymentRow {
+    let time = |c: &str| to_db(r.get::<DateTime<Utc>, _>(c));
+    PaymentRow {
+        id: r.get("id"),
+        account: r.get("account"),
+        provider: r.get("provider"),
+        kind: r.get("kind"),
+        out_trade_no: r.get("out_trade_no"),
+        provider_ref: r.get("provider_ref"),
+        original_ref: r.get("original_ref"),
+        pay_type: r.get("pay_type"),
+        amount: r.get("amount"),
+        currency: r.get("currency"),
+        state: r.get("state"),
+        provider_code: r.get("provider_code"),
+        attempts: r.get("attempts"),
+        next_check_at: r
+            .get::<Option<DateTime<Utc>>, _>("next_check_at")
+            .map(to_db),
+        created_at: time("created_at"),
+        updated_at: time("updated_at"),
+    }
+}
+
+impl PgLedger {
+    /// As [`crate::ledger::Ledger::register`].
+    pub async fn register(
+        &self,
+        batch: &[NewPayment],
+        now: DateTime<Utc>,
+    ) -> Result<IntakeReport, LedgerError> {
+        let mut report = IntakeReport::default();
+        let mut tx = self.pool.begin().await?;
+        for (i, p) in batch.iter().enumerate() {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref,
+                                       pay_type, amount, currency, state, next_check_at,
+                                       created_at, registered_at, updated_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $9, $9, $11)
+                 ON CONFLICT (account, kind, out_trade_no) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(p.account.as_str())
+            .bind(p.provider.as_str())
+            .bind(p.kind.as_str())
+            .bind(p.out_trade_no.as_str())
+            .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
+            .bind(p.pay_type.as_ref().map(PayType::as_str))
+            .bind(p.amount.minor)
+            .bind(p.amount.currency.as_str())
+            .bind(now)
+            .bind(p.created_at)
+            .bind(p.expires_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = inserted {
+                sqlx::query(
+                    "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
+                     VALUES ($1, $2, 'registered', 'pending', $3, '{}')",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
+                .execute(&mut *tx)
+                .await?;
+                report.inserted.push((i, id));
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT id, amount, currency, provider_ref, pay_type FROM payments
+                 WHERE account = $1 AND kind = $2 AND out_trade_no = $3",
+            )
+            .bind(p.account.as_str())
+            .bind(p.kind.as_str())
+            .bind(p.out_trade_no.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = crate::ledger::intake::Stored {
+                amount: row.get("amount"),
+                currency: row.get("currency"),
+                provider_ref: row.get("provider_ref"),
+                pay_type: row.get("pay_type"),
+            };
+            match stored.differences(p) {
+                None => report.already_present.push((i, row.get("id"))),
+                Some(why) => report.conflicts.push((i, why)),
+            }
+        }
+        if report.conflicts.is_empty() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            report.inserted.clear();
+        }
+        Ok(report)
+    }
+
+    /// As [`crate::ledger::Ledger::payment`].
+    pub async fn payment(&self, id: i64) -> Result<Option<PaymentRow>, LedgerError> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| payment_row(&r)))
+    }
+
+    /// As [`crate::ledger::Ledger::find_payments`].
+    pub async fn find_payments(&self, key: &str) -> Result<Vec<PaymentRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE id = $1 OR out_trade_no = $2 ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key.parse::<i64>().ok())
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(payment_row).collect())
+    }
+
+    /// As [`crate::ledger::Ledger::events`].
+    pub async fn events(&self, payment_id: i64) -> Result<Vec<EventRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, from_state, to_state, provider_code, message, evidence
+             FROM events WHERE payment_id = $1 ORDER BY id",
+        )
+        .bind(payment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let raw: String = r.get("evidence");
+                Ok(EventRow {
+                    id: r.get("id"),
+                    at: to_db(r.get("at")),
+                    kind: r.get("kind"),
+                    from_state: r.get("from_state"),
+                    to_state: r.get("to_state"),
+                    provider_code: r.get("provider_code"),
+                    message: r.get("message"),
+                    evidence: crate::ledger::queries::evidence(&raw)?,
+                })
+            })
+            .collect()
+    }
+}
