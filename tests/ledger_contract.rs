@@ -226,3 +226,55 @@ contract!(registering_is_all_or_nothing_and_idempotent, |l| {
     );
     assert!(l.payment(9999).await.unwrap().is_none());
 });
+
+contract!(runs_and_discrepancies_are_recorded_and_resolved, |l| {
+    let t0 = Utc::now();
+    let first = l.start_run("me", "cron", t0).await.unwrap();
+    // A second start by the same owner closes the first, which could not record its end.
+    let second = l.start_run("me", "cron", t0).await.unwrap();
+    assert!(second > first);
+    let counters = ledger::RunCounters {
+        claimed: 3,
+        checked: 3,
+        finalized: 2,
+        calls: 4,
+        errors: 0,
+    };
+    l.finish_run(second, "completed", counters, None, t0)
+        .await
+        .unwrap();
+    assert_eq!(l.run_totals().await.unwrap(), (2, 4));
+
+    let evidence = serde_json::json!({"syssn": "S1"});
+    assert!(
+        l.record_notified_unknown("hk", "S1", "hk O1: notified", &evidence, t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !l.record_notified_unknown("hk", "S1", "hk O1: notified", &evidence, t0)
+            .await
+            .unwrap(),
+        "recorded once"
+    );
+    let open = l.discrepancies(false).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].kind, "notified_unknown");
+    assert!(
+        l.resolve_discrepancy(open[0].id, "checked", t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !l.resolve_discrepancy(open[0].id, "again", t0)
+            .await
+            .unwrap()
+    );
+    assert!(l.discrepancies(false).await.unwrap().is_empty());
+    let all = l.discrepancies(true).await.unwrap();
+    assert_eq!(all[0].resolution_note.as_deref(), Some("checked"));
+    assert_eq!(
+        all[0].resolved_at.as_deref(),
+        Some(ledger::time::to_db(t0).as_str())
+    );
+});

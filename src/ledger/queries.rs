@@ -221,10 +221,7 @@ impl Ledger {
             .fetch_optional(&self.pool)
             .await?
             .map(|r| PaymentRow::from_row(&r));
-        let (runs, gateway_calls): (i64, i64) =
-            sqlx::query_as("SELECT runs, calls FROM run_totals WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let (runs, gateway_calls) = self.run_totals().await?;
         let open_discrepancies: i64 =
             sqlx::query_scalar("SELECT COALESCE(SUM(open), 0) FROM discrepancy_counts")
                 .fetch_one(&self.pool)

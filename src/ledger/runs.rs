@@ -177,6 +177,15 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// The runs recorded and the gateway calls they made (`run_totals`, kept by triggers).
+    pub async fn run_totals(&self) -> Result<(i64, i64), LedgerError> {
+        Ok(
+            sqlx::query_as("SELECT runs, calls FROM run_totals WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// The accounts paused at `now` (`/readyz`).
     pub async fn paused_accounts(&self, now: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
         Ok(sqlx::query_scalar(

@@ -2,11 +2,13 @@
 //! ledger's tables, constraints, the append-only rule and the trigger-kept counts in
 //! PostgreSQL's types), the connection that applies it, and the first operations with the SQLite
 //! ledger's contract: account leases with their fence, account pauses, registering payments and
-//! reading them with their history (`tests/ledger_contract.rs` runs the same tests on both). The engine still runs on SQLite
+//! reading them with their history, runs, discrepancies (`tests/ledger_contract.rs` runs the
+//! same tests on both). The engine still runs on SQLite
 //! only.
 
 mod intake;
 mod leases;
+mod runs;
 
 use std::time::Duration;
 
