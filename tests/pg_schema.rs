@@ -180,3 +180,44 @@ async fn the_counts_follow_every_write() {
         .unwrap();
     assert_eq!(totals, (1, 5));
 }
+
+#[tokio::test]
+async fn times_are_written_at_the_sqlite_ledgers_millisecond_precision() {
+    use chrono::{TimeZone, Utc};
+    use payrecon::domain::{AccountName, Currency, Money, OutTradeNo, Provider, RecordKind};
+    let (pool, url) = fresh_ledger().await;
+    pool.close().await;
+    let l = payrecon::ledger::pg::PgLedger::open(&url, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // 12:00:00.123456789: microseconds PostgreSQL would keep, the SQLite ledger would not.
+    let t = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+        + chrono::Duration::nanoseconds(123_456_789);
+    let p = payrecon::ledger::NewPayment {
+        account: AccountName::parse("hk").unwrap(),
+        provider: Provider::Qfpay,
+        kind: RecordKind::Payment,
+        out_trade_no: OutTradeNo::parse("T1", Provider::Qfpay).unwrap(),
+        provider_ref: None,
+        pay_type: None,
+        amount: Money::new(100, Currency::parse("HKD").unwrap()).unwrap(),
+        created_at: t,
+        expires_at: Some(t),
+    };
+    l.register(&[p], t).await.unwrap();
+    l.acquire_account("hk", "A", Duration::from_secs(30), 400, t)
+        .await
+        .unwrap()
+        .expect("free");
+    let stored: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT created_at FROM payments UNION ALL SELECT expires_at FROM payments
+         UNION ALL SELECT next_check_at FROM payments UNION ALL SELECT at FROM events
+         UNION ALL SELECT heartbeat_at FROM account_leases",
+    )
+    .fetch_all(l.pool())
+    .await
+    .unwrap();
+    let expected =
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap() + chrono::Duration::milliseconds(123);
+    assert_eq!(stored, vec![expected; 5]);
+}

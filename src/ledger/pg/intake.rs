@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::PgLedger;
+use super::{PgLedger, ms};
 use crate::domain::{PayType, ProviderRef};
 use crate::ledger::time::to_db;
 use crate::ledger::{EventRow, IntakeReport, LedgerError, NewPayment, PaymentRow};
@@ -66,9 +66,9 @@ impl PgLedger {
             .bind(p.pay_type.as_ref().map(PayType::as_str))
             .bind(p.amount.minor)
             .bind(p.amount.currency.as_str())
-            .bind(now)
-            .bind(p.created_at)
-            .bind(p.expires_at)
+            .bind(ms(now))
+            .bind(ms(p.created_at))
+            .bind(p.expires_at.map(ms))
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(id) = inserted {
@@ -77,7 +77,7 @@ impl PgLedger {
                      VALUES ($1, $2, 'registered', 'pending', $3, '{}')",
                 )
                 .bind(id)
-                .bind(now)
+                .bind(ms(now))
                 .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
                 .execute(&mut *tx)
                 .await?;

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::PgLedger;
+use super::{PgLedger, ms};
 use crate::ledger::{AccountHolder, Acquired, Fence, LedgerError};
 
 fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
@@ -51,8 +51,8 @@ impl PgLedger {
         )
         .bind(account)
         .bind(holder)
-        .bind(now)
-        .bind(until(now, ttl))
+        .bind(ms(now))
+        .bind(ms(until(now, ttl)))
         .bind(i64::from(pace_per_minute))
         .fetch_optional(&mut *tx)
         .await?;
@@ -96,8 +96,8 @@ impl PgLedger {
             "UPDATE account_leases SET heartbeat_at = $1, expires_at = $2
              WHERE account = $3 AND holder = $4 AND token = $5",
         )
-        .bind(now)
-        .bind(until(now, ttl))
+        .bind(ms(now))
+        .bind(ms(until(now, ttl)))
         .bind(&fence.account)
         .bind(&fence.holder)
         .bind(fence.token)
@@ -116,7 +116,7 @@ impl PgLedger {
             "UPDATE account_leases SET holder = NULL, expires_at = NULL, next_call_at = $1
              WHERE account = $2 AND holder = $3 AND token = $4",
         )
-        .bind(next_call_at)
+        .bind(next_call_at.map(ms))
         .bind(&fence.account)
         .bind(&fence.holder)
         .bind(fence.token)
@@ -170,9 +170,9 @@ impl PgLedger {
                  reason = excluded.reason, updated_at = excluded.updated_at",
         )
         .bind(&fence.account)
-        .bind(until)
+        .bind(ms(until))
         .bind(reason)
-        .bind(now)
+        .bind(ms(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -184,7 +184,7 @@ impl PgLedger {
         Ok(sqlx::query_scalar(
             "SELECT account FROM account_pauses WHERE paused_until > $1 ORDER BY account",
         )
-        .bind(now)
+        .bind(ms(now))
         .fetch_all(&self.pool)
         .await?)
     }

@@ -20,6 +20,15 @@ use super::LedgerError;
 /// The PostgreSQL migrations, applied in order; never edit an applied one.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// `t` at the SQLite ledger's precision (milliseconds). Every time the PostgreSQL ledger
+/// writes goes through this: PostgreSQL would keep microseconds, and a value read back and
+/// compared with what the other store (or the engine, holding a value it read) has must be
+/// the same value (`nudged_at` against `seen_nudged_at`, a due unit's keyset position).
+pub(crate) fn ms(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(t)
+}
+
 /// `url` without its password, for messages: a URL is never logged with one.
 pub fn shown(url: &str) -> String {
     match url::Url::parse(url) {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::PgLedger;
+use super::{PgLedger, ms};
 use crate::ledger::time::to_db;
 use crate::ledger::{DiscrepancyRow, LedgerError, RunCounters};
 
@@ -37,7 +37,7 @@ impl PgLedger {
                  message = COALESCE(message, 'the pass ended but its end could not be recorded')
              WHERE owner = $2 AND status = 'running'",
         )
-        .bind(now)
+        .bind(ms(now))
         .bind(owner)
         .execute(&self.pool)
         .await?;
@@ -46,7 +46,7 @@ impl PgLedger {
         )
         .bind(owner)
         .bind(trigger)
-        .bind(now)
+        .bind(ms(now))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -65,7 +65,7 @@ impl PgLedger {
                              finalized = $5, calls = $6, errors = $7, message = $8
              WHERE id = $9",
         )
-        .bind(now)
+        .bind(ms(now))
         .bind(status)
         .bind(c.claimed as i64)
         .bind(c.checked as i64)
@@ -105,7 +105,7 @@ impl PgLedger {
             "UPDATE discrepancies SET resolved_at = $1, resolution_note = $2
              WHERE id = $3 AND resolved_at IS NULL",
         )
-        .bind(now)
+        .bind(ms(now))
         .bind(note)
         .bind(id)
         .execute(&self.pool)
@@ -130,7 +130,7 @@ impl PgLedger {
         .bind(crate::domain::DiscrepancyKind::NotifiedUnknown.as_str())
         .bind(detail)
         .bind(evidence.to_string())
-        .bind(now)
+        .bind(ms(now))
         .bind(subject)
         .execute(&self.pool)
         .await?;
