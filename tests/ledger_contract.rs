@@ -2,49 +2,13 @@
 //! PostgreSQL ledger (a server: `bash tests/run.sh`), with the same calls and the same
 //! expectations. So far: account leases, their fence, and account pauses.
 
+#[macro_use]
 mod pg_support;
 
 use std::time::Duration;
 
 use chrono::Utc;
 use payrecon::ledger::{self, LedgerError};
-
-async fn sqlite_ledger() -> (tempfile::TempDir, ledger::Ledger) {
-    let dir = tempfile::tempdir().unwrap();
-    let l = ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
-        .await
-        .unwrap();
-    (dir, l)
-}
-
-async fn pg_ledger() -> ledger::pg::PgLedger {
-    let (pool, url) = pg_support::fresh_ledger().await;
-    pool.close().await;
-    ledger::pg::PgLedger::open(&url, Duration::from_secs(10))
-        .await
-        .unwrap()
-}
-
-/// `$body` as two tests, `$name::sqlite` and `$name::postgres`, with `$l` the store.
-macro_rules! contract {
-    ($name:ident, |$l:ident| $body:block) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let (_dir, $l) = sqlite_ledger().await;
-                $body
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let $l = pg_ledger().await;
-                $body
-            }
-        }
-    };
-}
 
 contract!(one_holder_at_a_time_with_a_growing_token, |l| {
     let ttl = Duration::from_secs(30);

@@ -44,3 +44,45 @@ pub async fn fresh_ledger() -> (PgPool, String) {
         .unwrap();
     (pool, url.to_string())
 }
+
+/// A SQLite ledger in a temporary directory (kept alive by the returned guard).
+pub async fn sqlite_ledger() -> (tempfile::TempDir, payrecon::ledger::Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = payrecon::ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    (dir, l)
+}
+
+pub async fn pg_ledger() -> payrecon::ledger::pg::PgLedger {
+    let (pool, url) = fresh_ledger().await;
+    pool.close().await;
+    payrecon::ledger::pg::PgLedger::open(&url, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+/// `$body` as two tests, `$name::sqlite` and `$name::postgres`, with `$l` the store. A test
+/// file that uses it declares `#[macro_use] mod pg_support;`.
+#[allow(unused_macros)]
+macro_rules! contract {
+    ($name:ident, |$l:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            #[allow(unused_imports)]
+            use crate::pg_support::{pg_ledger, sqlite_ledger};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let (_dir, $l) = sqlite_ledger().await;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $l = pg_ledger().await;
+                $body
+            }
+        }
+    };
+}
