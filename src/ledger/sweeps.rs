@@ -65,8 +65,20 @@ pub struct SweepCursor {
     pub completed: bool,
 }
 
-/// A ledger payment a sweep record refers to.
-#[derive(Debug, Clone, PartialEq)]
+impl SweepCursor {
+    /// A cursor from its stored columns (both stores): a page below 1 reads as 1, a negative
+    /// count as 0.
+    pub(super) fn from_columns(next_page: i64, records_seen: i64, completed: bool) -> Self {
+        SweepCursor {
+            next_page: next_page.clamp(1, u32::MAX as i64) as u32,
+            records_seen: records_seen.max(0) as u64,
+            completed,
+        }
+    }
+}
+
+/// A ledger payment a sweep record refers to (a row of `KNOWN_PAYMENTS`, on both stores).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct KnownPayment {
     pub id: i64,
     pub kind: String,
@@ -109,6 +121,24 @@ pub struct FoundRefund<'a> {
     pub evidence: &'a serde_json::Value,
 }
 
+impl FoundRefund<'_> {
+    /// The history row of the refund row registered at `now` (both stores).
+    pub(super) fn registered_event(&self, now: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            at: now,
+            kind: "registered",
+            from_state: None,
+            to_state: Some(self.state),
+            provider_code: Some(self.provider_code.to_string()),
+            message: Some(format!(
+                "refund of payment {} found by a sweep",
+                self.original_ref
+            )),
+            evidence: self.evidence.clone(),
+        }
+    }
+}
+
 impl Ledger {
     pub async fn sweep_cursor(
         &self,
@@ -127,10 +157,12 @@ impl Ledger {
         .bind(round as i64)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| SweepCursor {
-            next_page: r.get::<i64, _>("next_page").clamp(1, u32::MAX as i64) as u32,
-            records_seen: r.get::<i64, _>("records_seen").max(0) as u64,
-            completed: r.get::<Option<String>, _>("completed_at").is_some(),
+        Ok(row.map(|r| {
+            SweepCursor::from_columns(
+                r.get("next_page"),
+                r.get("records_seen"),
+                r.get::<Option<String>, _>("completed_at").is_some(),
+            )
         }))
     }
 
@@ -219,25 +251,12 @@ impl Ledger {
         refs: &[&str],
         orders: &[&str],
     ) -> Result<Vec<KnownPayment>, LedgerError> {
-        let rows = sqlx::query(KNOWN_PAYMENTS)
+        Ok(sqlx::query_as(KNOWN_PAYMENTS)
             .bind(account)
             .bind(serde_json::to_string(refs).unwrap_or_default())
             .bind(serde_json::to_string(orders).unwrap_or_default())
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| KnownPayment {
-                id: r.get("id"),
-                kind: r.get("kind"),
-                out_trade_no: r.get("out_trade_no"),
-                provider_ref: r.get("provider_ref"),
-                original_ref: r.get("original_ref"),
-                state: r.get("state"),
-                amount: r.get("amount"),
-                currency: r.get("currency"),
-            })
-            .collect())
+            .await?)
     }
 
     /// Applies what a sweep learned about a payment that no pass works on (final, or handed to
@@ -349,19 +368,7 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(id) = id {
-            let event = NewEvent {
-                at: now,
-                kind: "registered",
-                from_state: None,
-                to_state: Some(r.state),
-                provider_code: Some(r.provider_code.to_string()),
-                message: Some(format!(
-                    "refund of payment {} found by a sweep",
-                    r.original_ref
-                )),
-                evidence: r.evidence.clone(),
-            };
-            insert_event(&mut tx, PaymentId(id), None, &event).await?;
+            insert_event(&mut tx, PaymentId(id), None, &r.registered_event(now)).await?;
         }
         tx.commit().await?;
         Ok(id)

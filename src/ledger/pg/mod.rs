@@ -9,6 +9,7 @@
 mod intake;
 mod leases;
 mod runs;
+mod sweeps;
 
 use std::time::Duration;
 
