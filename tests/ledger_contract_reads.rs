@@ -317,28 +317,42 @@ contract!(
 
 contract!(notifications_arriving_at_once_mark_the_payment_once, |l| {
     let now = odd_now();
-    l.register(&[payment("hk", "R1", now)], now).await.unwrap();
+    let batch: Vec<_> = (0..12)
+        .map(|i| payment("hk", &format!("R{i}"), now))
+        .collect();
+    l.register(&batch, now).await.unwrap();
     l.exec(&format!("UPDATE payments SET next_check_at = {LATER}"))
         .await;
-    let tries = (0..8).map(|_| {
-        let l = l.clone();
-        async move { l.notified_paid(1, "why", &json!({}), now).await.unwrap() }
-    });
+    // Eight at once for each payment, all at once.
+    let mut tries = Vec::new();
+    for id in 1..=12 {
+        for _ in 0..8 {
+            let l = l.clone();
+            tries.push(async move {
+                let answer = l.notified_paid(id, "why", &json!({}), now).await.unwrap();
+                (id, answer)
+            });
+        }
+    }
     let answers = futures::future::join_all(tries).await;
-    assert_eq!(
-        answers
+    for id in 1..=12 {
+        let written: Vec<_> = answers
             .iter()
-            .filter(|a| **a != Nudged::Repeated)
-            .collect::<Vec<_>>(),
-        [&Nudged::MadeDue {
-            account: "hk".into()
-        }],
-        "{answers:?}"
-    );
-    assert_eq!(
-        kinds(&l.events(1).await.unwrap()),
-        ["registered", "notified"]
-    );
+            .filter(|(i, a)| *i == id && *a != Nudged::Repeated)
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(
+            written,
+            [&Nudged::MadeDue {
+                account: "hk".into()
+            }],
+            "{id}: {answers:?}"
+        );
+        assert_eq!(
+            kinds(&l.events(id).await.unwrap()),
+            ["registered", "notified"]
+        );
+    }
 });
 
 contract!(
