@@ -58,14 +58,22 @@ fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> String {
 }
 
 /// Every account with payments (`payment_counts`) or a lease, with its lease, due backlog
-/// (?1: now) and pause.
-pub(super) const LANES_SQL: &str = "WITH accounts AS (
+/// (?1: now) and pause; the backlog read through `due_index` (SQLite's
+/// `INDEXED BY payments_due_by_account`; PostgreSQL has no such clause).
+pub(super) fn lanes_sql(due_index: &str) -> String {
+    LANES_SQL.replace("{due_index}", due_index)
+}
+
+/// SQLite's choice of index for the due backlog.
+pub(super) const DUE_INDEX: &str = "INDEXED BY payments_due_by_account";
+
+const LANES_SQL: &str = "WITH accounts AS (
          SELECT account, MIN(provider) AS provider FROM payment_counts GROUP BY account
          UNION SELECT account, NULL FROM account_leases
          WHERE account NOT IN (SELECT account FROM payment_counts))
      SELECT a.account, a.provider, l.holder, COALESCE(l.token, 0) AS token,
             l.heartbeat_at, l.expires_at, l.pace_per_minute,
-            (SELECT COUNT(*) FROM payments INDEXED BY payments_due_by_account
+            (SELECT COUNT(*) FROM payments {due_index}
               WHERE account = a.account AND next_check_at <= ?1
                 AND state IN ('pending', 'in_progress', 'reversing',
                               'succeeded', 'partially_refunded', 'failed')) AS due,
@@ -218,7 +226,7 @@ impl Ledger {
     /// backlog and pause. The due backlog is counted in `payments_due_by_account`: O(due).
     pub async fn lanes(&self, now: DateTime<Utc>) -> Result<Vec<LaneRow>, LedgerError> {
         let now_s = to_db(now);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(LANES_SQL))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(lanes_sql(DUE_INDEX)))
             .bind(&now_s)
             .fetch_all(&self.pool)
             .await?;

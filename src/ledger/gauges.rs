@@ -12,21 +12,26 @@ use super::{LaneRow, Ledger, LedgerError};
 
 /// Payments per (account, state), summed over providers, by account; rows of states that
 /// emptied stay in `payment_counts` with 0.
-pub(super) const PAYMENTS_BY_STATE: &str = "SELECT account, state, SUM(n) AS n FROM payment_counts
+/// Shared with the PostgreSQL ledger: the sum is cast back to an integer (PostgreSQL's sum of
+/// a bigint is a numeric).
+pub(super) const PAYMENTS_BY_STATE: &str =
+    "SELECT account, state, CAST(SUM(n) AS BIGINT) AS n FROM payment_counts
      GROUP BY account, state ORDER BY account, state";
 
-/// Open discrepancies per (account, kind); resolved kinds stay with 0.
-pub(super) const OPEN_DISCREPANCIES: &str = "SELECT account, kind, open FROM discrepancy_counts";
+/// Open discrepancies per (account, kind), by account and kind; resolved kinds stay with 0.
+pub(super) const OPEN_DISCREPANCIES: &str =
+    "SELECT account, kind, open FROM discrepancy_counts ORDER BY account, kind";
 
-/// The oldest open (pending, in progress, reversing) payment's `created_at` per account: a
-/// seek in `payments_by_account_state` for each (account, open state) that has payments.
+/// The oldest open (pending, in progress, reversing) payment's `created_at` per account, by
+/// account: a seek in `payments_by_account_state` for each (account, open state) that has
+/// payments.
 pub(super) const OLDEST_OPEN_BY_ACCOUNT: &str = "SELECT c.account,
             MIN((SELECT p.created_at FROM payments p
                   WHERE p.account = c.account AND p.state = c.state
                   ORDER BY p.created_at LIMIT 1)) AS oldest
      FROM payment_counts c
      WHERE c.state IN ('pending', 'in_progress', 'reversing') AND c.n > 0
-     GROUP BY c.account";
+     GROUP BY c.account ORDER BY c.account";
 
 /// The ledger's gauges at one instant.
 #[derive(Debug, Clone, PartialEq)]

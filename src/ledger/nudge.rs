@@ -76,12 +76,34 @@ const MAKE_DUE: &str = "UPDATE payments
 const INSERT_EVENT: &str =
     "INSERT INTO events (payment_id, at, kind, message, evidence) VALUES (?, ?, ?, ?, ?)";
 
-/// Making a payment due now, and the event that says why.
-struct Due<'a> {
-    notified: bool,
-    kind: &'static str,
-    message: &'a str,
-    evidence: String,
+/// Making a payment due now, and the event that says why (both stores write these).
+pub(super) struct Due<'a> {
+    pub(super) notified: bool,
+    pub(super) kind: &'static str,
+    pub(super) message: &'a str,
+    pub(super) evidence: String,
+}
+
+impl<'a> Due<'a> {
+    /// What `POST /v1/payments/{id}/check` writes.
+    pub(super) fn check_requested() -> Self {
+        Due {
+            notified: false,
+            kind: "check_requested",
+            message: "check requested through the API",
+            evidence: "{}".into(),
+        }
+    }
+
+    /// What a gateway's first notification writes.
+    pub(super) fn notified(message: &'a str, evidence: &serde_json::Value) -> Self {
+        Due {
+            notified: true,
+            kind: "notified",
+            message,
+            evidence: evidence.to_string(),
+        }
+    }
 }
 
 impl Due<'_> {
@@ -109,13 +131,76 @@ impl Due<'_> {
     }
 }
 
-struct Seen {
-    account: String,
-    out_trade_no: String,
-    state: String,
+/// A payment as a nudge finds it (read in the nudge's write transaction); what the nudge
+/// answers and writes follows from it alone, on either store.
+pub(super) struct Seen {
+    pub(super) account: String,
+    pub(super) out_trade_no: String,
+    pub(super) state: String,
     /// Whether its next check is later than now (`None`: not scheduled at all).
-    later: Option<bool>,
-    notified: bool,
+    pub(super) later: Option<bool>,
+    pub(super) notified: bool,
+}
+
+impl Seen {
+    /// What a requested check answers without writing anything; `None`: it is scheduled for
+    /// later, so it is made due now and answers [`CheckRequested::DueNow`].
+    pub(super) fn check_answer(&self) -> Option<CheckRequested> {
+        match self.later {
+            None => Some(CheckRequested::Final {
+                state: self.state.clone(),
+            }),
+            Some(false) => Some(CheckRequested::AlreadyDue {
+                account: self.account.clone(),
+            }),
+            Some(true) => None,
+        }
+    }
+
+    fn contradicts(&self) -> bool {
+        UNPAID_FINAL.contains(&self.state.as_str())
+    }
+
+    /// What a notification answers without writing anything; `None`: it is written
+    /// ([`Due::notified`], and the discrepancy of [`Seen::contradiction`] if any).
+    pub(super) fn notified_answer(&self) -> Option<Nudged> {
+        let open = OPEN.contains(&self.state.as_str());
+        if self.notified {
+            return Some(Nudged::Repeated);
+        }
+        if !open && !self.contradicts() {
+            return Some(Nudged::Settled {
+                state: self.state.clone(),
+            });
+        }
+        None
+    }
+
+    /// The detail of the `notified_after_final` discrepancy a written notification records
+    /// when the ledger holds the payment as unpaid and final.
+    pub(super) fn contradiction(&self) -> Option<String> {
+        self.contradicts().then(|| {
+            format!(
+                "{} {}: the gateway notified it as paid, but the ledger holds it as {}",
+                self.account, self.out_trade_no, self.state
+            )
+        })
+    }
+
+    /// What a written notification answers.
+    pub(super) fn nudged(self) -> Nudged {
+        let contradicts = self.contradicts();
+        let account = self.account;
+        match self.later {
+            _ if contradicts => Nudged::Contradicts {
+                account,
+                state: self.state,
+                due: self.later.is_some(),
+            },
+            Some(true) => Nudged::MadeDue { account },
+            _ => Nudged::AlreadyDue { account },
+        }
+    }
 }
 
 impl Ledger {
@@ -153,22 +238,12 @@ impl Ledger {
         let Some(seen) = Self::seen(&mut tx, id, now).await? else {
             return Ok(CheckRequested::Unknown);
         };
-        match seen.later {
-            None => return Ok(CheckRequested::Final { state: seen.state }),
-            Some(false) => {
-                return Ok(CheckRequested::AlreadyDue {
-                    account: seen.account,
-                });
-            }
-            Some(true) => {}
+        if let Some(answer) = seen.check_answer() {
+            return Ok(answer);
         }
-        let due = Due {
-            notified: false,
-            kind: "check_requested",
-            message: "check requested through the API",
-            evidence: "{}".into(),
-        };
-        due.write(&mut tx, id, &to_db(now)).await?;
+        Due::check_requested()
+            .write(&mut tx, id, &to_db(now))
+            .await?;
         tx.commit().await?;
         Ok(CheckRequested::DueNow {
             account: seen.account,
@@ -193,27 +268,14 @@ impl Ledger {
         let Some(seen) = Self::seen(&mut tx, id, now).await? else {
             return Ok(Nudged::Unknown);
         };
-        let open = OPEN.contains(&seen.state.as_str());
-        let contradicts = UNPAID_FINAL.contains(&seen.state.as_str());
-        if seen.notified {
-            return Ok(Nudged::Repeated);
-        }
-        if !open && !contradicts {
-            return Ok(Nudged::Settled { state: seen.state });
+        if let Some(answer) = seen.notified_answer() {
+            return Ok(answer);
         }
         let now_s = to_db(now);
-        let due = Due {
-            notified: true,
-            kind: "notified",
-            message,
-            evidence: evidence.to_string(),
-        };
-        due.write(&mut tx, id, &now_s).await?;
-        if contradicts {
-            let detail = format!(
-                "{} {}: the gateway notified it as paid, but the ledger holds it as {}",
-                seen.account, seen.out_trade_no, seen.state
-            );
+        Due::notified(message, evidence)
+            .write(&mut tx, id, &now_s)
+            .await?;
+        if let Some(detail) = seen.contradiction() {
             sqlx::query(super::apply::INSERT_PAYMENT_DISCREPANCY)
                 .bind(crate::domain::DiscrepancyKind::NotifiedAfterFinal.as_str())
                 .bind(detail)
@@ -224,16 +286,7 @@ impl Ledger {
                 .await?;
         }
         tx.commit().await?;
-        let account = seen.account;
-        Ok(match seen.later {
-            _ if contradicts => Nudged::Contradicts {
-                account,
-                state: seen.state,
-                due: seen.later.is_some(),
-            },
-            Some(true) => Nudged::MadeDue { account },
-            _ => Nudged::AlreadyDue { account },
-        })
+        Ok(seen.nudged())
     }
 }
 

@@ -156,8 +156,13 @@ impl Ledger {
                 all.push(read(r)?);
             }
         }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all.truncate(limit as usize);
-        Ok(all.into_iter().map(|(_, t)| t).collect())
+        Ok(merge(all, limit))
     }
+}
+
+/// Pages of several accounts, `(key, row)`, merged in key order and cut to `limit`.
+pub(super) fn merge<K: Ord, T>(mut all: Vec<(K, T)>, limit: u32) -> Vec<T> {
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.truncate(limit as usize);
+    all.into_iter().map(|(_, t)| t).collect()
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::account_lease::LANES_SQL;
+use super::account_lease::{DUE_INDEX, lanes_sql};
 use super::apply::{APPLY_UPDATES, INSERT_PAYMENT_DISCREPANCY};
 use super::claim::{
     COUNT_CREATED_BETWEEN, REAP_EXPIRED_HOLDS, due_for_keys_sql, due_unit_sql, for_each_due_sql,
@@ -89,7 +89,11 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
         ),
         // Stats: counts come from the trigger-kept tables; the due backlog of each account is
         // an index range (O(due), the backlog itself) and the oldest open payment a seek.
-        ("stats: lanes", s(LANES_SQL), "payments_due_by_account"),
+        (
+            "stats: lanes",
+            lanes_sql(DUE_INDEX),
+            "payments_due_by_account",
+        ),
         (
             "stats: oldest open",
             oldest_open_sql(),

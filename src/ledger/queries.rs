@@ -120,6 +120,39 @@ pub(super) fn oldest_open_sql() -> String {
     )
 }
 
+/// Payments in state ?1 (unless NULL) of account ?2 (unless NULL), in id order.
+pub(super) fn list_sql() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account = ?2)
+         ORDER BY id"
+    )
+}
+
+/// Payments per (account, state) that has any, summed over providers (PostgreSQL's sum of a
+/// bigint is a numeric: cast back).
+pub(super) const STATS_BY_STATE: &str =
+    "SELECT account, state, CAST(SUM(n) AS BIGINT) AS n FROM payment_counts WHERE n > 0
+     GROUP BY account, state ORDER BY account, state";
+
+/// Open discrepancies in all.
+pub(super) const OPEN_DISCREPANCY_TOTAL: &str =
+    "SELECT CAST(COALESCE(SUM(open), 0) AS BIGINT) FROM discrepancy_counts";
+
+/// Pauses still in force at ?1.
+pub(super) const PAUSES_IN_FORCE: &str = "SELECT account, paused_until, reason FROM account_pauses
+     WHERE paused_until > ?1 ORDER BY account";
+
+/// Whether a listing goes on after its callback's answer: a closed pipe (`| head`) ends it
+/// quietly, another error ends it with that error.
+pub(super) fn listed(done: std::io::Result<()>) -> Result<bool, LedgerError> {
+    match done {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(LedgerError::Query(sqlx::Error::Io(e))),
+    }
+}
+
 impl Ledger {
     /// Payments matching `filter`, oldest first. Rows stream from SQLite, so a large ledger is
     /// printed without holding every row.
@@ -129,22 +162,13 @@ impl Ledger {
         mut f: impl FnMut(PaymentRow) -> std::io::Result<()>,
     ) -> Result<(), LedgerError> {
         use futures::TryStreamExt;
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account = ?2)
-             ORDER BY id"
-        );
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(list_sql()))
             .bind(filter.state.map(PaymentState::as_str))
             .bind(filter.account.as_deref())
             .fetch(&self.pool);
         while let Some(r) = rows.try_next().await? {
-            if let Err(e) = f(PaymentRow::from_row(&r)) {
-                // A closed pipe (`| head`) ends the listing quietly.
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    break;
-                }
-                return Err(LedgerError::Query(sqlx::Error::Io(e)));
+            if !listed(f(PaymentRow::from_row(&r)))? {
+                break;
             }
         }
         Ok(())
@@ -204,34 +228,28 @@ impl Ledger {
     pub async fn stats(&self, now_t: chrono::DateTime<chrono::Utc>) -> Result<Stats, LedgerError> {
         let now_s = super::time::to_db(now_t);
         let now = now_s.as_str();
-        let by_state = sqlx::query(
-            "SELECT account, state, SUM(n) AS n FROM payment_counts WHERE n > 0
-             GROUP BY account, state ORDER BY account, state",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| StateCount {
-            account: r.get("account"),
-            state: r.get("state"),
-            count: r.get("n"),
-        })
-        .collect();
+        let by_state = sqlx::query(STATS_BY_STATE)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| StateCount {
+                account: r.get("account"),
+                state: r.get("state"),
+                count: r.get("n"),
+            })
+            .collect();
         let oldest_open = sqlx::query(sqlx::AssertSqlSafe(oldest_open_sql()))
             .fetch_optional(&self.pool)
             .await?
             .map(|r| PaymentRow::from_row(&r));
         let (runs, gateway_calls) = self.run_totals().await?;
-        let open_discrepancies: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(open), 0) FROM discrepancy_counts")
-                .fetch_one(&self.pool)
-                .await?;
-        let paused_accounts = sqlx::query_as(
-            "SELECT account, paused_until, reason FROM account_pauses WHERE paused_until > ? ORDER BY account",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let open_discrepancies: i64 = sqlx::query_scalar(OPEN_DISCREPANCY_TOTAL)
+            .fetch_one(&self.pool)
+            .await?;
+        let paused_accounts = sqlx::query_as(PAUSES_IN_FORCE)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(Stats {
             by_state,
             oldest_open,

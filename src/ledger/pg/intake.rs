@@ -16,7 +16,7 @@ const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provid
      original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at,
      created_at, updated_at";
 
-fn payment_row(r: &PgRow) -> PaymentRow {
+pub(super) fn payment_row(r: &PgRow) -> PaymentRow {
     let time = |c: &str| to_db(r.get::<DateTime<Utc>, _>(c));
     PaymentRow {
         id: r.get("id"),

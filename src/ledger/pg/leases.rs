@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{PgLedger, ms};
-use crate::ledger::{AccountHolder, Acquired, Fence, LedgerError};
+use crate::ledger::account_lease::lanes_sql;
+use crate::ledger::{AccountHolder, Acquired, Fence, LaneRow, LedgerError};
 
 fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1))
@@ -187,5 +188,36 @@ impl PgLedger {
         .bind(ms(now))
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+impl PgLedger {
+    /// As [`crate::ledger::Ledger::lanes`]: the SQLite ledger's statement (the due backlog an
+    /// index range of `payments_due_by_account`).
+    pub async fn lanes(&self, now: DateTime<Utc>) -> Result<Vec<LaneRow>, LedgerError> {
+        let now = ms(now);
+        let sql = super::queries::pg_sql(&lanes_sql(""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let expires_at: Option<DateTime<Utc>> = r.get("expires_at");
+                let live = expires_at.is_some_and(|e| e > now);
+                LaneRow {
+                    account: r.get("account"),
+                    provider: r.get("provider"),
+                    holder: r.get::<Option<String>, _>("holder").filter(|_| live),
+                    token: r.get("token"),
+                    heartbeat_at: shown(r.get("heartbeat_at")),
+                    expires_at: shown(expires_at),
+                    pace_per_minute: r.get("pace_per_minute"),
+                    due: r.get("due"),
+                    paused_until: shown(r.get("paused_until")),
+                }
+            })
+            .collect())
     }
 }

@@ -8,6 +8,9 @@
 
 mod intake;
 mod leases;
+mod nudge;
+mod pages;
+mod queries;
 mod runs;
 mod sweeps;
 

@@ -11,7 +11,7 @@ use super::{PgLedger, ms};
 use crate::ledger::time::to_db;
 use crate::ledger::{DiscrepancyRow, LedgerError, RunCounters};
 
-fn discrepancy_row(r: &PgRow) -> DiscrepancyRow {
+pub(super) fn discrepancy_row(r: &PgRow) -> DiscrepancyRow {
     DiscrepancyRow {
         id: r.get("id"),
         payment_id: r.get("payment_id"),
