@@ -128,7 +128,7 @@ impl PgLedger {
     /// A write transaction for the fence's account, or [`LedgerError::FencedOut`] when the
     /// lease is no longer the fence's. The lease row stays locked `FOR SHARE` until the
     /// transaction ends: an acquisition waits for it, and then sees what it wrote.
-    async fn fenced(
+    pub(super) async fn fenced(
         &self,
         fence: &Fence,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, LedgerError> {
