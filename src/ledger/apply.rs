@@ -55,7 +55,7 @@ pub struct PaymentUpdate {
     pub discrepancies: Vec<NewDiscrepancy>,
 }
 
-fn retry_reason_str(r: RetryReason) -> String {
+pub(super) fn retry_reason_str(r: RetryReason) -> String {
     serde_json::to_value(r)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -162,7 +162,8 @@ fn events_json(updates: &[&PaymentUpdate]) -> String {
 
 /// Splits `updates` into runs without a repeated payment, in order: one statement updates each
 /// payment of a run once, and a later update of the same payment goes after it, as it came.
-fn distinct_runs(updates: &[PaymentUpdate]) -> Vec<Vec<&PaymentUpdate>> {
+/// Both stores.
+pub(super) fn distinct_runs(updates: &[PaymentUpdate]) -> Vec<Vec<&PaymentUpdate>> {
     let mut runs: Vec<Vec<&PaymentUpdate>> = Vec::new();
     let mut ids = HashSet::new();
     for u in updates {
@@ -177,6 +178,13 @@ fn distinct_runs(updates: &[PaymentUpdate]) -> Vec<Vec<&PaymentUpdate>> {
     }
     runs
 }
+
+/// Payment ?2 of account ?3 to `reversing` at ?1, if still open, never notified and never
+/// asked to reverse before. Both stores.
+pub(super) const MARK_REVERSING: &str =
+    "UPDATE payments SET state = 'reversing', reversal_requested_at = ?1, updated_at = ?1
+     WHERE id = ?2 AND account = ?3 AND reversal_requested_at IS NULL
+       AND notified_at IS NULL AND state IN ('pending', 'in_progress')";
 
 /// What entitles a writer to update payments.
 #[derive(Debug, Clone, Copy)]
@@ -267,16 +275,12 @@ impl Ledger {
     ) -> Result<bool, LedgerError> {
         let now_s = to_db(now);
         let mut tx = self.fenced(fence).await?;
-        let done = sqlx::query(
-            "UPDATE payments SET state = 'reversing', reversal_requested_at = ?1, updated_at = ?1
-             WHERE id = ?2 AND account = ?3 AND reversal_requested_at IS NULL
-               AND notified_at IS NULL AND state IN ('pending', 'in_progress')",
-        )
-        .bind(&now_s)
-        .bind(id.0)
-        .bind(&fence.account)
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(MARK_REVERSING)
+            .bind(&now_s)
+            .bind(id.0)
+            .bind(&fence.account)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             tx.rollback().await?;
             return Ok(false);

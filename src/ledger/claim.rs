@@ -39,8 +39,9 @@ impl ClaimScope {
 /// unit rescheduled to a later check are not met again in the same pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DuePosition {
-    next_check_at: String,
-    id: i64,
+    /// The last payment's `next_check_at` as `time::to_db` text; empty before the first unit.
+    pub(super) next_check_at: String,
+    pub(super) id: i64,
 }
 
 /// A due payment a lane works on: everything the engine needs to plan, call and decide.
@@ -86,7 +87,23 @@ fn time_col(r: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>
 
 impl Claimed {
     pub(super) fn from_row(r: &SqliteRow) -> Result<Self, LedgerError> {
+        Self::decode(r, time_col)
+    }
+
+    /// `r`, a row of `CLAIMED_COLUMNS` from either store: `time` reads a time column (text on
+    /// SQLite, `timestamptz` on PostgreSQL); every other column has the same type on both.
+    pub(super) fn decode<R>(
+        r: &R,
+        time: impl Fn(&R, &'static str) -> Result<Option<DateTime<Utc>>, LedgerError>,
+    ) -> Result<Self, LedgerError>
+    where
+        R: Row,
+        &'static str: sqlx::ColumnIndex<R>,
+        for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
         let text = |c: &'static str| -> String { r.get(c) };
+        let required = |c: &'static str| time(r, c)?.ok_or_else(|| corrupt(c, ""));
         let provider: String = text("provider");
         let kind: String = text("kind");
         let state: String = text("state");
@@ -120,14 +137,13 @@ impl Claimed {
                 ),
             },
             retry_repeats: r.get::<i64, _>("retry_repeats").clamp(0, u32::MAX as i64) as u32,
-            created_at: time_col(r, "created_at")?.ok_or_else(|| corrupt("created_at", ""))?,
-            registered_at: time_col(r, "registered_at")?
-                .ok_or_else(|| corrupt("registered_at", ""))?,
-            in_progress_since: time_col(r, "in_progress_since")?,
-            expires_at: time_col(r, "expires_at")?,
-            reversal_requested_at: time_col(r, "reversal_requested_at")?,
-            notified_at: time_col(r, "notified_at")?,
-            nudged_at: time_col(r, "nudged_at")?,
+            created_at: required("created_at")?,
+            registered_at: required("registered_at")?,
+            in_progress_since: time(r, "in_progress_since")?,
+            expires_at: time(r, "expires_at")?,
+            reversal_requested_at: time(r, "reversal_requested_at")?,
+            notified_at: time(r, "notified_at")?,
+            nudged_at: time(r, "nudged_at")?,
         })
     }
 }
@@ -164,8 +180,9 @@ impl Claimed {
 
 /// The due, unleased payments of account ?2 at time ?1 not yet decided by run ?3: open ones,
 /// and settled ones still under observation (a `next_check_at` on a settled payment: ECPay
-/// orders inside their `after_final_look_back`); none while the account is paused.
-const DUE_FILTER: &str = "(state IN ('pending', 'in_progress', 'reversing')
+/// orders inside their `after_final_look_back`); none while the account is paused. Plain SQL
+/// both stores run (PostgreSQL with `$n` for `?n`: `pg::claim`).
+pub(super) const DUE_FILTER: &str = "(state IN ('pending', 'in_progress', 'reversing')
             OR (state IN ('succeeded', 'partially_refunded', 'failed')
                 AND next_check_at IS NOT NULL))
        AND (?3 IS NULL OR last_run_id IS NULL OR last_run_id <> ?3)
@@ -208,14 +225,23 @@ pub(super) const CLAIMED_COLUMNS: &str =
      currency, state, attempts, retry_reason, retry_repeats, created_at, registered_at,
      in_progress_since, expires_at, reversal_requested_at, notified_at, nudged_at";
 
-/// Payments of account ?1 created in [?2, ?3] (`payments_by_created`).
+/// Payments of account ?1 created in [?2, ?3] (`payments_by_created`). Both stores.
 pub(super) const COUNT_CREATED_BETWEEN: &str =
-    "SELECT COUNT(*) FROM payments WHERE account = ? AND created_at >= ? AND created_at <= ?";
+    "SELECT COUNT(*) FROM payments WHERE account = ?1 AND created_at >= ?2 AND created_at <= ?3";
 
-/// Clears the holds of `pay` rows expired at ?1 (`payments_held`).
+/// Clears the holds of `pay` rows expired at ?1 (`payments_held`). Both stores.
 pub(super) const REAP_EXPIRED_HOLDS: &str =
     "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
-     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?";
+     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1";
+
+/// Clears the account leases expired at ?1. Both stores.
+pub(super) const REAP_EXPIRED_ACCOUNT_LEASES: &str =
+    "UPDATE account_leases SET holder = NULL, expires_at = NULL
+     WHERE holder IS NOT NULL AND expires_at <= ?1";
+
+/// Gives back every account lease holder ?1 holds. Both stores.
+pub(super) const RELEASE_LEASES: &str =
+    "UPDATE account_leases SET holder = NULL, expires_at = NULL WHERE holder = ?1";
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
@@ -355,25 +381,20 @@ impl Ledger {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
-        let accounts = sqlx::query(
-            "UPDATE account_leases SET holder = NULL, expires_at = NULL
-             WHERE holder IS NOT NULL AND expires_at <= ?",
-        )
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+        let accounts = sqlx::query(REAP_EXPIRED_ACCOUNT_LEASES)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(rows.rows_affected() + accounts.rows_affected())
     }
 
     /// Gives back every lease `holder` still holds (shutdown, or a lane abandoned on error).
     pub async fn release_leases(&self, holder: &str) -> Result<u64, LedgerError> {
-        let done = sqlx::query(
-            "UPDATE account_leases SET holder = NULL, expires_at = NULL WHERE holder = ?",
-        )
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(RELEASE_LEASES)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 }

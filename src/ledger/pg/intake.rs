@@ -1,16 +1,18 @@
 //! Registering payments and reading them on PostgreSQL, with the SQLite ledger's contract
 //! (`ledger::intake`, `ledger::queries`): all or nothing, idempotent on (account, kind,
-//! out_trade_no), a conflict with different details rolls the batch back; rows read back in the
-//! SQLite ledger's shapes (times as its fixed-width UTC text).
+//! out_trade_no), a conflict with different details rolls the batch back; `pay`'s held row;
+//! rows read back in the SQLite ledger's shapes (times as its fixed-width UTC text).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::claim::claimed;
 use super::{PgLedger, ms};
 use crate::domain::{PayType, ProviderRef};
+use crate::ledger::claim::CLAIMED_COLUMNS;
 use crate::ledger::time::to_db;
-use crate::ledger::{EventRow, IntakeReport, LedgerError, NewPayment, PaymentRow};
+use crate::ledger::{Claimed, EventRow, IntakeReport, LedgerError, NewPayment, PaymentRow};
 
 const PAYMENT_COLUMNS: &str = "id, account, provider, kind, out_trade_no, provider_ref,
      original_ref, pay_type, amount, currency, state, provider_code, attempts, next_check_at,
@@ -40,6 +42,54 @@ pub(super) fn payment_row(r: &PgRow) -> PaymentRow {
     }
 }
 
+/// As `intake::insert_new`: inserts `p` as a new `pending` payment with its `registered`
+/// event; `None` when its key is already in the ledger. `hold`: a lease owner and the time
+/// until which the row is held by it and not due (a payment whose creation call is in flight).
+async fn insert_new(
+    tx: &mut sqlx::PgConnection,
+    p: &NewPayment,
+    now: DateTime<Utc>,
+    hold: Option<(&str, DateTime<Utc>)>,
+) -> Result<Option<i64>, LedgerError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref, pay_type,
+                               amount, currency, state, next_check_at, created_at,
+                               registered_at, updated_at, expires_at, lease_owner,
+                               lease_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', COALESCE($13, $9), $10, $9, $9,
+                 $11, $12, $13)
+         ON CONFLICT (account, kind, out_trade_no) DO NOTHING
+         RETURNING id",
+    )
+    .bind(p.account.as_str())
+    .bind(p.provider.as_str())
+    .bind(p.kind.as_str())
+    .bind(p.out_trade_no.as_str())
+    .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
+    .bind(p.pay_type.as_ref().map(PayType::as_str))
+    .bind(p.amount.minor)
+    .bind(p.amount.currency.as_str())
+    .bind(ms(now))
+    .bind(ms(p.created_at))
+    .bind(p.expires_at.map(ms))
+    .bind(hold.map(|(owner, _)| owner))
+    .bind(hold.map(|(_, until)| ms(until)))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = inserted {
+        sqlx::query(
+            "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
+             VALUES ($1, $2, 'registered', 'pending', $3, '{}')",
+        )
+        .bind(id)
+        .bind(ms(now))
+        .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(inserted)
+}
+
 impl PgLedger {
     /// As [`crate::ledger::Ledger::register`].
     pub async fn register(
@@ -50,37 +100,7 @@ impl PgLedger {
         let mut report = IntakeReport::default();
         let mut tx = self.pool.begin().await?;
         for (i, p) in batch.iter().enumerate() {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO payments (account, provider, kind, out_trade_no, provider_ref,
-                                       pay_type, amount, currency, state, next_check_at,
-                                       created_at, registered_at, updated_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $9, $9, $11)
-                 ON CONFLICT (account, kind, out_trade_no) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(p.account.as_str())
-            .bind(p.provider.as_str())
-            .bind(p.kind.as_str())
-            .bind(p.out_trade_no.as_str())
-            .bind(p.provider_ref.as_ref().map(ProviderRef::as_str))
-            .bind(p.pay_type.as_ref().map(PayType::as_str))
-            .bind(p.amount.minor)
-            .bind(p.amount.currency.as_str())
-            .bind(ms(now))
-            .bind(ms(p.created_at))
-            .bind(p.expires_at.map(ms))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = inserted {
-                sqlx::query(
-                    "INSERT INTO events (payment_id, at, kind, to_state, message, evidence)
-                     VALUES ($1, $2, 'registered', 'pending', $3, '{}')",
-                )
-                .bind(id)
-                .bind(ms(now))
-                .bind(format!("registered {} {}", p.amount, p.kind.as_str()))
-                .execute(&mut *tx)
-                .await?;
+            if let Some(id) = insert_new(&mut tx, p, now, None).await? {
                 report.inserted.push((i, id));
                 continue;
             }
@@ -111,6 +131,30 @@ impl PgLedger {
             report.inserted.clear();
         }
         Ok(report)
+    }
+
+    /// As [`crate::ledger::Ledger::register_held`]. A replica registering the same key at
+    /// the same time waits for this one's commit and then writes nothing (`None`).
+    pub async fn register_held(
+        &self,
+        p: &NewPayment,
+        owner: &str,
+        hold_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = insert_new(&mut tx, p, now, Some((owner, hold_until))).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let sql = format!("SELECT {CLAIMED_COLUMNS} FROM payments WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let held = claimed(&row)?;
+        tx.commit().await?;
+        Ok(Some(held))
     }
 
     /// As [`crate::ledger::Ledger::payment`].

@@ -6,6 +6,8 @@
 //! same tests on both). The engine still runs on SQLite
 //! only.
 
+mod apply;
+mod claim;
 mod intake;
 mod leases;
 mod nudge;
