@@ -179,6 +179,36 @@ async fn serve_wakes(
     }
 }
 
+/// Records this daemon as alive and takes its fair share of the lanes among the replicas
+/// alive within one lease (`reconcile::share`).
+async fn beat_replica(engine: &Reconciler) {
+    let now = Utc::now();
+    let lease = chrono::Duration::from_std(engine.lease()).unwrap_or(chrono::Duration::minutes(1));
+    match engine
+        .ledger()
+        .replica_seen(engine.owner(), now, now - lease)
+        .await
+    {
+        Ok(live) => engine.set_share(&live),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record this replica as alive; its share of the lanes stays as it was")
+        }
+    }
+}
+
+/// [`beat_replica`] every third of the lease until shutdown.
+async fn keep_beating(engine: Arc<Reconciler>, shutdown: CancellationToken) {
+    let period = crate::reconcile::heartbeat_interval(engine.lease());
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = beat.tick() => beat_replica(&engine).await,
+        }
+    }
+}
+
 fn notify(state: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify systemd");
@@ -259,6 +289,10 @@ pub async fn run(
         NotifyState::Status("reconciling on schedule"),
     ]);
 
+    // The share before the first pass: a replica that starts beside others does not take
+    // every lane first.
+    beat_replica(&engine).await;
+    let beating = tokio::spawn(keep_beating(engine.clone(), shutdown.clone()));
     // A first pass right away, so a restart does not wait for the next tick.
     passes.start(None, &shutdown);
 
@@ -278,6 +312,7 @@ pub async fn run(
     // Stops the lanes in flight between units when the daemon ends on its own.
     shutdown.cancel();
     let _ = waking.await;
+    let _ = beating.await;
     sched.shutdown().await?;
     passes.in_flight.close();
     match tokio::time::timeout(SHUTDOWN_GRACE, passes.in_flight.wait()).await {
@@ -288,6 +323,9 @@ pub async fn run(
     }
     if let Err(e) = engine.ledger().release_leases(engine.owner()).await {
         tracing::warn!(error = %e, "cannot release leases at shutdown; they will expire");
+    }
+    if let Err(e) = engine.ledger().replica_gone(engine.owner()).await {
+        tracing::warn!(error = %e, "cannot remove this replica's row; the others count it until it is one lease old");
     }
     match ended {
         None => Ok(()),

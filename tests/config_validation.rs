@@ -344,3 +344,78 @@ fn the_api_is_off_unless_configured_and_never_without_a_token() {
     let lines = problems(&format!("[api]\ntoken_file = \"{}\"\n", token.display()));
     assert!(has(&lines, "api.token_file:"), "{lines:?}");
 }
+
+#[test]
+fn a_postgres_url_selects_postgresql_and_its_password_comes_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write(&dir, "pg-password", "PG-SECRET-PASSWORD\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = format!(
+        "[ledger]\nurl = \"postgres://payrecon@db.example:5432/ledger\"\npassword_file = {:?}\n\
+         max_connections = 12\n{QFPAY}",
+        pw.display().to_string()
+    );
+    let path = write(&dir, "c.toml", &cfg);
+    let s = config::load(Some(&path)).unwrap();
+    let config::LedgerStore::Postgres(pg) = &s.ledger.store else {
+        panic!("{:?}", s.ledger)
+    };
+    assert_eq!(pg.url, "postgres://payrecon@db.example:5432/ledger");
+    assert_eq!(pg.max_connections, 12);
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        pg.password.as_ref().unwrap().expose_secret(),
+        "PG-SECRET-PASSWORD"
+    );
+    assert_eq!(
+        s.ledger.shown(),
+        "postgres://payrecon@db.example:5432/ledger"
+    );
+    assert!(!format!("{s:?}").contains("PG-SECRET-PASSWORD"));
+}
+
+#[test]
+fn a_sqlite_path_stays_the_default_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "c.toml", QFPAY);
+    let s = config::load(Some(&path)).unwrap();
+    assert!(matches!(
+        &s.ledger.store,
+        config::LedgerStore::Sqlite { path } if path.ends_with("payrecon-ledger.db")
+    ));
+}
+
+#[test]
+fn a_postgres_url_with_a_password_is_refused_without_showing_it() {
+    for url in [
+        "postgres://payrecon:PG-SECRET-PASSWORD@db.example/ledger",
+        "postgres://payrecon@db.example/ledger?password=PG-SECRET-PASSWORD",
+    ] {
+        let lines = problems(&format!("[ledger]\nurl = {url:?}\n{QFPAY}"));
+        assert!(has(&lines, "ledger.url: carries a password"), "{lines:?}");
+        assert!(
+            lines.iter().all(|l| !l.contains("PG-SECRET-PASSWORD")),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_ledger_url_that_is_not_postgresql_is_reported() {
+    let lines = problems(&format!("[ledger]\nurl = \"mysql://db/ledger\"\n{QFPAY}"));
+    assert!(
+        has(
+            &lines,
+            "ledger.url: scheme \"mysql\" is not a PostgreSQL one"
+        ),
+        "{lines:?}"
+    );
+    let lines = problems(&format!("[ledger]\nurl = \"db.example/ledger\"\n{QFPAY}"));
+    assert!(has(&lines, "ledger.url: is not a URL"), "{lines:?}");
+    let lines = problems(&format!("[ledger]\npassword_file = \"pw\"\n{QFPAY}"));
+    assert!(
+        has(&lines, "ledger.password_file: is set but url is not"),
+        "{lines:?}"
+    );
+}

@@ -58,7 +58,7 @@ async fn ten_payments_are_resolved_in_ceil_ten_over_batch_calls() {
         .collect();
     h.register(&settled).await;
     sqlx::query("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no LIKE 'Z%'")
-        .execute(h.ledger.pool())
+        .execute(h.ledger.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     let summary = h.pass(&h.engine()).await;

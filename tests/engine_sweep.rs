@@ -83,11 +83,11 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
     ledger.push(qf_payment("LOST1", None, "800101", 100, mid));
     h.register(&ledger).await;
     sqlx::query("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no <> 'OPEN1' AND out_trade_no <> 'LOST1'")
-        .execute(h.ledger.pool())
+        .execute(h.ledger.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     sqlx::query("UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z' WHERE out_trade_no = 'OPEN1'")
-        .execute(h.ledger.pool())
+        .execute(h.ledger.as_sqlite().unwrap().pool())
         .await
         .unwrap();
 
@@ -194,7 +194,7 @@ async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT window_start, round FROM sweep_cursors WHERE completed_at IS NOT NULL",
     )
-    .fetch_all(h.ledger.pool())
+    .fetch_all(h.ledger.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     assert!(

@@ -37,7 +37,7 @@ async fn ledger() -> (tempfile::TempDir, Ledger) {
 
 async fn set(l: &Ledger, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(l.pool())
+        .execute(l.as_sqlite().unwrap().pool())
         .await
         .unwrap();
 }
@@ -201,7 +201,7 @@ async fn a_notification_marks_once_changes_when_not_what_and_flags_a_contradicti
                 "SELECT kind FROM events WHERE payment_id = ? ORDER BY id",
             )
             .bind(id)
-            .fetch_all(l.pool())
+            .fetch_all(l.as_sqlite().unwrap().pool())
             .await
             .unwrap()
         }
@@ -209,7 +209,7 @@ async fn a_notification_marks_once_changes_when_not_what_and_flags_a_contradicti
     assert_eq!(kinds(1).await, ["registered", "notified"]);
     let (state, notified_at): (String, Option<String>) =
         sqlx::query_as("SELECT state, notified_at FROM payments WHERE id = 1")
-            .fetch_one(l.pool())
+            .fetch_one(l.as_sqlite().unwrap().pool())
             .await
             .unwrap();
     assert_eq!(state, "pending");
@@ -241,7 +241,7 @@ async fn a_notification_marks_once_changes_when_not_what_and_flags_a_contradicti
     assert_eq!(notified(3).await, Nudged::Repeated);
     let found: Vec<(i64, String)> =
         sqlx::query_as("SELECT payment_id, kind FROM discrepancies ORDER BY id")
-            .fetch_all(l.pool())
+            .fetch_all(l.as_sqlite().unwrap().pool())
             .await
             .unwrap();
     assert_eq!(
@@ -252,7 +252,7 @@ async fn a_notification_marks_once_changes_when_not_what_and_flags_a_contradicti
         ]
     );
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM payments ORDER BY id")
-        .fetch_all(l.pool())
+        .fetch_all(l.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     assert_eq!(states, ["pending", "succeeded", "failed", "needs_review"]);

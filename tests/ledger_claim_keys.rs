@@ -64,7 +64,7 @@ async fn a_page_reads_the_due_payments_it_names_by_syssn_or_order_number_and_not
     sqlx::query(
         "UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no = 'DONE'",
     )
-    .execute(l.pool())
+    .execute(l.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     let scope = ClaimScope::account("hk");

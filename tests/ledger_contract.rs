@@ -242,3 +242,33 @@ contract!(runs_and_discrepancies_are_recorded_and_resolved, |l| {
         Some(ledger::time::to_db(t0).as_str())
     );
 });
+
+contract!(
+    replicas_are_live_within_the_window_and_gone_when_they_stop,
+    |l| {
+        let t0 = Utc::now();
+        let minute = chrono::Duration::minutes(1);
+        assert_eq!(l.replica_seen("b", t0, t0 - minute).await.unwrap(), ["b"]);
+        assert_eq!(
+            l.replica_seen("a", t0, t0 - minute).await.unwrap(),
+            ["a", "b"]
+        );
+        // Two minutes on, only a beats: b is no longer live, but its row stays until a day old.
+        let t1 = t0 + minute * 2;
+        assert_eq!(l.replica_seen("a", t1, t1 - minute).await.unwrap(), ["a"]);
+        assert_eq!(
+            l.replica_seen("b", t1, t1 - minute).await.unwrap(),
+            ["a", "b"]
+        );
+        l.replica_gone("b").await.unwrap();
+        assert_eq!(l.replica_seen("a", t1, t1 - minute).await.unwrap(), ["a"]);
+        // A row not seen for a day is forgotten; a replica always counts itself.
+        let t2 = t1 + chrono::Duration::days(2);
+        assert_eq!(l.replica_seen("c", t2, t2).await.unwrap(), ["c"]);
+        assert_eq!(
+            l.replica_seen("a", t2, t0 - minute).await.unwrap(),
+            ["a", "c"],
+            "a's day-old row was deleted, and live_since before it cannot bring it back"
+        );
+    }
+);

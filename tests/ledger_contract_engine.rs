@@ -55,7 +55,7 @@ macro_rules! raw_for {
         }
     };
 }
-raw_for!(ledger::Ledger);
+raw_for!(ledger::SqliteLedger);
 raw_for!(ledger::pg::PgLedger);
 
 /// `t` as both ledgers keep it (milliseconds).

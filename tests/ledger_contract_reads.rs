@@ -27,7 +27,7 @@ trait Raw {
     async fn count(&self, sql: &str) -> i64;
 }
 
-impl Raw for ledger::Ledger {
+impl Raw for ledger::SqliteLedger {
     async fn exec(&self, sql: &str) {
         sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(self.pool())

@@ -84,7 +84,7 @@ async fn an_upgraded_ledger_reports_each_unknown_record_once_and_counts_what_it_
         .unwrap();
     let subjects: Vec<Option<String>> =
         sqlx::query_scalar("SELECT subject FROM discrepancies ORDER BY id")
-            .fetch_all(ledger.pool())
+            .fetch_all(ledger.as_sqlite().unwrap().pool())
             .await
             .unwrap();
     assert_eq!(

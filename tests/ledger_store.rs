@@ -28,7 +28,7 @@ async fn migrations_apply_to_an_empty_file_and_again_harmlessly() {
     let l = ledger::open(&path, Duration::from_secs(5)).await.unwrap();
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .fetch_all(l.pool())
+            .fetch_all(l.as_sqlite().unwrap().pool())
             .await
             .unwrap();
     for t in [
@@ -46,11 +46,11 @@ async fn migrations_apply_to_an_empty_file_and_again_harmlessly() {
     }
     let (journal, fk): (String, i64) = (
         sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(l.pool())
+            .fetch_one(l.as_sqlite().unwrap().pool())
             .await
             .unwrap(),
         sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(l.pool())
+            .fetch_one(l.as_sqlite().unwrap().pool())
             .await
             .unwrap(),
     );
@@ -71,7 +71,7 @@ async fn unknown_states_are_refused_by_the_schema() {
         .unwrap();
     l.register(&[payment("A1", 100)], Utc::now()).await.unwrap();
     let err = sqlx::query("UPDATE payments SET state = 'paid'")
-        .execute(l.pool())
+        .execute(l.as_sqlite().unwrap().pool())
         .await;
     assert!(
         err.is_err(),
@@ -88,18 +88,18 @@ async fn the_event_history_cannot_be_rewritten() {
     l.register(&[payment("A1", 100)], Utc::now()).await.unwrap();
     assert!(
         sqlx::query("UPDATE events SET kind = 'x'")
-            .execute(l.pool())
+            .execute(l.as_sqlite().unwrap().pool())
             .await
             .is_err()
     );
     assert!(
         sqlx::query("DELETE FROM events")
-            .execute(l.pool())
+            .execute(l.as_sqlite().unwrap().pool())
             .await
             .is_err()
     );
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(l.pool())
+        .fetch_one(l.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -120,7 +120,7 @@ async fn a_conflicting_row_rolls_back_the_whole_batch() {
     assert_eq!(report.conflicts[0].0, 1);
     assert!(report.inserted.is_empty());
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments")
-        .fetch_one(l.pool())
+        .fetch_one(l.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     assert_eq!(n, 1, "A2 must not be written when A1 conflicts");
@@ -218,7 +218,7 @@ async fn a_batch_of_updates_writes_each_payment_its_events_and_evidence_as_given
     let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
         "SELECT out_trade_no, state, attempts, provider_ref FROM payments ORDER BY id",
     )
-    .fetch_all(l.pool())
+    .fetch_all(l.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     assert_eq!(
@@ -232,7 +232,7 @@ async fn a_batch_of_updates_writes_each_payment_its_events_and_evidence_as_given
     let events: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT payment_id, kind, evidence FROM events WHERE kind <> 'registered' ORDER BY id",
     )
-    .fetch_all(l.pool())
+    .fetch_all(l.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     let text = evidence.to_string();

@@ -32,7 +32,7 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
     sqlx::query(
         "UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'",
     )
-    .execute(h.ledger.pool())
+    .execute(h.ledger.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     let b = h

@@ -30,7 +30,14 @@ async fn review13b_a_withheld_cancel_is_not_recorded_as_sent_and_does_not_burn_t
     }
     // Another writer holds the ledger's write lock for 4 s: the heartbeat waits (busy_timeout
     // 10 s), nobody can take the account.
-    let mut conn = h.ledger.pool().acquire().await.unwrap();
+    let mut conn = h
+        .ledger
+        .as_sqlite()
+        .unwrap()
+        .pool()
+        .acquire()
+        .await
+        .unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
@@ -41,7 +48,7 @@ async fn review13b_a_withheld_cancel_is_not_recorded_as_sent_and_does_not_burn_t
     let summary = pass.await.unwrap().unwrap();
     let holder: Option<String> =
         sqlx::query_scalar("SELECT holder FROM account_leases WHERE account = 'hk'")
-            .fetch_one(h.ledger.pool())
+            .fetch_one(h.ledger.as_sqlite().unwrap().pool())
             .await
             .unwrap();
     eprintln!(

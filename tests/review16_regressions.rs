@@ -64,7 +64,7 @@ async fn review16_a_failed_dense_window_write_ends_the_pass_instead_of_hanging_i
         "CREATE TRIGGER boom BEFORE UPDATE OF state ON payments
          BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END",
     )
-    .execute(h.ledger.pool())
+    .execute(h.ledger.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     let outcome = pass_within(&h, Duration::from_secs(30)).await;
@@ -100,7 +100,7 @@ async fn review16_a_dense_window_lane_fenced_out_stops_and_reports_it() {
               WHERE account = NEW.account AND holder IS NOT 'another-host:1:thief';
          END",
     )
-    .execute(h.ledger.pool())
+    .execute(h.ledger.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     let outcome = pass_within(&h, Duration::from_secs(30)).await;

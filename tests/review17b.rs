@@ -217,7 +217,7 @@ async fn a_check_requested_while_the_lane_queries_is_not_lost() {
     sqlx::query("UPDATE payments SET next_check_at = ? WHERE id = ?")
         .bind(ledger::time::to_db(later))
         .bind(id.0)
-        .execute(l.pool())
+        .execute(l.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     // ...the operator asks for a check while the lane's query is in flight...

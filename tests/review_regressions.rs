@@ -45,7 +45,7 @@ async fn sql(w: &World, q: &str) {
         .await
         .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await
         .unwrap();
     ledger.close().await;

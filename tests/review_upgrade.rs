@@ -50,7 +50,7 @@ async fn review_the_upgrade_skips_the_backlog_of_the_old_schedule() {
     let starts: Vec<String> = sqlx::query_scalar(
         "SELECT window_start FROM sweep_cursors WHERE completed_at IS NOT NULL ORDER BY 1",
     )
-    .fetch_all(ledger.pool())
+    .fetch_all(ledger.as_sqlite().unwrap().pool())
     .await
     .unwrap();
     assert!(

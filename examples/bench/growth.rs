@@ -244,10 +244,7 @@ impl Visit for Fields {
 }
 
 async fn discrepancy_count(ledger: &Ledger) -> Result<u64, BoxError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM discrepancies")
-        .fetch_one(ledger.pool())
-        .await?;
-    Ok(n.max(0) as u64)
+    Ok(ledger.discrepancies(true).await?.len() as u64)
 }
 
 /// The engine side of a growth scenario: limits off, planned passes until quiet (if asked),
@@ -256,7 +253,7 @@ pub async fn child(config: &Path, plan: &GrowthPlan) -> Result<GrowthRun, BoxErr
     let progress = Progress::install()?;
     let settings = scenario::load_settings(config, false)?;
     let started = Instant::now();
-    let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout).await?;
+    let ledger = ledger::open_store(&settings.ledger).await?;
     let engine = Reconciler::new(ledger.clone(), &settings)?;
     let mut run = GrowthRun {
         discrepancies_before: discrepancy_count(&ledger).await?,

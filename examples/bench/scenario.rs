@@ -263,7 +263,7 @@ pub async fn register_ecpay_beside(path: &Path, orders: &[SeededRecord]) -> Resu
         .collect::<Result<_, _>>()?;
     ledger.register(&due, Utc::now()).await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await?;
     ledger.close().await;
     Ok(())
@@ -413,7 +413,7 @@ pub async fn build_ledger(
     }
     build.discrepancies_time = t.elapsed();
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await?;
     ledger.close().await;
     Ok(build)
@@ -465,7 +465,7 @@ async fn insert_gateway_history(
         .bind(currency)
         .bind(&now)
         .bind(serde_json::Value::Array(rows).to_string())
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await?;
     }
     Ok(history.len())
@@ -497,7 +497,7 @@ async fn insert_old_history(ledger: &Ledger, count: usize) -> Result<usize, BoxE
         .bind(from)
         .bind(step)
         .bind(&now)
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await?;
         done += n;
     }
@@ -558,7 +558,7 @@ async fn insert_open_discrepancies(ledger: &Ledger, count: usize) -> Result<usiz
         .bind((done + n) as i64)
         .bind(from)
         .bind(step)
-        .execute(ledger.pool())
+        .execute(ledger.as_sqlite().unwrap().pool())
         .await?;
         done += n;
     }
@@ -638,7 +638,7 @@ pub struct EngineRun {
 pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun, BoxError> {
     let started = Instant::now();
     let started_at = Utc::now();
-    let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout).await?;
+    let ledger = ledger::open_store(&settings.ledger).await?;
     let engine = Reconciler::new(ledger.clone(), settings)?;
     let mut run = EngineRun::default();
     run_until_quiet(&engine, strategy, &mut run).await?;
@@ -648,7 +648,7 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
         "SELECT account, MAX(updated_at) FROM payments
          WHERE state NOT IN ('pending', 'in_progress', 'reversing') GROUP BY account",
     )
-    .fetch_all(ledger.pool())
+    .fetch_all(ledger.as_sqlite().unwrap().pool())
     .await?;
     for (account, at) in last {
         if let Some(at) = ledger::time::from_db(&at).filter(|t| *t >= started_at) {
@@ -666,7 +666,7 @@ pub async fn open_payments(ledger: &Ledger) -> Result<u64, BoxError> {
     let open: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')",
     )
-    .fetch_one(ledger.pool())
+    .fetch_one(ledger.as_sqlite().unwrap().pool())
     .await?;
     Ok(open.max(0) as u64)
 }

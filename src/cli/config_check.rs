@@ -41,7 +41,7 @@ fn check(cli: &Cli) -> ExitCode {
             p.display().to_string()
         });
     println!("configuration OK ({source})");
-    println!("  ledger      {}", settings.ledger.path.display());
+    println!("  ledger      {}", settings.ledger.shown());
     println!(
         "  schedule    reconcile {:?}, sweep {:?}, max_failed_passes {}",
         settings.schedule.reconcile, settings.schedule.sweep, settings.schedule.max_failed_passes

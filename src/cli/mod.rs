@@ -117,7 +117,7 @@ pub(crate) fn load_settings(cli: &Cli) -> Result<Settings, ExitCode> {
 
 /// Opens the ledger named by the settings, printing a clear error on failure.
 pub(crate) async fn open_ledger(settings: &Settings) -> Result<crate::ledger::Ledger, ExitCode> {
-    crate::ledger::open(&settings.ledger.path, settings.ledger.busy_timeout)
+    crate::ledger::open_store(&settings.ledger)
         .await
         .map_err(|e| {
             error_line!("payrecon: {e}");
@@ -165,6 +165,6 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn migrate(settings: &Settings) -> Result<ExitCode, ExitCode> {
     let ledger = open_ledger(settings).await?;
     ledger.close().await;
-    println!("ledger {} is up to date", settings.ledger.path.display());
+    println!("ledger {} is up to date", settings.ledger.shown());
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 mod api;
 mod ecpay;
 mod env;
+mod ledger;
 mod problems;
 mod qfpay;
 mod raw;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use api::{ApiSettings, DEFAULT_LISTEN};
 pub use ecpay::{EcpayAccount, EcpayQueryApi};
+pub use ledger::{LedgerSettings, LedgerStore, PgSettings};
 pub use problems::Problem;
 pub use qfpay::{CloseMethod, QfpayAccount, SignType};
 
@@ -44,12 +46,6 @@ pub struct Settings {
     pub accounts: Vec<Account>,
     /// The file layered over the defaults, if any (for messages).
     pub source: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LedgerSettings {
-    pub path: PathBuf,
-    pub busy_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -216,14 +212,7 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
     let mut list = Vec::new();
 
     let mut p = Problems::new("ledger", &mut list);
-    let path = p
-        .required("path", raw.ledger.path.as_ref())
-        .map(PathBuf::from);
-    let busy_timeout = p.duration(
-        "busy_timeout",
-        raw.ledger.busy_timeout.as_ref(),
-        Duration::from_secs(10),
-    );
+    let ledger = ledger::validate(&raw.ledger, &mut p);
 
     let mut p = Problems::new("schedule", &mut list);
     let schedule = ScheduleSettings {
@@ -366,9 +355,9 @@ fn validate(raw: RawSettings, source: Option<PathBuf>) -> Result<Settings, Confi
         accounts.extend(account);
     }
 
-    match path {
-        Some(path) if list.is_empty() => Ok(Settings {
-            ledger: LedgerSettings { path, busy_timeout },
+    match ledger {
+        Some(ledger) if list.is_empty() => Ok(Settings {
+            ledger,
             schedule,
             reconcile,
             reversal,

@@ -39,6 +39,9 @@ pub(crate) struct RawApi {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLedger {
     pub path: Option<String>,
+    pub url: Option<String>,
+    pub password_file: Option<String>,
+    pub max_connections: Option<i64>,
     pub busy_timeout: Option<String>,
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn secret(
 
 /// The checked content of a secret file, or why it is refused (naming the file, never the
 /// content).
-fn read_secret_file(given: &str) -> Result<SecretString, String> {
+pub(crate) fn read_secret_file(given: &str) -> Result<SecretString, String> {
     let (path, credential) = resolve(given);
     let shown = path.display();
     let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;

@@ -208,9 +208,7 @@ pub async fn run(dir: &Path) -> Result<DemoReport, DemoError> {
     let world = scenario::build(sandbox.state(), Utc::now()).map_err(setup)?;
     let cfg_path = write_config(dir, &sandbox)?;
     let settings = config::load(Some(&cfg_path)).map_err(setup)?;
-    let ledger = ledger::open(&settings.ledger.path, settings.ledger.busy_timeout)
-        .await
-        .map_err(setup)?;
+    let ledger = ledger::open_store(&settings.ledger).await.map_err(setup)?;
     register(&settings, &ledger, dir, &world).await?;
     let total = world.expected.len();
     println!(

@@ -1,7 +1,7 @@
 //! Account leases: one process's lane works a merchant account at a time (docs/ARCHITECTURE.md
 //! §4, "Lanes"). A lease has a holder, an expiry pushed forward by the lane's heartbeat, and a
 //! fencing token that grows with every acquisition. Every write for the account's payments
-//! opens its transaction with [`Ledger::fenced`], which refuses it unless the token is still
+//! opens its transaction with [`SqliteLedger::fenced`], which refuses it unless the token is still
 //! the writer's: a process that stalled past its lease (SIGSTOP, a VM pause, a partition) and
 //! woke up after another took the account over writes nothing.
 
@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::time::to_db;
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 
 /// What a lane holds while it works an account: the proof its writes present.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ const LANES_SQL: &str = "WITH accounts AS (
      LEFT JOIN account_pauses p ON p.account = a.account AND p.paused_until > ?1
      ORDER BY a.account";
 
-impl Ledger {
+impl SqliteLedger {
     /// Takes `account` for `holder` unless another holder's lease is still live. Returns the
     /// fence (with a token one above the last one ever handed out for the account), or who
     /// holds it. A holder may take its own lease again (one whose release failed, e.g. on a

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::time::to_db;
-use super::{Fence, Ledger, LedgerError};
+use super::{Fence, LedgerError, SqliteLedger};
 use crate::domain::{DiscrepancyKind, PaymentId, PaymentState, ProviderRef, RetryReason};
 
 /// One history row.
@@ -196,7 +196,7 @@ pub enum WriteGuard<'a> {
     Hold(&'a str),
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Applies `updates` in one transaction and clears any row hold on them. Returns the ids
     /// of the payments written, once committed, so that a pass counts only what the ledger
     /// holds. A lane whose fence no longer holds writes nothing ([`LedgerError::FencedOut`]).

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::time::{from_db, to_db};
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 use crate::domain::{
     AccountName, Currency, OutTradeNo, PayType, PaymentId, PaymentState, Provider, ProviderRef,
     RecordKind, RetryReason,
@@ -273,7 +273,7 @@ pub(super) fn due_for_keys_sql(all: bool) -> String {
     )
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Up to `limit` due payments of the scope after `position`, and the position after them:
     /// the next unit of a lane. A lane walks its backlog in one order, so it visits each
     /// payment at most once per pass even with `--all`. Nothing is written: the lane's account

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -114,7 +114,7 @@ async fn discard_if_in_transaction(conn: &mut sqlx::SqliteConnection) -> Result<
 /// almost every commit (dense throughput 4,000/s against 6,600/s, docs/PERFORMANCE.md).
 /// `journal_size_limit` truncates the WAL back to that size after a checkpoint, so a WAL that
 /// grew while the disk was full gives its space back once the disk has room again.
-pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Ledger, LedgerError> {
+pub async fn open_sqlite(path: &Path, busy_timeout: Duration) -> Result<SqliteLedger, LedgerError> {
     create_private(path)?;
     // Taken before SQLite opens the file, so a swap between the two can only make the first
     // check fail, never hide a later move.
@@ -138,5 +138,5 @@ pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Ledger, LedgerE
             source,
         })?;
     MIGRATOR.run(&pool).await?;
-    Ok(Ledger { pool, file })
+    Ok(SqliteLedger { pool, file })
 }

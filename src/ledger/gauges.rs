@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::time::from_db;
-use super::{LaneRow, Ledger, LedgerError};
+use super::{LaneRow, LedgerError, SqliteLedger};
 
 /// Payments per (account, state), summed over providers, by account; rows of states that
 /// emptied stay in `payment_counts` with 0.
@@ -47,7 +47,7 @@ pub struct LedgerGauges {
     pub lanes: Vec<LaneRow>,
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// The gauges of the metrics endpoint; `now` decides which leases and pauses are live
     /// and which payments are due.
     pub async fn gauges(&self, now: DateTime<Utc>) -> Result<LedgerGauges, LedgerError> {

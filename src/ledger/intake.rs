@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::claim::{CLAIMED_COLUMNS, Claimed};
 use super::time::to_db;
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 use crate::domain::{AccountName, Money, OutTradeNo, PayType, Provider, ProviderRef, RecordKind};
 
 /// A validated payment to track. New payments start `pending` and due now.
@@ -72,7 +72,7 @@ impl Stored {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Registers `batch` in one transaction. A payment already present with the same details
     /// is reported, not duplicated; one present with different details is a conflict, and any
     /// conflict rolls the whole batch back.
@@ -168,10 +168,10 @@ async fn insert_new(
     Ok(inserted)
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Registers a payment whose creation call is about to be sent, held by `owner` until
     /// `hold_until`: no pass claims it (nor is it due) while the call is in flight, so the
-    /// answer of that call is recorded by its caller, through [`Ledger::apply`] with the same
+    /// answer of that call is recorded by its caller, through [`SqliteLedger::apply`] with the same
     /// owner. Should the caller die, the hold simply expires and a pass picks the payment up.
     /// `None` when the key is already in the ledger (nothing written).
     pub async fn register_held(

@@ -15,7 +15,9 @@ mod nudge;
 mod pages;
 pub mod pg;
 mod queries;
+mod replicas;
 mod runs;
+mod store;
 mod sweeps;
 pub mod time;
 
@@ -25,13 +27,14 @@ mod plan_tests;
 pub use account_lease::{AccountHolder, Acquired, Fence, LaneRow};
 pub use apply::{NewDiscrepancy, NewEvent, PaymentUpdate, WriteGuard};
 pub use claim::{ClaimScope, Claimed, DuePosition};
-pub use connect::open;
+pub use connect::open_sqlite;
 pub use gauges::LedgerGauges;
 pub use intake::{IntakeReport, NewPayment};
 pub use nudge::{CheckRequested, Nudged};
 pub use pages::{DiscrepancyPage, MAX_PAGE, PaymentPage};
 pub use queries::{EventRow, ListFilter, PaymentRow, StateCount, Stats};
 pub use runs::{DiscrepancyRow, RunCounters};
+pub use store::{Ledger, open, open_store};
 pub use sweeps::{
     FoundRefund, KnownPayment, SchedulePosition, SweepCursor, SweepDiscrepancy, SweepRound,
 };
@@ -78,15 +81,15 @@ pub enum LedgerError {
     FencedOut { account: String, token: i64 },
 }
 
-/// A handle on the ledger database. Cheap to clone (a connection pool).
+/// A handle on a SQLite ledger file. Cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
-pub struct Ledger {
+pub struct SqliteLedger {
     pool: SqlitePool,
     /// The file the pool opened: its path and what it was when opened.
     file: connect::FileIdentity,
 }
 
-impl Ledger {
+impl SqliteLedger {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::time::{from_db, to_db};
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 
 /// A payment of account ?1 by gateway id ?2.
 pub(super) const FIND_BY_REF: &str =
@@ -203,7 +203,7 @@ impl Seen {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     async fn seen(
         tx: &mut sqlx::SqliteConnection,
         id: i64,
@@ -290,7 +290,7 @@ impl Ledger {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Records that the gateway notified `subject` (an order number or gateway id) of
     /// `account`, which the ledger does not hold: once per (account, subject), so a replayed or
     /// repeated notification adds nothing. `true` when newly recorded.

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::queries::{PAYMENT_COLUMNS, PaymentRow};
 use super::runs::{DISCREPANCY_COLUMNS, DiscrepancyRow};
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 use crate::domain::PaymentState;
 
 /// The most rows one page holds.
@@ -77,7 +77,7 @@ pub(super) const ACCOUNTS_WITH_PAYMENTS: &str =
 pub(super) const ACCOUNTS_WITH_OPEN: &str =
     "SELECT DISTINCT account FROM discrepancy_counts WHERE open > 0";
 
-impl Ledger {
+impl SqliteLedger {
     pub async fn payments_page(&self, page: &PaymentPage) -> Result<Vec<PaymentRow>, LedgerError> {
         let limit = page.limit.clamp(1, MAX_PAGE);
         let state = page.state.map(PaymentState::as_str);

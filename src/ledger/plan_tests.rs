@@ -21,7 +21,7 @@ use super::sweeps::{
     REFUNDED_TOTAL,
 };
 
-async fn plan(ledger: &super::Ledger, sql: &str) -> Vec<String> {
+async fn plan(ledger: &super::SqliteLedger, sql: &str) -> Vec<String> {
     sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
         .fetch_all(ledger.pool())
         .await
@@ -148,7 +148,7 @@ fn hot_statements() -> Vec<(&'static str, String, &'static str)> {
 #[tokio::test]
 async fn hot_path_statements_search_an_index_instead_of_scanning_a_table() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = super::open(&dir.path().join("l.db"), Duration::from_secs(5))
+    let ledger = super::open_sqlite(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
         .unwrap();
     for (name, sql, index) in hot_statements() {
@@ -173,7 +173,7 @@ async fn hot_path_statements_search_an_index_instead_of_scanning_a_table() {
 #[tokio::test]
 async fn metrics_counts_read_only_the_trigger_kept_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = super::open(&dir.path().join("l.db"), Duration::from_secs(5))
+    let ledger = super::open_sqlite(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
         .unwrap();
     for (sql, table) in [
@@ -195,7 +195,7 @@ async fn metrics_counts_read_only_the_trigger_kept_tables() {
 #[tokio::test]
 async fn trigger_kept_counts_follow_inserts_updates_and_resolutions() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = super::open(&dir.path().join("l.db"), Duration::from_secs(5))
+    let ledger = super::open_sqlite(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
         .unwrap();
     let pool = ledger.pool();

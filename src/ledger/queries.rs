@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 use crate::domain::PaymentState;
 
 /// A payment as the CLI prints it (docs/ARCHITECTURE.md §5 names these JSON fields).
@@ -153,7 +153,7 @@ pub(super) fn listed(done: std::io::Result<()>) -> Result<bool, LedgerError> {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Payments matching `filter`, oldest first. Rows stream from SQLite, so a large ledger is
     /// printed without holding every row.
     pub async fn for_each_payment(

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::time::to_db;
-use super::{Ledger, LedgerError};
+use super::{LedgerError, SqliteLedger};
 
 /// Counters of one pass, written to its `runs` row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -59,7 +59,7 @@ impl DiscrepancyRow {
 pub(super) const DISCREPANCY_COLUMNS: &str =
     "id, payment_id, account, kind, detail, found_at, resolved_at, resolution_note";
 
-impl Ledger {
+impl SqliteLedger {
     /// Records the start of a pass. An earlier pass of the same process still marked `running`
     /// is over (a process runs its passes one at a time, and one that finishes records its end
     /// itself): its end could not be written, e.g. on a full disk, so it is closed as `failed`
@@ -176,7 +176,7 @@ impl Ledger {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// The runs recorded and the gateway calls they made (`run_totals`, kept by triggers).
     pub async fn run_totals(&self) -> Result<(i64, i64), LedgerError> {
         Ok(

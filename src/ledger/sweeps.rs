@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::apply::{insert_discrepancy, insert_event};
 use super::time::{from_db, to_db};
-use super::{Fence, Ledger, LedgerError, NewDiscrepancy, NewEvent};
+use super::{Fence, LedgerError, NewDiscrepancy, NewEvent, SqliteLedger};
 use crate::domain::{PaymentId, PaymentState};
 
 /// `(id, out_trade_no)` of the payments of account ?1 created in [?2, ?3] (`payments_by_created`).
@@ -139,7 +139,7 @@ impl FoundRefund<'_> {
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     pub async fn sweep_cursor(
         &self,
         account: &str,

@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::accounts::{AccountRuntime, Gateway};
+use super::share::ShareSlot;
 use super::{
     Delivery, PassContext, ReconcileError, Reconciler, RunScope, RunSummary, SkippedAccount,
     Strategy, window_sweep,
@@ -59,6 +60,8 @@ pub(crate) enum NotEntered {
     Held(AccountHolder),
     /// Shutdown was requested while waiting.
     Stopping,
+    /// This replica holds its fair share of the lanes already (`reconcile::share`).
+    Share,
 }
 
 /// Until when the lane's lease is surely its own, by this process's clock: the last successful
@@ -112,11 +115,13 @@ pub(crate) struct Lane {
     stop_heartbeat: CancellationToken,
     heartbeat: tokio::task::JoinHandle<()>,
     ledger: Ledger,
+    /// The lane's place in this process's fair share of the lanes.
+    pub share: ShareSlot,
     _slot: OwnedMutexGuard<()>,
 }
 
 /// The lease's time-to-live and the heartbeat's interval.
-pub(crate) fn heartbeat_interval(ttl: Duration) -> Duration {
+pub fn heartbeat_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(200))
 }
 
@@ -165,6 +170,14 @@ impl Reconciler {
                 _ = tokio::time::sleep_until(deadline) => return Ok(Err(NotEntered::Busy)),
                 _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
             },
+        };
+        let index = self
+            .accounts
+            .iter()
+            .position(|a| a.name == rt.name)
+            .unwrap_or_default();
+        let Some(share) = self.share.reserve(index, self.accounts.len()) else {
+            return Ok(Err(NotEntered::Share));
         };
         let ttl = self.settings.lease;
         let pace = pace_per_minute(rt);
@@ -230,6 +243,7 @@ impl Reconciler {
             stop_heartbeat,
             heartbeat,
             ledger: self.ledger.clone(),
+            share,
             _slot: slot,
         }))
     }
@@ -340,6 +354,10 @@ impl Reconciler {
             summary.counters.claimed += due.len() as u64;
             let _timer = crate::metrics::time_unit(&rt.name);
             self.work_unit(&ctx(now), scope, rt, &due, summary).await?;
+            if self.share.yield_if_over(&lane.share) {
+                tracing::info!(account = %rt.name, "this replica holds more than its fair share of the lanes; the account is left to another replica");
+                return Ok(());
+            }
         }
     }
 
@@ -439,6 +457,10 @@ fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
             )
         }
         NotEntered::Stopping => summary.interrupted = true,
+        NotEntered::Share => tracing::debug!(
+            account,
+            "this replica holds its fair share of the lanes; left to another replica"
+        ),
         NotEntered::Held(h) => {
             tracing::warn!(
                 account,

@@ -11,6 +11,7 @@ mod matching;
 pub mod plan;
 mod qfpay_pass;
 mod reversal;
+mod share;
 pub mod sweep;
 mod sweep_page;
 pub mod update;
@@ -28,7 +29,7 @@ use crate::config::{ReconcileSettings, Settings};
 use crate::domain::{LastResortPolicy, Provider};
 use crate::gateway::GatewayError;
 use crate::ledger::{Fence, Ledger, LedgerError, RunCounters};
-pub use lane::LaneWait;
+pub use lane::{LaneWait, heartbeat_interval};
 pub use plan::Strategy;
 
 /// What one gateway call told us about one payment, and when the answer arrived: every next
@@ -200,6 +201,8 @@ pub struct Reconciler {
     sweep_look_back: std::time::Duration,
     /// Lease holder id: unique per process.
     owner: String,
+    /// The bound on the lanes this process holds at once (a daemon among replicas).
+    share: share::LaneShare,
 }
 
 impl Reconciler {
@@ -217,14 +220,29 @@ impl Reconciler {
             settings: settings.reconcile.clone(),
             sweep_look_back: settings.schedule.sweep_look_back,
             owner: holder_id(),
+            share: share::LaneShare::default(),
         })
+    }
+
+    /// Takes this process's fair share of the lanes among `live` replicas (sorted holder
+    /// ids, `reconcile::share`); logged when it changes.
+    pub fn set_share(&self, live: &[String]) {
+        let (limit, offset) = share::fair_share(live, &self.owner, self.accounts.len());
+        if self.share.limit() != Some(limit) {
+            tracing::info!(
+                replicas = live.len().max(1),
+                accounts = self.accounts.len(),
+                lanes = limit,
+                "this replica's fair share: at most {limit} lanes at once"
+            );
+        }
+        self.share.set(limit, offset);
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
-    /// This process's lease holder id.
     /// Whether `account`'s lane is working now in this process; `None` for an account that
     /// is not configured.
     pub fn lane_busy(&self, account: &str) -> Option<bool> {
@@ -234,8 +252,14 @@ impl Reconciler {
             .map(|rt| rt.lane.is_busy())
     }
 
+    /// This process's lease holder id.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The account lease's time-to-live.
+    pub fn lease(&self) -> std::time::Duration {
+        self.settings.lease
     }
 
     /// One pass: every account in scope worked by its own lane, all at once. A lane stops
@@ -252,9 +276,11 @@ impl Reconciler {
         {
             return Err(ReconcileError::UnknownAccount(a.clone()));
         }
+        // Its own slice first (`reconcile::share`): a replica keeps its merchants.
         let lanes: Vec<_> = self
-            .accounts
-            .iter()
+            .share
+            .rotated(self.accounts.iter().collect())
+            .into_iter()
             .filter(|rt| scope.account.as_ref().is_none_or(|a| rt.name.as_str() == a))
             .filter(|rt| scope.provider.is_none_or(|p| rt.provider() == p))
             .collect();

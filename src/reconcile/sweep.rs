@@ -249,7 +249,8 @@ impl Reconciler {
                 });
             }
             Err(NotEntered::Stopping) => return Err(SweepError::Interrupted),
-            Err(NotEntered::Busy) => {
+            // `Share` only bounds a daemon among replicas; a one-off sweep has no bound.
+            Err(NotEntered::Busy | NotEntered::Share) => {
                 return Err(SweepError::Held {
                     account: account.to_string(),
                     holder: "this process".into(),

@@ -6,8 +6,6 @@
 pub mod fake_ecpay;
 pub mod fake_qfpay;
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use payrecon::config::{self, Settings};
 use payrecon::domain::{
@@ -95,9 +93,7 @@ chunk_size = 50
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap();
     let settings = config::load(Some(&path)).unwrap();
-    let ledger = ledger::open(&settings.ledger.path, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let ledger = ledger::open_store(&settings.ledger).await.unwrap();
     Harness {
         dir,
         settings,

@@ -202,7 +202,7 @@ retry_for = "1s"
             "SELECT d.kind, p.out_trade_no, d.detail FROM discrepancies d
              LEFT JOIN payments p ON p.id = d.payment_id ORDER BY d.id",
         )
-        .fetch_all(ledger.pool())
+        .fetch_all(ledger.as_sqlite().unwrap().pool())
         .await
         .unwrap();
         ledger.close().await;

@@ -46,9 +46,9 @@ pub async fn fresh_ledger() -> (PgPool, String) {
 }
 
 /// A SQLite ledger in a temporary directory (kept alive by the returned guard).
-pub async fn sqlite_ledger() -> (tempfile::TempDir, payrecon::ledger::Ledger) {
+pub async fn sqlite_ledger() -> (tempfile::TempDir, payrecon::ledger::SqliteLedger) {
     let dir = tempfile::tempdir().unwrap();
-    let l = payrecon::ledger::open(&dir.path().join("l.db"), Duration::from_secs(5))
+    let l = payrecon::ledger::open_sqlite(&dir.path().join("l.db"), Duration::from_secs(5))
         .await
         .unwrap();
     (dir, l)

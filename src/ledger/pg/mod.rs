@@ -13,15 +13,19 @@ mod leases;
 mod nudge;
 mod pages;
 mod queries;
+mod replicas;
 mod runs;
 mod sweeps;
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::LedgerError;
+use crate::config::PgSettings;
 
 /// The PostgreSQL migrations, applied in order; never edit an applied one.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -62,17 +66,59 @@ impl PgLedger {
         })
     }
 
+    /// Connects to the ledger the settings name (the password from its file, else from
+    /// `PGPASSFILE`/`~/.pgpass`) and applies its migrations.
+    pub async fn connect_with(
+        settings: &PgSettings,
+        connect_timeout: Duration,
+    ) -> Result<Self, LedgerError> {
+        let mut options =
+            PgConnectOptions::from_str(&settings.url).map_err(|source| LedgerError::Open {
+                path: shown(&settings.url),
+                source,
+            })?;
+        if let Some(password) = &settings.password {
+            options = options.password(password.expose_secret());
+        }
+        Ok(Self {
+            pool: pool_with(
+                options,
+                &settings.url,
+                settings.max_connections,
+                connect_timeout,
+            )
+            .await?,
+        })
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 }
 
 /// Connects to the PostgreSQL ledger at `url` and applies its migrations.
 pub async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, LedgerError> {
+    let options = PgConnectOptions::from_str(url).map_err(|source| LedgerError::Open {
+        path: shown(url),
+        source,
+    })?;
+    pool_with(options, url, 8, connect_timeout).await
+}
+
+async fn pool_with(
+    options: PgConnectOptions,
+    url: &str,
+    max_connections: u32,
+    connect_timeout: Duration,
+) -> Result<PgPool, LedgerError> {
     let pool = PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|source| LedgerError::Open {
             path: shown(url),
