@@ -221,3 +221,87 @@ async fn times_are_written_at_the_sqlite_ledgers_millisecond_precision() {
         Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap() + chrono::Duration::milliseconds(123);
     assert_eq!(stored, vec![expected; 5]);
 }
+
+/// The grants docs/OPERATIONS.md gives the role replicas run as: no superuser, no DDL.
+const APP_GRANTS: &str = "GRANT USAGE ON SCHEMA public TO {role};
+     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+     GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}";
+
+/// A login role of its own (roles are the server's, not the database's), and the URL that
+/// connects to `database_url`'s database as it.
+async fn app_role(admin: &PgPool, database_url: &str) -> (String, String) {
+    let db = url::Url::parse(database_url).unwrap().path()[1..].to_string();
+    let role = format!("{db}_app");
+    exec(
+        admin,
+        &format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"),
+    )
+    .await
+    .unwrap();
+    exec(admin, &format!("GRANT CONNECT ON DATABASE {db} TO {role}"))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(database_url).unwrap();
+    url.set_username(&role).unwrap();
+    (role, url.to_string())
+}
+
+#[tokio::test]
+async fn replicas_run_as_a_role_without_ddl_on_a_migrated_ledger() {
+    let (owner, url) = fresh_ledger().await;
+    let (role, app_url) = app_role(&owner, &url).await;
+    for grant in APP_GRANTS.replace("{role}", &role).split(';') {
+        exec(&owner, grant).await.unwrap();
+    }
+    let l = payrecon::ledger::pg::PgLedger::open(&app_url, Duration::from_secs(10))
+        .await
+        .expect("a current schema is only read: no DDL, so no right to create is needed");
+    let now = chrono::Utc::now();
+    let lease = l
+        .acquire_account("hk", "replica-1", Duration::from_secs(30), 400, now)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        l.renew_account(&lease.fence, Duration::from_secs(30), now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        l.replica_seen("replica-1", now, now).await.unwrap(),
+        ["replica-1"]
+    );
+    l.replica_gone("replica-1").await.unwrap();
+    // The role may not change the schema, nor empty the history.
+    let pool = l.pool();
+    let refused = exec(pool, "CREATE TABLE sneaky (x int)").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    let refused = exec(pool, "TRUNCATE events").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_that_is_behind_is_refused_with_what_to_run_when_the_role_may_not_migrate() {
+    let url = pg_support::fresh_database().await;
+    let admin = PgPool::connect(&url).await.unwrap();
+    let (_role, app_url) = app_role(&admin, &url).await;
+    let err = payrecon::ledger::pg::PgLedger::open(&app_url, Duration::from_secs(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("its schema is at migration none")
+            && err.contains("run `payrecon migrate` with the URL of the role that owns the schema"),
+        "{err}"
+    );
+    // The owner migrates it (what `payrecon migrate` does), and then the role may run.
+    payrecon::ledger::pg::PgLedger::open(&url, Duration::from_secs(10))
+        .await
+        .unwrap();
+}

@@ -62,6 +62,8 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("ledger {path}: {why}")]
+    Schema { path: String, why: String },
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("ledger query failed: {0}")]

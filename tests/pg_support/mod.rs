@@ -22,6 +22,15 @@ pub fn server_url() -> String {
 /// A database of its own for one test (created now, never shared), with the ledger's
 /// migrations applied: the pool and its URL.
 pub async fn fresh_ledger() -> (PgPool, String) {
+    let url = fresh_database().await;
+    let pool = payrecon::ledger::pg::connect(&url, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (pool, url)
+}
+
+/// An empty database of its own for one test: its URL.
+pub async fn fresh_database() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let server = server_url();
     let admin = sqlx::PgPool::connect(&server)
@@ -39,10 +48,7 @@ pub async fn fresh_ledger() -> (PgPool, String) {
     admin.close().await;
     let mut url = url::Url::parse(&server).unwrap();
     url.set_path(&name);
-    let pool = payrecon::ledger::pg::connect(url.as_str(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    (pool, url.to_string())
+    url.to_string()
 }
 
 /// A SQLite ledger in a temporary directory (kept alive by the returned guard).

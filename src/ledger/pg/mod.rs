@@ -59,7 +59,7 @@ pub struct PgLedger {
 }
 
 impl PgLedger {
-    /// Connects to the ledger at `url` and applies its migrations.
+    /// Connects to the ledger at `url`, migrating its schema if it is behind.
     pub async fn open(url: &str, connect_timeout: Duration) -> Result<Self, LedgerError> {
         Ok(Self {
             pool: connect(url, connect_timeout).await?,
@@ -67,7 +67,7 @@ impl PgLedger {
     }
 
     /// Connects to the ledger the settings name (the password from its file, else from
-    /// `PGPASSFILE`/`~/.pgpass`) and applies its migrations.
+    /// `PGPASSFILE`/`~/.pgpass`), migrating its schema if it is behind.
     pub async fn connect_with(
         settings: &PgSettings,
         connect_timeout: Duration,
@@ -100,7 +100,7 @@ impl PgLedger {
     }
 }
 
-/// Connects to the PostgreSQL ledger at `url` and applies its migrations.
+/// Connects to the PostgreSQL ledger at `url`, migrating its schema if it is behind.
 pub async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, LedgerError> {
     let options = PgConnectOptions::from_str(url).map_err(|source| LedgerError::Open {
         path: shown(url),
@@ -124,6 +124,48 @@ async fn pool_with(
             path: shown(url),
             source,
         })?;
-    MIGRATOR.run(&pool).await?;
+    ensure_schema(&pool, url).await?;
     Ok(pool)
+}
+
+/// Applies the migrations only when the ledger's schema is behind this payrecon: a schema that
+/// is current is only read (no DDL), so the role replicas run as needs no right to create or
+/// alter tables (docs/OPERATIONS.md, "Running replicas"). A schema that is behind is
+/// migrated if the role may, and otherwise refused with what to run.
+async fn ensure_schema(pool: &PgPool, url: &str) -> Result<(), LedgerError> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        match sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(v) => v,
+            // No migrations table: an empty database.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => None,
+            Err(e) => return Err(e.into()),
+        };
+    match applied {
+        Some(v) if v == latest => Ok(()),
+        Some(v) if v > latest => Err(LedgerError::Schema {
+            path: shown(url),
+            why: format!(
+                "its schema is at migration {v}, newer than this payrecon knows ({latest}): run the payrecon that migrated it, or a newer one"
+            ),
+        }),
+        applied => MIGRATOR.run(pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(d))
+                if d.code().as_deref() == Some("42501") =>
+            {
+                LedgerError::Schema {
+                    path: shown(url),
+                    why: format!(
+                        "its schema is at migration {}, this payrecon needs {latest}, and this role may not change the schema ({}): run `payrecon migrate` with the URL of the role that owns the schema",
+                        applied.map_or("none".to_string(), |v| v.to_string()),
+                        d.message()
+                    ),
+                }
+            }
+            other => other.into(),
+        }),
+    }
 }
