@@ -1,5 +1,6 @@
 //! payrecon settles payments whose outcome the merchant never learned, by asking QFPay and
-//! ECPay what happened and writing the answer, with its evidence, into a SQLite ledger.
+//! ECPay what happened and writing the answer, with its evidence, into a ledger (SQLite, or
+//! PostgreSQL shared by several replicas).
 //!
 //! How the crate is laid out (dependencies point inward, towards `domain`):
 //!

@@ -48,10 +48,11 @@ pub const EX_TEMPFAIL: u8 = 75;
 #[command(
     name = "payrecon",
     version,
-    about = "Reconciles uncertain QFPay and ECPay payments into a SQLite ledger",
+    about = "Reconciles uncertain QFPay and ECPay payments into a ledger (SQLite or PostgreSQL)",
     long_about = "payrecon settles payments whose outcome your checkout never learned. Register them \
                   (track, import), and payrecon asks QFPay and ECPay what happened and records the \
-                  final state with its evidence in a SQLite ledger."
+                  final state with its evidence in a ledger: a SQLite file, or a PostgreSQL \
+                  database that several replicas share."
 )]
 pub struct Cli {
     /// Configuration file laid over the built-in defaults (env PAYRECON__SECTION__KEY overrides both).
