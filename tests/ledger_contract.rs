@@ -272,3 +272,51 @@ contract!(
         );
     }
 );
+
+/// PostgreSQL only (SQLite has one writer at a time, and a frozen process's lock is its own
+/// file lock): a replica frozen inside a fenced write holds the lease row `FOR SHARE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replica_frozen_in_a_fenced_write_neither_hangs_the_others_nor_keeps_the_account()
+ {
+    let l = pg_support::pg_ledger().await;
+    let ttl = Duration::from_secs(1);
+    let t0 = Utc::now();
+    l.acquire_account("hk", "A", ttl, 400, t0)
+        .await
+        .unwrap()
+        .expect("free");
+    // A's write transaction has taken the fence's lock, and A freezes before committing.
+    let mut frozen = l.pool().begin().await.unwrap();
+    sqlx::query("SELECT token FROM account_leases WHERE account = 'hk' FOR SHARE")
+        .fetch_one(&mut *frozen)
+        .await
+        .unwrap();
+    // Past A's lease, B asks for the account: told at once that it is busy, not left waiting.
+    let later = t0 + chrono::Duration::seconds(5);
+    let busy = tokio::time::timeout(
+        Duration::from_secs(2),
+        l.acquire_account("hk", "B", ttl, 400, later),
+    )
+    .await
+    .expect("an acquisition does not wait on a lease row locked by a write in flight")
+    .unwrap()
+    .expect_err("busy reads as held");
+    assert_eq!(busy.holder, "A");
+    // The server ends the frozen session (idle in a transaction too long): the lock is gone,
+    // B takes the account, and A's write, when A wakes, is refused.
+    let mut taken = None;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(b) = l.acquire_account("hk", "B", ttl, 400, later).await.unwrap() {
+            taken = Some(b);
+            break;
+        }
+    }
+    let b = taken.expect("B takes the account once the frozen session is ended");
+    assert_eq!(b.fence.token, 2);
+    assert!(b.taken_over);
+    assert!(
+        frozen.commit().await.is_err(),
+        "the frozen transaction was rolled back"
+    );
+}

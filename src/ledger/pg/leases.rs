@@ -34,12 +34,26 @@ impl PgLedger {
         now: DateTime<Utc>,
     ) -> Result<Result<Acquired, AccountHolder>, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT holder FROM account_leases WHERE account = $1 FOR UPDATE")
-                .bind(account)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
+        // SKIP LOCKED: a lease row locked by a fenced write in flight (`fenced`) is busy, and
+        // waiting on it would hang this lane for as long as that writer, perhaps a replica
+        // frozen mid-transaction until the server ends its session
+        // (`idle_in_transaction_session_timeout`, `connect`). Busy reads as held.
+        let locked = sqlx::query(
+            "SELECT holder FROM account_leases WHERE account = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let previous: Option<String> = match locked {
+            Some(r) => r.get("holder"),
+            None => {
+                if let Some(busy) = self.holder_of(&mut tx, account).await? {
+                    tx.rollback().await?;
+                    return Ok(Err(busy));
+                }
+                None
+            }
+        };
         let taken = sqlx::query(
             "INSERT INTO account_leases AS l
                  (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute)
@@ -67,23 +81,35 @@ impl PgLedger {
                 next_call_at: r.get("next_call_at"),
                 taken_over: previous.is_some_and(|p| p != holder),
             }),
-            None => {
-                let r = sqlx::query(
-                    "SELECT holder, heartbeat_at, expires_at FROM account_leases
-                     WHERE account = $1",
-                )
-                .bind(account)
-                .fetch_one(&mut *tx)
-                .await?;
-                Err(AccountHolder {
-                    holder: r.get::<Option<String>, _>("holder").unwrap_or_default(),
-                    heartbeat_at: shown(r.get("heartbeat_at")),
-                    expires_at: shown(r.get("expires_at")),
-                })
-            }
+            // The upsert met the row and its `WHERE` refused it: the row is there.
+            None => Err(self.holder_of(&mut tx, account).await?.ok_or_else(|| {
+                LedgerError::Corrupt {
+                    column: "account_leases.account",
+                    value: account.to_string(),
+                }
+            })?),
         };
         tx.commit().await?;
         Ok(answer)
+    }
+
+    /// Who holds `account` (a row, locked or not), if it has a lease row.
+    async fn holder_of(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        account: &str,
+    ) -> Result<Option<AccountHolder>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT holder, heartbeat_at, expires_at FROM account_leases WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.map(|r| AccountHolder {
+            holder: r.get::<Option<String>, _>("holder").unwrap_or_default(),
+            heartbeat_at: shown(r.get("heartbeat_at")),
+            expires_at: shown(r.get("expires_at")),
+        }))
     }
 
     /// As [`crate::ledger::Ledger::renew_account`].

@@ -109,12 +109,22 @@ pub async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, Led
     pool_with(options, url, 8, connect_timeout).await
 }
 
+/// How long the server keeps a session that sits inside a transaction doing nothing. A
+/// replica frozen mid-transaction (a paused VM, SIGSTOP) would otherwise keep its row locks,
+/// above all the lease row its fenced write holds `FOR SHARE`, for as long as it is frozen, and
+/// no other replica could take the account when the lease expires. The ledger's transactions
+/// run their statements back to back (no gateway call inside one), so a healthy one is never
+/// idle this long; the frozen one's transaction is rolled back, and on waking it finds its
+/// connection closed and the account, soon, fenced.
+pub const IDLE_IN_TRANSACTION: &str = "10s";
+
 async fn pool_with(
     options: PgConnectOptions,
     url: &str,
     max_connections: u32,
     connect_timeout: Duration,
 ) -> Result<PgPool, LedgerError> {
+    let options = options.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
