@@ -211,7 +211,7 @@ contract!(
         let scope = ClaimScope::account("hk");
         let mut position = DuePosition::default();
         let mut walked = Vec::new();
-        loop {
+        for _ in 0..20 {
             let (unit, next) = l.due_unit(&scope, &position, 2, t0).await.unwrap();
             assert!(unit.len() <= 2);
             if unit.is_empty() {
@@ -267,7 +267,7 @@ contract!(
         };
         let mut position = DuePosition::default();
         let mut walked = Vec::new();
-        loop {
+        for _ in 0..20 {
             let (unit, next) = l.due_unit(&all, &position, 3, t0).await.unwrap();
             if unit.is_empty() {
                 break;
@@ -660,12 +660,13 @@ contract!(
             .await
             .unwrap()
             .unwrap();
-        l.acquire_account("also", "A", ttl, 30, t0)
+        // Expires exactly when the reaper runs: reaped (an expired lease is one whose time has come).
+        l.acquire_account("also", "A", ttl, 30, t0 + secs(2))
             .await
             .unwrap()
             .unwrap();
         // A `pay` command's hold that ends before the reap, and one that does not.
-        l.register_held(&payment("H1", t0), "pay-1", t0 + secs(5), t0)
+        l.register_held(&payment("H1", t0), "pay-1", t0 + secs(12), t0)
             .await
             .unwrap()
             .unwrap();
@@ -874,14 +875,17 @@ contract!(
             4
         );
 
-        // An open payment keeps its retry reason and schedule; the lane reads them back.
+        // An open payment keeps its retry reason and schedule; the lane reads them back. A
+        // second answer without a code, without a check and without a run keeps the stored
+        // code, attempts, first `in_progress_since` and run.
         let written = l
             .apply(
                 WriteGuard::Lane(&fence),
-                None,
+                Some(run),
                 &[PaymentUpdate {
-                    retry: Some((RetryReason::NotFound, 3)),
-                    next_check_at: Some(t1 - secs(1)),
+                    provider_code: Some("1143".into()),
+                    retry: Some((RetryReason::InProgress, 1)),
+                    next_check_at: Some(t1 + secs(60)),
                     in_progress_since: Some(t1),
                     ..update(ids[2], PaymentState::InProgress)
                 }],
@@ -890,6 +894,27 @@ contract!(
             .await
             .unwrap();
         assert_eq!(written, HashSet::from([ids[2]]));
+        let written = l
+            .apply(
+                WriteGuard::Lane(&fence),
+                None,
+                &[PaymentUpdate {
+                    checked: false,
+                    retry: Some((RetryReason::NotFound, 3)),
+                    next_check_at: Some(t1 - secs(1)),
+                    in_progress_since: Some(t1 + secs(5)),
+                    ..update(ids[2], PaymentState::InProgress)
+                }],
+                t1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(written, HashSet::from([ids[2]]));
+        let c = row(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            (c.provider_code.as_deref(), c.next_check_at),
+            (Some("1143"), Some(to_db(t1 - secs(1))))
+        );
         let (unit, _) = l
             .due_unit(&ClaimScope::account("hk"), &DuePosition::default(), 10, t1)
             .await
@@ -910,7 +935,17 @@ contract!(
                 "SELECT COUNT(*) FROM payments WHERE last_run_id = {run}"
             ))
             .await,
-            2
+            3
+        );
+        // A's first `in_progress_since` stayed too.
+        assert_eq!(
+            l.count(&format!(
+                "SELECT COUNT(*) FROM payments WHERE id = {} AND in_progress_since = '{}'",
+                ids[0].0,
+                to_db(t1)
+            ))
+            .await,
+            1
         );
     }
 );

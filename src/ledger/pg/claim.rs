@@ -32,7 +32,12 @@ pub(super) fn claimed(r: &PgRow) -> Result<Claimed, LedgerError> {
 
 /// As `claim::due_unit_sql`: the next $6 (all when NULL) due payments after position ($4, $5),
 /// keyset-paged in `payments_due_by_account (account, next_check_at, id)` order; a NULL $4
-/// (the start) is before every time. With `--all`, by id (`payments_by_account`).
+/// (the start) is before every time. With `--all`, by id: PostgreSQL has no `INDEXED BY`, and
+/// the generic plan a prepared statement may settle on after a few large accounts' units (one
+/// plan for every account) walks the primary key, so a small account's unit reads every
+/// payment of the ledger; the `--all` statements are therefore not kept prepared
+/// (`unprepared`): each is planned for its account (`payments_by_account`, or the primary key
+/// when the account is most of the ledger), for the cost of a parse per unit of a one-off pass.
 fn due_unit_sql(all: bool) -> String {
     let due = numbered(DUE_FILTER);
     if all {
@@ -74,6 +79,11 @@ fn due_for_keys_sql(all: bool) -> String {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
 
+/// `q`, planned for its parameters' values each time when `all` (see `due_unit_sql`).
+fn unprepared(q: Query<'_>, all: bool) -> Query<'_> {
+    q.persistent(!all)
+}
+
 /// Binds `DUE_FILTER`'s parameters $1–$3.
 fn bind_due<'q>(q: Query<'q>, scope: &'q ClaimScope, now: DateTime<Utc>) -> Query<'q> {
     q.bind(ms(now))
@@ -104,7 +114,8 @@ impl PgLedger {
         now: DateTime<Utc>,
     ) -> Result<(Vec<Claimed>, DuePosition), LedgerError> {
         let sql = due_unit_sql(scope.ignore_schedule);
-        let rows = bind_due(sqlx::query(sqlx::AssertSqlSafe(sql)), scope, now)
+        let q = unprepared(sqlx::query(sqlx::AssertSqlSafe(sql)), scope.ignore_schedule);
+        let rows = bind_due(q, scope, now)
             .bind(position_time(position)?)
             .bind(position.id)
             .bind(Some(i64::from(limit)))
@@ -154,7 +165,8 @@ impl PgLedger {
              WHERE provider = 'qfpay'",
             due_unit_sql(scope.ignore_schedule)
         );
-        let mut rows = bind_due(sqlx::query(sqlx::AssertSqlSafe(sql)), scope, now)
+        let q = unprepared(sqlx::query(sqlx::AssertSqlSafe(sql)), scope.ignore_schedule);
+        let mut rows = bind_due(q, scope, now)
             .bind(None::<DateTime<Utc>>)
             .bind(0_i64)
             .bind(None::<i64>)
