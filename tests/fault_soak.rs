@@ -90,7 +90,14 @@ async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_o
 
     // Every decisive transition rests on a gateway answer; transport faults change nothing.
     let db = w.db().await;
-    type Transition = (i64, String, Option<String>, Option<String>, Option<String>, String);
+    type Transition = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
     let rows: Vec<Transition> = db
         .fetch_all(
             "SELECT payment_id, kind, from_state, to_state, provider_code, evidence FROM events

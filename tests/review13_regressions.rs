@@ -29,8 +29,10 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A stalls past its lease; B takes the account over.
-    h.execute("UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'")
-        .await;
+    h.execute(
+        "UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'",
+    )
+    .await;
     let b = h
         .ledger
         .acquire_account("hk", "B", Duration::from_secs(60), 20, Utc::now())

@@ -23,6 +23,9 @@ PG_TESTS=(
     money_safety
     review_regressions
     review17b
+    cli_engine
+    stop_signals
+    daemon_notify
     crash_kill
     concurrency
     fault_soak
