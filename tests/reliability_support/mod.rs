@@ -572,7 +572,9 @@ impl World {
         );
 
         // The row agrees with its history, and nothing final is still scheduled or leased.
-        let rows: Vec<(i64, String, bool, String, Option<String>, Option<String>)> = db
+        // id, state, scheduled, provider, retry_reason, the last event's to_state
+        type RowAndHistory = (i64, String, bool, String, Option<String>, Option<String>);
+        let rows: Vec<RowAndHistory> = db
             .fetch_all(
                 "SELECT p.id, p.state, p.next_check_at IS NOT NULL AS scheduled, p.provider,
                     p.retry_reason,
