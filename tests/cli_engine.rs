@@ -10,14 +10,23 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
 
+/// A config in `dir` for the QFPay account `hk` at `qf_url`. Every config written in one `dir`
+/// names the same ledger (SQLite `dir/l.db`, or one PostgreSQL database with
+/// `PAYRECON_TEST_STORE=postgres`).
 fn config(dir: &std::path::Path, qf_url: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("c.toml");
+    let store_file = dir.join("store.toml");
+    let store = std::fs::read_to_string(&store_file).unwrap_or_else(|_| {
+        let s = pg_support::ledger_store_toml(&dir.join("l.db"));
+        std::fs::write(&store_file, &s).unwrap();
+        s
+    });
     std::fs::write(
         &path,
         format!(
             r#"
 [ledger]
-path = "{}"
+{store}
 {extra}
 [[accounts]]
 name = "hk"
@@ -26,8 +35,7 @@ base_url = "{qf_url}"
 app_code = "APP"
 client_key = "{QF_KEY}"
 retry_for = "300ms"
-"#,
-            dir.join("l.db").display()
+"#
         ),
     )
     .unwrap();

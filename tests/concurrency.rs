@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use payrecon::sandbox::{BulkOutcome, CallKind, DEV_ECPAY_MERCHANT_ID, DEV_QFPAY_APP_CODE, Faults};
 use reliability_support::*;
-use sqlx::Row;
 
 fn assert_clean(name: &str, log: &str) {
     let lower = log.to_lowercase();
@@ -86,7 +85,18 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
     w.assert_invariants().await;
     let stats = w.sandbox.stats();
     let state = w.sandbox.state();
-    let pool = w.pool().await;
+    let db = w.db().await;
+    // (account, out_trade_no) -> (attempts, observations)
+    let work: std::collections::HashMap<(String, String), (i64, i64)> = db
+        .fetch_all::<(String, String, i64, i64)>(
+            "SELECT account, out_trade_no, attempts,
+                    (SELECT COUNT(*) FROM events e WHERE e.payment_id = p.id AND e.kind = 'observed')
+             FROM payments p",
+        )
+        .await
+        .into_iter()
+        .map(|(a, no, attempts, obs)| ((a, no), (attempts, obs)))
+        .collect();
     let mut double = Vec::new();
     let mut lookups_checked = 0;
     for p in &w.payments {
@@ -113,16 +123,7 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
             assert!(v.reversal_calls + v.close_calls <= 1, "{v:?}");
         }
         if settled_at_once {
-            let row = sqlx::query(
-                "SELECT attempts, (SELECT COUNT(*) FROM events e WHERE e.payment_id = p.id AND e.kind = 'observed') AS obs
-                 FROM payments p WHERE account = ? AND out_trade_no = ?",
-            )
-            .bind(p.account)
-            .bind(&p.out_trade_no)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            let (attempts, obs): (i64, i64) = (row.get("attempts"), row.get("obs"));
+            let (attempts, obs) = work[&(p.account.to_string(), p.out_trade_no.clone())];
             if attempts != 1 || obs != 1 {
                 double.push(format!(
                     "{}: {attempts} attempts, {obs} observations",
@@ -131,16 +132,14 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
             }
         }
     }
-    let runs: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT owner, status, claimed FROM runs WHERE claimed > 0")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let failed_runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'failed'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let runs: Vec<(String, String, i64)> = db
+        .fetch_all("SELECT owner, status, claimed FROM runs WHERE claimed > 0")
+        .await;
+    let failed_runs = db
+        .fetch_all::<(i64,)>("SELECT COUNT(*) FROM runs WHERE status = 'failed'")
+        .await[0]
+        .0;
+    db.close().await;
     assert!(double.is_empty(), "double work:\n{}", double.join("\n"));
     assert_eq!(failed_runs, 0, "a pass failed");
     let owners: std::collections::BTreeSet<_> = runs.iter().map(|r| &r.0).collect();

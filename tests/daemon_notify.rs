@@ -7,6 +7,8 @@
 //! exec payrecon …'`: `exec` keeps the shell's pid, so the variable holds payrecon's own pid,
 //! exactly as under systemd.
 
+mod pg_support;
+
 use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -72,7 +74,7 @@ fn run_notifies_ready_pings_the_watchdog_and_stops_cleanly_on_sigterm() {
         format!(
             r#"
 [ledger]
-path = "{}"
+{}
 
 [schedule]
 reconcile = "*/2 * * * * *"
@@ -85,7 +87,7 @@ app_code = "TESTAPPCODE"
 client_key = "test-client-key"
 timezone = "+08:00"
 "#,
-            dir.path().join("ledger.db").display()
+            pg_support::ledger_store_toml(&dir.path().join("ledger.db"))
         ),
     )
     .unwrap();

@@ -57,10 +57,8 @@ async fn ten_payments_are_resolved_in_ceil_ten_over_batch_calls() {
         .map(|i| qf_payment(&format!("Z{i}"), None, "800101", 500, t))
         .collect();
     h.register(&settled).await;
-    sqlx::query("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no LIKE 'Z%'")
-        .execute(h.ledger.as_sqlite().unwrap().pool())
-        .await
-        .unwrap();
+    h.execute("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no LIKE 'Z%'")
+        .await;
     let summary = h.pass(&h.engine()).await;
     assert_eq!(fake.query_calls(), 3, "⌈10/4⌉ batched lookups");
     assert_eq!(summary.counters.calls, 3);

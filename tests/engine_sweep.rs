@@ -82,14 +82,10 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
     ));
     ledger.push(qf_payment("LOST1", None, "800101", 100, mid));
     h.register(&ledger).await;
-    sqlx::query("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no <> 'OPEN1' AND out_trade_no <> 'LOST1'")
-        .execute(h.ledger.as_sqlite().unwrap().pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z' WHERE out_trade_no = 'OPEN1'")
-        .execute(h.ledger.as_sqlite().unwrap().pool())
-        .await
-        .unwrap();
+    h.execute("UPDATE payments SET state = 'succeeded', next_check_at = NULL WHERE out_trade_no <> 'OPEN1' AND out_trade_no <> 'LOST1'")
+        .await;
+    h.execute("UPDATE payments SET next_check_at = '2999-01-01T00:00:00.000Z' WHERE out_trade_no = 'OPEN1'")
+        .await;
 
     let engine = h.engine();
     let r = engine
@@ -158,7 +154,6 @@ async fn a_sweep_reports_what_each_side_is_missing_and_never_twice() {
 #[tokio::test]
 async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the_look_back() {
     use chrono::{DurationRound, TimeDelta};
-    use payrecon::ledger::time::to_db;
     let fake = FakeQfpay::start(Vec::new()).await;
     let mut h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
     h.settings.schedule.sweep_look_back = std::time::Duration::from_secs(6 * 3600);
@@ -191,18 +186,15 @@ async fn the_scheduled_sweep_keeps_its_own_cursor_and_re_reads_windows_after_the
     engine
         .sweep_closed_windows(now, &tokio_util::sync::CancellationToken::new())
         .await;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT window_start, round FROM sweep_cursors WHERE completed_at IS NOT NULL",
-    )
-    .fetch_all(h.ledger.as_sqlite().unwrap().pool())
-    .await
-    .unwrap();
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, i64)> = h
+        .fetch_all("SELECT window_start, round FROM sweep_cursors WHERE completed_at IS NOT NULL")
+        .await;
     assert!(
-        rows.contains(&(to_db(c0), 0)),
+        rows.contains(&(c0, 0)),
         "the days after the schedule's cursor are read: {rows:?}"
     );
     assert!(
-        rows.contains(&(to_db(c0 - TimeDelta::days(1)), 1)),
+        rows.contains(&(c0 - TimeDelta::days(1), 1)),
         "the first day is read again after the look-back: {rows:?}"
     );
 }

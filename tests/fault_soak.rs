@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use payrecon::sandbox::{Faults, RateLimits};
 use reliability_support::*;
-use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_one() {
@@ -90,25 +89,24 @@ async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_o
     let (_, stranded) = w.mismatches().await;
 
     // Every decisive transition rests on a gateway answer; transport faults change nothing.
-    let pool = w.pool().await;
-    let rows = sqlx::query(
-        "SELECT payment_id, kind, from_state, to_state, provider_code, evidence FROM events
-         WHERE from_state IS NOT to_state OR kind = 'call_failed'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let db = w.db().await;
+    type Transition = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Transition> = db
+        .fetch_all(
+            "SELECT payment_id, kind, from_state, to_state, provider_code, evidence FROM events
+             WHERE from_state IS DISTINCT FROM to_state OR kind = 'call_failed'",
+        )
+        .await;
     let mut call_failed = 0;
-    for r in &rows {
-        let kind: String = r.get("kind");
-        let from: Option<String> = r.get("from_state");
-        let to: Option<String> = r.get("to_state");
-        let code: Option<String> = r.get("provider_code");
-        let evidence: String = r.get("evidence");
-        let what = format!(
-            "payment {}: {kind} {from:?} -> {to:?} ({code:?})",
-            r.get::<i64, _>("payment_id")
-        );
+    for (payment_id, kind, from, to, code, evidence) in rows {
+        let what = format!("payment {payment_id}: {kind} {from:?} -> {to:?} ({code:?})");
         match (kind.as_str(), to.as_deref()) {
             ("call_failed", _) => {
                 call_failed += 1;
@@ -134,13 +132,13 @@ async fn every_payment_reaches_its_truth_through_faults_and_none_is_decided_by_o
             );
         }
     }
-    let needs_review: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM payments WHERE state IN ('needs_review', 'cancelled')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    let needs_review = db
+        .fetch_all::<(i64,)>(
+            "SELECT COUNT(*) FROM payments WHERE state IN ('needs_review', 'cancelled')",
+        )
+        .await[0]
+        .0;
+    db.close().await;
     assert_eq!(
         needs_review, 0,
         "a fault pushed payments to review or cancelled"

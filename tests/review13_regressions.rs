@@ -29,12 +29,10 @@ async fn review13_no_cancel_leaves_a_lane_whose_account_was_taken_over() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A stalls past its lease; B takes the account over.
-    sqlx::query(
+    h.execute(
         "UPDATE account_leases SET expires_at = '2000-01-01T00:00:00.000Z' WHERE account = 'hk'",
     )
-    .execute(h.ledger.as_sqlite().unwrap().pool())
-    .await
-    .unwrap();
+    .await;
     let b = h
         .ledger
         .acquire_account("hk", "B", Duration::from_secs(60), 20, Utc::now())

@@ -17,9 +17,7 @@ use payrecon::sandbox::{
 };
 
 async fn open(w: &World) -> ledger::Ledger {
-    ledger::open(&w.ledger, Duration::from_secs(10))
-        .await
-        .unwrap()
+    open_configured(&w.config).await
 }
 
 /// What `POST /notify/...` does for a payment the ledger holds (`notify::mark`).

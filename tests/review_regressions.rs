@@ -41,13 +41,13 @@ fn sweep(w: &World, from: DateTime<Utc>, to: DateTime<Utc>, again: bool) -> Stri
 }
 
 async fn sql(w: &World, q: &str) {
-    let ledger = payrecon::ledger::open(&w.ledger, std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
-        .execute(ledger.as_sqlite().unwrap().pool())
-        .await
-        .unwrap();
+    let ledger = open_configured(&w.config).await;
+    let q = || sqlx::AssertSqlSafe(q.to_string());
+    match &ledger {
+        payrecon::ledger::Ledger::Sqlite(l) => sqlx::query(q()).execute(l.pool()).await.map(drop),
+        payrecon::ledger::Ledger::Postgres(l) => sqlx::query(q()).execute(l.pool()).await.map(drop),
+    }
+    .unwrap();
     ledger.close().await;
 }
 

@@ -2,6 +2,8 @@
 //! `reconcile --once`: the pass stops between chunks, releases its leases and exits 0, so
 //! stopping payrecon-reconcile.service does not mark the unit failed.
 
+mod pg_support;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -35,7 +37,7 @@ fn sigterm_during_a_one_off_pass_exits_0_and_leaves_the_rest_for_the_next_pass()
         format!(
             r#"
 [ledger]
-path = "{}"
+{}
 [reconcile]
 chunk_size = 1
 concurrency = 1
@@ -48,7 +50,7 @@ client_key = "{KEY}"
 request_timeout = "1s"
 retry_for = "100ms"
 "#,
-            dir.path().join("l.db").display(),
+            pg_support::ledger_store_toml(&dir.path().join("l.db")),
             silent_gateway()
         ),
     )

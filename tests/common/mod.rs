@@ -5,6 +5,8 @@
 
 pub mod fake_ecpay;
 pub mod fake_qfpay;
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
 
 use chrono::{DateTime, Utc};
 use payrecon::config::{self, Settings};
@@ -71,7 +73,9 @@ rate_per_minute = {per_minute}
     )
 }
 
-/// A harness whose config has a ledger, `[reconcile]` with `chunk_size = 50` and the
+/// A harness whose config has a ledger (SQLite in the harness's directory, or a fresh PostgreSQL
+/// database with `PAYRECON_TEST_STORE=postgres`: [`pg_support::ledger_store_toml`]),
+/// `[reconcile]` with `chunk_size = 50` and the
 /// `reconcile` keys, then `accounts` (whole `[[accounts]]` tables).
 pub async fn harness_with(reconcile: &str, accounts: &str) -> Harness {
     let _ = tracing_subscriber::fmt()
@@ -82,13 +86,13 @@ pub async fn harness_with(reconcile: &str, accounts: &str) -> Harness {
     let toml = format!(
         r#"
 [ledger]
-path = "{ledger}"
+{ledger}
 [reconcile]
 chunk_size = 50
 {reconcile}
 {accounts}
 "#,
-        ledger = dir.path().join("l.db").display()
+        ledger = pg_support::ledger_store_toml(&dir.path().join("l.db"))
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap();
@@ -102,6 +106,34 @@ chunk_size = 50
 }
 
 impl Harness {
+    /// Runs one statement straight on the store (a test's setup the ledger has no operation
+    /// for). Keep `sql` to what both stores read alike: timestamps as ISO strings, no `?`.
+    pub async fn execute(&self, sql: &str) {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match &self.ledger {
+            Ledger::Sqlite(l) => sqlx::query(q()).execute(l.pool()).await.map(drop),
+            Ledger::Postgres(l) => sqlx::query(q()).execute(l.pool()).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{sql:?} on {}: {e}", self.ledger.store_name()))
+    }
+
+    /// The rows of one query straight on the store, as `T` (a tuple of types both stores
+    /// decode: text, integers, `DateTime<Utc>`).
+    pub async fn fetch_all<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match &self.ledger {
+            Ledger::Sqlite(l) => sqlx::query_as(q()).fetch_all(l.pool()).await,
+            Ledger::Postgres(l) => sqlx::query_as(q()).fetch_all(l.pool()).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql:?} on {}: {e}", self.ledger.store_name()))
+    }
+
     pub fn engine(&self) -> Reconciler {
         Reconciler::new(self.ledger.clone(), &self.settings).unwrap()
     }

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -24,7 +27,6 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: SandboxHandle,
     pub config: PathBuf,
-    pub ledger: PathBuf,
 }
 
 /// The sandbox's QFPay merchant time (+08:00).
@@ -54,11 +56,11 @@ impl World {
         tweak(&mut cfg);
         let sandbox = Sandbox::start(cfg).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let ledger = dir.path().join("ledger.db");
+        let ledger = pg_support::ledger_store_toml(&dir.path().join("ledger.db"));
         let url = sandbox.base_url();
         let toml = format!(
             r#"[ledger]
-path = "{ledger}"
+{ledger}
 
 [log]
 level = "info"
@@ -84,7 +86,6 @@ request_timeout = "2s"
 retry_for = "1s"
 {ec_keys}
 "#,
-            ledger = ledger.display(),
             qf_retry = if qf_keys.contains("retry_for") {
                 ""
             } else {
@@ -97,7 +98,6 @@ retry_for = "1s"
             dir,
             sandbox,
             config,
-            ledger,
         }
     }
 
@@ -170,9 +170,7 @@ retry_for = "1s"
     }
 
     async fn open(&self) -> Ledger {
-        payrecon::ledger::open(&self.ledger, std::time::Duration::from_secs(10))
-            .await
-            .unwrap()
+        open_configured(&self.config).await
     }
 
     pub async fn payment(&self, key: &str) -> PaymentRow {
@@ -198,12 +196,12 @@ retry_for = "1s"
     /// `(kind, payment's out_trade_no or None, detail)` of every discrepancy.
     pub async fn discrepancies(&self) -> Vec<(String, Option<String>, String)> {
         let ledger = self.open().await;
-        let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-            "SELECT d.kind, p.out_trade_no, d.detail FROM discrepancies d
-             LEFT JOIN payments p ON p.id = d.payment_id ORDER BY d.id",
-        )
-        .fetch_all(ledger.as_sqlite().unwrap().pool())
-        .await
+        let sql = "SELECT d.kind, p.out_trade_no, d.detail FROM discrepancies d
+             LEFT JOIN payments p ON p.id = d.payment_id ORDER BY d.id";
+        let rows: Vec<(String, Option<String>, String)> = match &ledger {
+            Ledger::Sqlite(l) => sqlx::query_as(sql).fetch_all(l.pool()).await,
+            Ledger::Postgres(l) => sqlx::query_as(sql).fetch_all(l.pool()).await,
+        }
         .unwrap();
         ledger.close().await;
         rows
@@ -218,6 +216,14 @@ retry_for = "1s"
             .unwrap();
         v.reversal_calls + v.close_calls
     }
+}
+
+/// The ledger the config at `config` names (SQLite or PostgreSQL), opened as the binary opens it.
+pub async fn open_configured(config: &std::path::Path) -> Ledger {
+    let settings = payrecon::config::load(Some(config)).unwrap();
+    payrecon::ledger::open_store(&settings.ledger)
+        .await
+        .unwrap()
 }
 
 /// The client key of [`Scripted`]'s account, which its answers are signed with.
@@ -244,7 +250,7 @@ impl Scripted {
             &config,
             format!(
                 r#"[ledger]
-path = "{}"
+{}
 [[accounts]]
 name = "hk"
 provider = "qfpay"
@@ -254,7 +260,7 @@ client_key = "{SCRIPTED_KEY}"
 retry_for = "1s"
 {extra}
 "#,
-                dir.path().join("l.db").display(),
+                pg_support::ledger_store_toml(&dir.path().join("l.db")),
             ),
         )
         .unwrap();
@@ -299,11 +305,6 @@ retry_for = "1s"
 
     /// The ledger, opened.
     pub async fn ledger(&self) -> Ledger {
-        payrecon::ledger::open(
-            &self.dir.path().join("l.db"),
-            std::time::Duration::from_secs(5),
-        )
-        .await
-        .unwrap()
+        open_configured(&self.config).await
     }
 }

@@ -36,10 +36,13 @@ pub async fn fresh_database() -> String {
     let admin = sqlx::PgPool::connect(&server)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+    // A random part too: a test binary may hold this module twice (its own `mod pg_support`
+    // and `common`'s), each with its own counter.
     let name = format!(
-        "payrecon_test_{}_{}",
+        "payrecon_test_{}_{}_{:08x}",
         std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
     );
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
@@ -49,6 +52,46 @@ pub async fn fresh_database() -> String {
     let mut url = url::Url::parse(&server).unwrap();
     url.set_path(&name);
     url.to_string()
+}
+
+/// Whether the engine, binary and crash/concurrency tests run on PostgreSQL:
+/// `PAYRECON_TEST_STORE=postgres` (`tests/run.sh` runs a list of them so after the whole suite).
+/// Unset or `sqlite`: SQLite, the default. Anything else is a mistake, and says so.
+pub fn postgres_wanted() -> bool {
+    match std::env::var("PAYRECON_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("PAYRECON_TEST_STORE={other:?}: expected `sqlite` or `postgres`"),
+    }
+}
+
+/// The URL of a fresh, migrated database, for code that is not async (or runs on a
+/// current-thread runtime): created on a thread with a runtime of its own.
+pub fn fresh_ledger_url() -> String {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (pool, url) = fresh_ledger().await;
+                pool.close().await;
+                url
+            })
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The store key of a test config's `[ledger]` table: `path = "<sqlite_file>"`, or with
+/// `PAYRECON_TEST_STORE=postgres` `url = "<a fresh database>"` (the test server trusts its
+/// role: no password).
+pub fn ledger_store_toml(sqlite_file: &std::path::Path) -> String {
+    if postgres_wanted() {
+        format!("url = \"{}\"", fresh_ledger_url())
+    } else {
+        format!("path = \"{}\"", sqlite_file.display())
+    }
 }
 
 /// A SQLite ledger in a temporary directory (kept alive by the returned guard).

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,8 +20,8 @@ use payrecon::sandbox::{
     DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, EcpayStatus, Faults, OutcomeMix, RateLimits, Sandbox,
     SandboxConfig, SandboxHandle,
 };
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
 pub const QF: &str = "hk";
@@ -57,8 +60,40 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: SandboxHandle,
     pub config: PathBuf,
+    /// The SQLite ledger file (none is written when the config names a PostgreSQL database).
     pub ledger: PathBuf,
+    /// The PostgreSQL database the config names, with `PAYRECON_TEST_STORE=postgres`.
+    pub ledger_url: Option<String>,
     pub payments: Vec<Seeded>,
+}
+
+/// The ledger's database, whichever store holds it, for the checks' own queries. Queries
+/// written for both: `$1` parameters, timestamps tested with `IS NULL` rather than read.
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// The rows of `sql` as `T` (a tuple of types both stores decode).
+    pub async fn fetch_all<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Db::Sqlite(p) => sqlx::query_as(q()).fetch_all(p).await,
+            Db::Postgres(p) => sqlx::query_as(q()).fetch_all(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn close(self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
 }
 
 /// How many payments of each kind a world holds.
@@ -113,11 +148,15 @@ impl Default for Knobs {
     }
 }
 
-fn write_config(dir: &Path, url: &str, knobs: &Knobs) -> (PathBuf, PathBuf) {
+fn write_config(dir: &Path, url: &str, knobs: &Knobs) -> (PathBuf, PathBuf, Option<String>) {
     let ledger = knobs.ledger_dir.as_deref().unwrap_or(dir).join("ledger.db");
+    let store = pg_support::ledger_store_toml(&ledger);
+    let ledger_url = store
+        .strip_prefix("url = \"")
+        .map(|u| u.trim_end_matches('"').to_string());
     let toml = format!(
         r#"[ledger]
-path = "{ledger}"
+{store}
 busy_timeout = "30s"
 
 [schedule]
@@ -156,7 +195,6 @@ nopay_interval = "2s"
 unauthorized_horizon = "1m"
 {ecpay_rate}{account}{ecpay}
 "#,
-        ledger = ledger.display(),
         reconcile = knobs.reconcile,
         schedule = knobs.schedule,
         account = knobs.account,
@@ -169,7 +207,7 @@ unauthorized_horizon = "1m"
     );
     let path = dir.join("payrecon.toml");
     std::fs::write(&path, toml).unwrap();
-    (path, ledger)
+    (path, ledger, ledger_url)
 }
 
 fn spec(prefix: &str, count: usize, start: DateTime<Utc>, span_s: u64, seed: u64) -> BulkSpec {
@@ -280,12 +318,14 @@ pub async fn world(mix: Mix, knobs: Knobs, seed: u64) -> World {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (config, ledger) = write_config(dir.path(), sandbox.base_url().as_str(), &knobs);
+    let (config, ledger, ledger_url) =
+        write_config(dir.path(), sandbox.base_url().as_str(), &knobs);
     let w = World {
         dir,
         sandbox,
         config,
         ledger,
+        ledger_url,
         payments,
     };
     w.import_all();
@@ -343,7 +383,20 @@ impl World {
             .unwrap()
     }
 
+    /// The ledger's database, SQLite or PostgreSQL.
+    pub async fn db(&self) -> Db {
+        match &self.ledger_url {
+            Some(url) => Db::Postgres(PgPool::connect(url).await.unwrap()),
+            None => Db::Sqlite(self.pool().await),
+        }
+    }
+
+    /// The SQLite ledger file's pool (tests of the file itself; see [`World::db`]).
     pub async fn pool(&self) -> SqlitePool {
+        assert!(
+            self.ledger_url.is_none(),
+            "this test reads the SQLite file itself: it does not run on PostgreSQL"
+        );
         let opts = SqliteConnectOptions::new()
             .filename(&self.ledger)
             .busy_timeout(Duration::from_secs(30));
@@ -356,21 +409,16 @@ impl World {
 
     /// `(account, out_trade_no)` → (state, reversal_requested).
     pub async fn ledger_states(&self) -> BTreeMap<(String, String), (String, bool)> {
-        let pool = self.pool().await;
-        let rows = sqlx::query(
-            "SELECT account, out_trade_no, state, reversal_requested_at IS NOT NULL AS rr FROM payments",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        rows.iter()
-            .map(|r| {
-                (
-                    (r.get("account"), r.get("out_trade_no")),
-                    (r.get("state"), r.get("rr")),
-                )
-            })
+        let db = self.db().await;
+        let rows: Vec<(String, String, String, bool)> = db
+            .fetch_all(
+                "SELECT account, out_trade_no, state, reversal_requested_at IS NOT NULL AS rr
+                 FROM payments",
+            )
+            .await;
+        db.close().await;
+        rows.into_iter()
+            .map(|(account, no, state, rr)| ((account, no), (state, rr)))
             .collect()
     }
 
@@ -477,31 +525,34 @@ impl World {
 
     /// The invariants every scenario ends with. Returns the number of events checked.
     pub async fn assert_invariants(&self) -> usize {
-        let pool = self.pool().await;
-        let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(ok, "ok", "PRAGMA integrity_check");
-        let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        assert!(fk.is_empty(), "foreign key violations: {}", fk.len());
+        let db = self.db().await;
+        // SQLite's own checks of the file. (PostgreSQL enforces the foreign keys itself and
+        // has no file-level check to ask for.)
+        if let Db::Sqlite(pool) = &db {
+            let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(ok, "ok", "PRAGMA integrity_check");
+            let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            assert!(fk.is_empty(), "foreign key violations: {}", fk.len());
+        }
 
         // History: once a payment reached a final state, no event takes it back to an open one.
-        let rows = sqlx::query(
-            "SELECT payment_id, id, kind, from_state, to_state FROM events ORDER BY payment_id, id",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+        let rows: Vec<(i64, String, Option<String>, Option<String>)> = db
+            .fetch_all(
+                "SELECT payment_id, kind, from_state, to_state FROM events
+                 ORDER BY payment_id, id",
+            )
+            .await;
         let mut reopened = Vec::new();
         let mut current: Option<(i64, bool)> = None;
-        for r in &rows {
-            let pid: i64 = r.get("payment_id");
-            let to: Option<String> = r.get("to_state");
-            let from: Option<String> = r.get("from_state");
+        for (pid, kind, from, to) in &rows {
+            let (pid, kind) = (*pid, kind.clone());
+            let (from, to) = (from.clone(), to.clone());
             let was_final = match current {
                 Some((p, f)) if p == pid => f,
                 _ => false,
@@ -509,7 +560,6 @@ impl World {
             let from_final = from.as_deref().is_some_and(is_final);
             let to_open = to.as_deref().is_some_and(|s| !is_final(s));
             if (was_final || from_final) && to_open {
-                let kind: String = r.get("kind");
                 reopened.push(format!("payment {pid}: event {kind} {from:?} -> {to:?}"));
             }
             let now_final = was_final || to.as_deref().is_some_and(is_final);
@@ -522,19 +572,18 @@ impl World {
         );
 
         // The row agrees with its history, and nothing final is still scheduled or leased.
-        let rows = sqlx::query(
-            "SELECT p.id, p.state, p.next_check_at, p.lease_owner, p.provider, p.retry_reason,
+        // id, state, scheduled, provider, retry_reason, the last event's to_state
+        type RowAndHistory = (i64, String, bool, String, Option<String>, Option<String>);
+        let rows: Vec<RowAndHistory> = db
+            .fetch_all(
+                "SELECT p.id, p.state, p.next_check_at IS NOT NULL AS scheduled, p.provider,
+                    p.retry_reason,
                     (SELECT to_state FROM events e WHERE e.payment_id = p.id AND e.to_state IS NOT NULL
                      ORDER BY e.id DESC LIMIT 1) AS last_to
-             FROM payments p",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        for r in &rows {
-            let state: String = r.get("state");
-            let last: Option<String> = r.get("last_to");
-            let id: i64 = r.get("id");
+                 FROM payments p",
+            )
+            .await;
+        for (id, state, scheduled, provider, reason, last) in rows {
             if state != "pending" {
                 assert_eq!(
                     last.as_deref(),
@@ -543,10 +592,7 @@ impl World {
                 );
             }
             if is_final(&state) {
-                let next: Option<String> = r.get("next_check_at");
                 // The one exception: a paid ECPay order watched within its look-back.
-                let provider: String = r.get("provider");
-                let reason: Option<String> = r.get("retry_reason");
                 let watched = provider == "ecpay"
                     && matches!(
                         state.as_str(),
@@ -554,7 +600,7 @@ impl World {
                     )
                     && matches!(reason.as_deref(), Some("after_final" | "call_failed"));
                 assert!(
-                    next.is_none() || watched,
+                    !scheduled || watched,
                     "payment {id} is {state} but still scheduled"
                 );
             }
@@ -567,12 +613,9 @@ impl World {
             cancelled_twice.is_empty(),
             "reversed/closed more than once: {cancelled_twice:?}"
         );
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        events as usize
+        let events: Vec<(i64,)> = db.fetch_all("SELECT COUNT(*) FROM events").await;
+        db.close().await;
+        events[0].0 as usize
     }
 
     /// How many reversal/close calls the sandbox served.
