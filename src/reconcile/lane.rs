@@ -306,6 +306,7 @@ impl Reconciler {
             stop: lane.lost.clone(),
             lease: lane.clock.clone(),
             shutdown: shutdown.clone(),
+            share: (&self.share, &lane.share),
         };
         if scope.strategy == Strategy::Planned
             && !scope.dry_run
@@ -336,6 +337,10 @@ impl Reconciler {
                 }
                 .into());
             }
+            if ctx(Utc::now()).over_share() {
+                tracing::info!(account = %rt.name, "this replica holds more than its fair share of the lanes; the account is left to another replica");
+                return Ok(());
+            }
             if !lane.clock.may_call() {
                 // Not renewed in time (a stall, a ledger that refused the heartbeat): this lane
                 // no longer surely holds the account, though nobody may have taken it.
@@ -354,10 +359,6 @@ impl Reconciler {
             summary.counters.claimed += due.len() as u64;
             let _timer = crate::metrics::time_unit(&rt.name);
             self.work_unit(&ctx(now), scope, rt, &due, summary).await?;
-            if self.share.yield_if_over(&lane.share) {
-                tracing::info!(account = %rt.name, "this replica holds more than its fair share of the lanes; the account is left to another replica");
-                return Ok(());
-            }
         }
     }
 

@@ -161,6 +161,8 @@ pub(crate) struct PassContext<'a> {
     pub lease: lane::LeaseClock,
     /// Stop requested: the unit in flight is finished, but no last resort is started.
     pub shutdown: CancellationToken,
+    /// This process's fair share of the lanes, and the lane's place in it.
+    pub share: (&'a share::LaneShare, &'a share::ShareSlot),
 }
 
 impl PassContext<'_> {
@@ -168,6 +170,14 @@ impl PassContext<'_> {
     /// surely holds the account. (Answers of calls already made are still written.)
     pub fn may_call(&self) -> bool {
         !self.stop.is_cancelled() && !self.shutdown.is_cancelled() && self.lease.may_call()
+    }
+
+    /// Whether the lane must leave the account to another replica: this process holds more
+    /// lanes than its share (`reconcile::share`). Asked between units and between the pages
+    /// of a window, so a long window sweep does not keep a lane past its share either.
+    pub fn over_share(&self) -> bool {
+        let (share, slot) = self.share;
+        slot.given_back() || share.yield_if_over(slot)
     }
 
     /// A jitter sample for retry delays.

@@ -2,7 +2,7 @@
 //! PostgreSQL, or one SQLite file on one host) each try every account at every tick; without a
 //! bound the quickest would hold every lane while the others idle. So a daemon holds at most
 //! `ceil(accounts / live replicas)` account leases at once, and tries the accounts starting at
-//! its own slice (its rank among the live replicas × its share), so that each replica keeps
+//! its own slice (from its rank among the live replicas × accounts / replicas), so each keeps
 //! working the same merchants from tick to tick.
 //!
 //! Live replicas are those that wrote their `replicas` row within one lease
@@ -38,6 +38,13 @@ pub(crate) struct ShareSlot {
     given_back: AtomicBool,
 }
 
+impl ShareSlot {
+    /// Whether this lane's place was given back ([`LaneShare::yield_if_over`]): it must leave.
+    pub fn given_back(&self) -> bool {
+        self.given_back.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for ShareSlot {
     fn drop(&mut self) {
         if !self.given_back.load(Ordering::Acquire) {
@@ -62,7 +69,9 @@ pub(crate) fn fair_share(live: &[String], me: &str, accounts: usize) -> (usize, 
     let replicas = live.len().max(1);
     let share = accounts.div_ceil(replicas).max(1);
     let rank = live.iter().position(|h| h == me).unwrap_or(0);
-    (share, (rank * share) % accounts.max(1))
+    // Slices start evenly apart, so every replica has accounts of its own to start from even
+    // when the shares overlap (3 replicas, 4 accounts: 0-1, 1-2, 2-3).
+    (share, rank * accounts / replicas)
 }
 
 impl LaneShare {
@@ -173,6 +182,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn slices_start_apart() {
+        let starts = |replicas, accounts| {
+            let live = live(replicas);
+            live.iter()
+                .map(|me| fair_share(&live, me, accounts).1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(3, 4), [0, 1, 2]);
+        assert_eq!(starts(2, 4), [0, 2]);
+        assert_eq!(starts(3, 9), [0, 3, 6]);
     }
 
     #[test]

@@ -136,6 +136,10 @@ async fn read_window(
         if !ctx.may_call() {
             break;
         }
+        if ctx.over_share() {
+            tracing::info!(%account, "this replica holds more than its fair share of the lanes; the window is left to another replica");
+            break;
+        }
         let next = tokio::select! {
             next = pager.next_page() => next,
             () = ctx.stop.cancelled() => break,
