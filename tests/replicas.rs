@@ -648,13 +648,13 @@ async fn three_replicas_on_postgres_survive_a_kill_and_a_stall_without_a_double_
         procs: vec![None, None, None],
         logs: Vec::new(),
     };
-    let mut holders: Vec<Vec<String>> = vec![Vec::new(); 3];
     for i in 0..3 {
         r.spawn(i);
     }
+    // Each replica's holder ids (`host:pid:tag`), one per process it ran as.
+    let mut holders: Vec<Vec<String>> = Vec::new();
     for i in 0..3 {
-        let h = wait_for_holder(&pool, r.pid(i)).await;
-        holders[i].push(h);
+        holders.push(vec![wait_for_holder(&pool, r.pid(i)).await]);
     }
 
     // Phase 1: all three live. Sample who holds which lane.
