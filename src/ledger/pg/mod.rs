@@ -115,6 +115,7 @@ async fn pool_with(
     max_connections: u32,
     connect_timeout: Duration,
 ) -> Result<PgPool, LedgerError> {
+    let options = bounded_idle_transactions(options, connect_timeout);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
@@ -126,6 +127,22 @@ async fn pool_with(
         })?;
     ensure_schema(&pool, url).await?;
     Ok(pool)
+}
+
+/// A session of this process that sits inside a transaction without a word for
+/// `idle` (at least a second) is ended by the server, and its transaction rolled back. Every
+/// transaction of the ledger is a few statements sent back to back, so only a stalled process
+/// (SIGSTOP, a paused VM, a network partition) stays that long, and the row locks it holds
+/// (the lease row `FOR SHARE` of a fenced write) would otherwise keep every other replica off
+/// the account, and block its acquisition, its reaper and their connections, until the server
+/// noticed the dead peer (TCP keepalive: hours). A value the URL's `options` set is kept.
+fn bounded_idle_transactions(options: PgConnectOptions, idle: Duration) -> PgConnectOptions {
+    const GUC: &str = "idle_in_transaction_session_timeout";
+    if options.get_options().is_some_and(|o| o.contains(GUC)) {
+        return options;
+    }
+    let ms = idle.max(Duration::from_secs(1)).as_millis();
+    options.options([(GUC, format!("{ms}ms"))])
 }
 
 /// Applies the migrations only when the ledger's schema is behind this payrecon: a schema that
