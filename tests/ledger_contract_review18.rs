@@ -67,7 +67,10 @@ async fn a_replica_stalled_inside_a_fenced_write_does_not_hold_the_account_forev
         Ok(_) => stalled.commit().await.is_ok(),
         Err(_) => false,
     };
-    assert!(!committed, "a write of the stalled replica committed after B took over");
+    assert!(
+        !committed,
+        "a write of the stalled replica committed after B took over"
+    );
 }
 
 fn new_payment(no: &str, t: chrono::DateTime<Utc>) -> payrecon::ledger::NewPayment {
@@ -214,7 +217,10 @@ async fn a_replica_whose_clock_runs_ahead_cannot_take_a_lease_renewed_on_time() 
     assert!(a.renew_account(&fence, ttl, beat).await.unwrap());
     // 16 s later by the true clock, B, whose clock is 45 s ahead, tries the account.
     let b_clock = t0 + chrono::Duration::seconds(36 + 45);
-    let taken = b.acquire_account("hk", "B", ttl, 400, b_clock).await.unwrap();
+    let taken = b
+        .acquire_account("hk", "B", ttl, 400, b_clock)
+        .await
+        .unwrap();
     assert!(
         taken.is_err(),
         "B took a lease A renewed 16 s ago and may call on for 24 s more"

@@ -117,7 +117,11 @@ async fn a_sweep_waiting_for_another_replicas_account_does_not_starve_the_own_sl
     a.set_share(&live);
     b.set_share(&live);
     // Whichever of the two is ranked first works hk and hk2 (its slice), for a long time.
-    let (first, second) = if live[0] == a.owner() { (&a, &b) } else { (&b, &a) };
+    let (first, second) = if live[0] == a.owner() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     for account in ["hk", "hk2"] {
         h.ledger
             .acquire_account(
