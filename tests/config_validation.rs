@@ -419,3 +419,33 @@ fn a_ledger_url_that_is_not_postgresql_is_reported() {
         "{lines:?}"
     );
 }
+
+/// Review 18: the driver decodes the query's keys (`url::Url::query_pairs`), so
+/// `?pass%77ord=…` is the password `password=…` is, and a URL carrying it was accepted and then
+/// shown by `config check`, in errors and in logs. Any spelling of a password parameter is
+/// refused, and the secret is never shown.
+#[test]
+fn a_postgres_url_with_an_encoded_or_differently_cased_password_is_refused() {
+    for url in [
+        "postgres://payrecon@db.example/ledger?pass%77ord=PG-SECRET-PASSWORD",
+        "postgres://payrecon@db.example/ledger?%70assword=PG-SECRET-PASSWORD",
+        "postgres://payrecon@db.example/ledger?sslmode=disable&PASSWORD=PG-SECRET-PASSWORD",
+        "postgres://payrecon@db.example/ledger?sslpassword=PG-SECRET-PASSWORD",
+    ] {
+        let lines = problems(&format!("[ledger]\nurl = {url:?}\n{QFPAY}"));
+        assert!(
+            has(&lines, "ledger.url: carries a password"),
+            "{url}: {lines:?}"
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains("PG-SECRET-PASSWORD")),
+            "{lines:?}"
+        );
+    }
+    // The driver does take the encoded key as the password.
+    let o: sqlx::postgres::PgConnectOptions =
+        "postgres://payrecon@db.example/ledger?pass%77ord=PG-SECRET-PASSWORD"
+            .parse()
+            .unwrap();
+    assert!(format!("{o:?}").contains("PG-SECRET-PASSWORD"));
+}

@@ -102,3 +102,57 @@ async fn with_more_replicas_than_accounts_each_takes_at_most_one() {
     h.pass(&engines[0]).await;
     assert_eq!(settled(&h).await.len(), 1);
 }
+
+/// Review 18: the hourly sweep enters every QFPay account's lane at once and waits up to 30
+/// minutes for an account another process holds. A lane waiting for a lease must not sit on
+/// one of this replica's share slots: before the fix, b's sweeps of the two accounts a works
+/// took both of b's slots while they waited, so b's passes left its own slice (hk3, hk4)
+/// unworked for the whole wait, every hour, and b never swept hk3 or hk4 either.
+#[tokio::test]
+async fn a_sweep_waiting_for_another_replicas_account_does_not_starve_the_own_slice() {
+    let (_qf, h) = four_accounts().await;
+    let (a, b) = (h.engine(), h.engine());
+    let mut live = vec![a.owner().to_string(), b.owner().to_string()];
+    live.sort();
+    a.set_share(&live);
+    b.set_share(&live);
+    // Whichever of the two is ranked first works hk and hk2 (its slice), for a long time.
+    let (first, second) = if live[0] == a.owner() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    for account in ["hk", "hk2"] {
+        h.ledger
+            .acquire_account(
+                account,
+                first.owner(),
+                std::time::Duration::from_secs(600),
+                400,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap()
+            .expect("free");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweep = second.sweep_closed_windows(chrono::Utc::now(), &stop);
+    let pass = async {
+        // Ticks while the sweep waits (its lanes of hk3 and hk4 sweep first, in turn with
+        // the passes: the lane of an account is one at a time in a process).
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            h.pass(second).await;
+            if settled(&h).await.len() == 2 {
+                break;
+            }
+        }
+        stop.cancel();
+    };
+    tokio::join!(sweep, pass);
+    assert_eq!(
+        settled(&h).await,
+        ["hk3", "hk4"],
+        "the second replica works its own slice while its sweep waits for the first's accounts"
+    );
+}

@@ -122,7 +122,13 @@ fn postgres_url(url: &str, p: &mut Problems<'_>) -> Option<String> {
         );
         return None;
     }
-    if url.contains("password=") {
+    // The driver decodes the query's keys (`?pass%77ord=` is `password=`): check them decoded,
+    // in any case, and any password-like parameter (`sslpassword`, which the driver ignores
+    // but logs with its value).
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| k.to_ascii_lowercase().contains("password"))
+    {
         p.add(
             "url",
             "carries a password (password=…), and a URL is shown in messages and logs: put \

@@ -176,26 +176,40 @@ impl Reconciler {
             .iter()
             .position(|a| a.name == rt.name)
             .unwrap_or_default();
-        let Some(share) = self.share.reserve(index, self.accounts.len()) else {
-            return Ok(Err(NotEntered::Share));
-        };
         let ttl = self.settings.lease;
         let pace = pace_per_minute(rt);
-        let (acquired, at) = loop {
+        let retry = Duration::from_millis(500).min(heartbeat_interval(ttl));
+        // A place in this replica's share is held only while the lease is tried or held, never
+        // while waiting for another process's lease (a scheduled sweep waits up to 30 minutes):
+        // a waiting lane would keep this replica's own slice unworked.
+        let (acquired, at, share) = loop {
+            let Some(share) = self.share.reserve(index, self.accounts.len()) else {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Err(NotEntered::Share));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
+                }
+                continue;
+            };
             let at = Utc::now();
             match self
                 .ledger
                 .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, at)
                 .await?
             {
-                Ok(acquired) => break (acquired, at),
+                Ok(acquired) => break (acquired, at, share),
                 Err(holder) if tokio::time::Instant::now() >= deadline => {
                     return Ok(Err(NotEntered::Held(holder)));
                 }
-                Err(_) => tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500).min(heartbeat_interval(ttl))) => {}
-                    _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
-                },
+                Err(_) => {
+                    drop(share);
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
+                    }
+                }
             }
         };
         let fence = acquired.fence;

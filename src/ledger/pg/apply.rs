@@ -199,9 +199,42 @@ pub(super) async fn insert_discrepancies(
     Ok(done.rows_affected())
 }
 
+/// Whether PostgreSQL rolled the transaction back as the victim of a deadlock (or of a
+/// serialization failure): nothing of it was written, and running it again is safe.
+pub(super) fn aborted_by_the_server(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Query(sqlx::Error::Database(d))
+        if matches!(d.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// How many times a write PostgreSQL aborted as a deadlock victim is tried in all.
+const DEADLOCK_TRIES: u32 = 5;
+
 impl PgLedger {
-    /// As [`crate::ledger::Ledger::apply`].
+    /// As [`crate::ledger::Ledger::apply`]. Writers SQLite would serialise meet here on the
+    /// trigger-kept `payment_counts` rows, which each changed payment locks as it goes (a
+    /// lane's answer and `pay`'s about one account's payments can lock them in opposite
+    /// orders): a transaction PostgreSQL aborts as a deadlock victim wrote nothing and is run
+    /// again, fence check included, so a learned answer is not lost to it.
     pub async fn apply(
+        &self,
+        guard: WriteGuard<'_>,
+        run_id: Option<i64>,
+        updates: &[PaymentUpdate],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<PaymentId>, LedgerError> {
+        let mut tries = 1;
+        loop {
+            match self.apply_once(guard, run_id, updates, now).await {
+                Err(e) if tries < DEADLOCK_TRIES && aborted_by_the_server(&e) => {
+                    tracing::debug!(error = %e, "a ledger write was a deadlock victim; written again");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(
         &self,
         guard: WriteGuard<'_>,
         run_id: Option<i64>,

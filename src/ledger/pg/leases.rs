@@ -37,7 +37,7 @@ impl PgLedger {
         // SKIP LOCKED: a lease row locked by a fenced write in flight (`fenced`) is busy, and
         // waiting on it would hang this lane for as long as that writer, perhaps a replica
         // frozen mid-transaction until the server ends its session
-        // (`idle_in_transaction_session_timeout`, `connect`). Busy reads as held.
+        // (`idle_in_transaction_session_timeout`, `pg::bounded_idle_transactions`). Busy reads as held.
         let locked = sqlx::query(
             "SELECT holder FROM account_leases WHERE account = $1 FOR UPDATE SKIP LOCKED",
         )

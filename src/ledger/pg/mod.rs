@@ -109,22 +109,13 @@ pub async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, Led
     pool_with(options, url, 8, connect_timeout).await
 }
 
-/// How long the server keeps a session that sits inside a transaction doing nothing. A
-/// replica frozen mid-transaction (a paused VM, SIGSTOP) would otherwise keep its row locks,
-/// above all the lease row its fenced write holds `FOR SHARE`, for as long as it is frozen, and
-/// no other replica could take the account when the lease expires. The ledger's transactions
-/// run their statements back to back (no gateway call inside one), so a healthy one is never
-/// idle this long; the frozen one's transaction is rolled back, and on waking it finds its
-/// connection closed and the account, soon, fenced.
-pub const IDLE_IN_TRANSACTION: &str = "10s";
-
 async fn pool_with(
     options: PgConnectOptions,
     url: &str,
     max_connections: u32,
     connect_timeout: Duration,
 ) -> Result<PgPool, LedgerError> {
-    let options = options.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+    let options = bounded_idle_transactions(options, connect_timeout);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
@@ -136,6 +127,22 @@ async fn pool_with(
         })?;
     ensure_schema(&pool, url).await?;
     Ok(pool)
+}
+
+/// A session of this process that sits inside a transaction without a word for
+/// `idle` (at least a second) is ended by the server, and its transaction rolled back. Every
+/// transaction of the ledger is a few statements sent back to back, so only a stalled process
+/// (SIGSTOP, a paused VM, a network partition) stays that long, and the row locks it holds
+/// (the lease row `FOR SHARE` of a fenced write) would otherwise keep every other replica off
+/// the account, and block its acquisition, its reaper and their connections, until the server
+/// noticed the dead peer (TCP keepalive: hours). A value the URL's `options` set is kept.
+fn bounded_idle_transactions(options: PgConnectOptions, idle: Duration) -> PgConnectOptions {
+    const GUC: &str = "idle_in_transaction_session_timeout";
+    if options.get_options().is_some_and(|o| o.contains(GUC)) {
+        return options;
+    }
+    let ms = idle.max(Duration::from_secs(1)).as_millis();
+    options.options([(GUC, format!("{ms}ms"))])
 }
 
 /// Applies the migrations only when the ledger's schema is behind this payrecon: a schema that
