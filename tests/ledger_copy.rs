@@ -346,7 +346,22 @@ async fn target_rows(pg: &PgLedger) -> Vec<(String, i64)> {
     out
 }
 
+/// The counting triggers (off during the copy's transaction) are on.
+async fn assert_triggers_on(pg: &PgLedger) {
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "SELECT tgname::text, tgenabled::text FROM pg_trigger
+          WHERE tgname IN ('payment_counts_insert', 'discrepancy_counts_insert',
+                           'run_totals_insert') ORDER BY tgname",
+    )
+    .fetch_all(pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(states.len(), 3);
+    assert!(states.iter().all(|(_, e)| e == "O"), "{states:?}");
+}
+
 async fn assert_empty(pg: &PgLedger) {
+    assert_triggers_on(pg).await;
     for (t, n) in target_rows(pg).await {
         assert_eq!(n, 0, "{t} holds {n} rows after a refused copy");
     }
@@ -457,7 +472,10 @@ async fn every_row_moves_with_its_id_and_the_ids_continue() {
     // The stale replica is not copied.
     assert!(target_rows(&pg).await.contains(&("replicas".into(), 0)));
 
-    // The ids continue: a new payment, run, event and discrepancy get fresh ids.
+    // The ids continue: a new payment, run, event and discrepancy get fresh ids, and are
+    // counted.
+    assert_triggers_on(&pg).await;
+    let before = p.stats(now).await.unwrap();
     let r = p
         .register(&[new_payment("hk", "AFTER-COPY", 5, 0)], now)
         .await
@@ -480,6 +498,11 @@ async fn every_row_moves_with_its_id_and_the_ids_continue() {
         .unwrap()
         .unwrap();
     assert_eq!(a.fence.token, 4);
+    let after = p.stats(now).await.unwrap();
+    assert_eq!(after.runs, before.runs + 1);
+    assert_eq!(after.open_discrepancies, before.open_discrepancies + 1);
+    let total = |s: &payrecon::ledger::Stats| s.by_state.iter().map(|c| c.count).sum::<i64>();
+    assert_eq!(total(&after), total(&before) + 1);
     assert_eq!(p.events(max + 1).await.unwrap().len(), 1);
 }
 
