@@ -1,5 +1,7 @@
-//! `payrecon ledger list|show|stats`: read the ledger.
+//! `payrecon ledger list|show|stats`: read the ledger. `payrecon ledger copy --to URL`: move a
+//! SQLite ledger to PostgreSQL (`ledger::copy`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -37,6 +39,23 @@ pub enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the configured SQLite ledger, every row and event, into an empty PostgreSQL
+    /// ledger, in one transaction verified before it commits (stop the daemons first).
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The PostgreSQL database: postgres://user@host:port/database, without a password.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// The database password, in a file private to its owner (else PGPASSFILE / ~/.pgpass).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Rows per batch sent to PostgreSQL.
+    #[arg(long, value_name = "N", default_value_t = crate::ledger::copy::BATCH_ROWS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
 }
 
 fn failed(e: impl std::fmt::Display) -> ExitCode {
@@ -45,6 +64,9 @@ fn failed(e: impl std::fmt::Display) -> ExitCode {
 }
 
 pub async fn run(settings: &Settings, cmd: &LedgerCommand) -> Result<ExitCode, ExitCode> {
+    if let LedgerCommand::Copy(args) = cmd {
+        return copy(settings, args).await;
+    }
     let ledger = open_ledger(settings).await?;
     let result = match cmd {
         LedgerCommand::List {
@@ -54,6 +76,7 @@ pub async fn run(settings: &Settings, cmd: &LedgerCommand) -> Result<ExitCode, E
         } => list(&ledger, *state, account.clone(), *format).await,
         LedgerCommand::Show { key } => show(&ledger, key).await,
         LedgerCommand::Stats { json } => stats(&ledger, *json).await,
+        LedgerCommand::Copy(_) => unreachable!("handled above"),
     };
     ledger.close().await;
     result
@@ -233,6 +256,117 @@ async fn stats(ledger: &crate::ledger::Ledger, json: bool) -> Result<ExitCode, E
             dash(&l.paused_until)
         );
     }
+    emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ledger copy`: the configured SQLite ledger into the empty PostgreSQL ledger at `--to`.
+async fn copy(settings: &Settings, args: &CopyArgs) -> Result<ExitCode, ExitCode> {
+    use crate::config::{EX_CONFIG, LedgerStore, postgres_target};
+    use crate::ledger::copy::{CopyError, CopyOptions, copy_to_postgres};
+    use crate::ledger::pg::PgLedger;
+
+    let path = match &settings.ledger.store {
+        LedgerStore::Sqlite { path } => path.clone(),
+        LedgerStore::Postgres(pg) => {
+            error_line!(
+                "payrecon: the configured ledger is already PostgreSQL ({}); `ledger copy` \
+                 moves a SQLite ledger ([ledger] path, with no url) to PostgreSQL",
+                pg.url
+            );
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    };
+    if !path.exists() {
+        error_line!(
+            "payrecon: no SQLite ledger at {} ([ledger] path): nothing to copy",
+            path.display()
+        );
+        return Err(ExitCode::from(super::EX_NOINPUT));
+    }
+    let password_file = args.password_file.as_ref().map(|p| p.display().to_string());
+    let target = postgres_target(&args.to, password_file.as_deref(), 2).map_err(|lines| {
+        error_line!("payrecon: ledger copy refused:");
+        for line in lines {
+            error_line!("  {line}");
+        }
+        ExitCode::from(super::EX_USAGE)
+    })?;
+    let source = open_ledger(settings).await?;
+    let Some(sqlite) = source.as_sqlite() else {
+        unreachable!("a [ledger] path opens a SQLite ledger")
+    };
+    eprintln!(
+        "payrecon: migrating the PostgreSQL ledger at {}",
+        target.url
+    );
+    let pg = match PgLedger::connect_with(&target, settings.ledger.busy_timeout).await {
+        Ok(pg) => pg,
+        Err(e) => {
+            source.close().await;
+            return Err(failed(e));
+        }
+    };
+    eprintln!("payrecon: copying {} into {}", path.display(), target.url);
+    let options = CopyOptions {
+        lease: settings.reconcile.lease,
+        batch_rows: args.batch as usize,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let result = copy_to_postgres(sqlite, &pg, &options).await;
+    pg.close().await;
+    source.close().await;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            error_line!("payrecon: ledger copy failed: {e}");
+            error_line!(
+                "payrecon: nothing was written to {} (its transaction rolled back)",
+                target.url
+            );
+            return Err(match e {
+                CopyError::SourceBusy(_) => ExitCode::from(super::EX_TEMPFAIL),
+                CopyError::TargetNotEmpty(_)
+                | CopyError::Schema(_)
+                | CopyError::Data(_)
+                | CopyError::Mismatch(_) => ExitCode::from(super::EX_DATAERR),
+                CopyError::Ledger(_) => ExitCode::FAILURE,
+            });
+        }
+    };
+    for w in &report.warnings {
+        warning_line!("payrecon: {w}");
+    }
+    let mut out = String::new();
+    let total: i64 = report.rows.iter().map(|(_, n)| n).sum();
+    let secs = report.elapsed.as_secs_f64();
+    outln!(
+        out,
+        "copied {} ({total} rows) into {} in {:.1}s ({:.0} rows/s)",
+        path.display(),
+        target.url,
+        secs,
+        total as f64 / secs.max(0.001)
+    );
+    outln!(out, "verified before commit (source = target):");
+    for c in &report.checks {
+        outln!(
+            out,
+            "  {:<20} {:<28} {:>12} {:>12}",
+            c.table,
+            printable(&c.what),
+            c.source,
+            c.target
+        );
+    }
+    for (table, next) in &report.next_ids {
+        outln!(out, "next {table} id: {next}");
+    }
+    outln!(
+        out,
+        "next: set [ledger] url = \"{}\" (and remove path), then start the daemons",
+        target.url
+    );
     emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, ConfigError, LogFormat, Settings};
 
+/// Exit code for a command used wrongly (`EX_USAGE`): an argument refused.
+pub const EX_USAGE: u8 = 64;
 /// Exit code for bad input data (`EX_DATAERR`).
 pub const EX_DATAERR: u8 = 65;
 /// Exit code for a missing input file (`EX_NOINPUT`).

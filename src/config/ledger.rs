@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::problems::Problems;
+use super::problems::{Problem, Problems};
 use super::raw::RawLedger;
 use super::secret::read_secret_file;
 
@@ -89,6 +89,46 @@ pub(super) fn validate(raw: &RawLedger, p: &mut Problems<'_>) -> Option<LedgerSe
         store,
         busy_timeout,
     })
+}
+
+/// A PostgreSQL ledger named on the command line (`payrecon ledger copy --to URL
+/// [--password-file FILE]`), checked as `[ledger] url` and `password_file` are: a URL without a
+/// password, the password from the (private) file, else from `PGPASSFILE` / `~/.pgpass` when
+/// connecting. The error is one line per problem, prefixed with the option it is about; it
+/// never holds the URL (it may carry the password that got it refused) nor the password.
+pub fn postgres_target(
+    url: &str,
+    password_file: Option<&str>,
+    max_connections: u32,
+) -> Result<PgSettings, Vec<String>> {
+    let mut list: Vec<Problem> = Vec::new();
+    let checked = postgres_url(url, &mut Problems::new("", &mut list));
+    let mut lines: Vec<String> = list
+        .into_iter()
+        .map(|p| {
+            let why = p.message.replace(
+                "password_file (a systemd credential)",
+                "a file given with --password-file",
+            );
+            format!("--to: the URL {why}")
+        })
+        .collect();
+    let password = match password_file.map(read_secret_file) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(why)) => {
+            lines.push(format!("--password-file: {why}"));
+            None
+        }
+    };
+    match checked {
+        Some(url) if lines.is_empty() => Ok(PgSettings {
+            url,
+            password,
+            max_connections,
+        }),
+        _ => Err(lines),
+    }
 }
 
 /// `url` checked: a PostgreSQL URL without a password.

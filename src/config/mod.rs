@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use api::{ApiSettings, DEFAULT_LISTEN};
 pub use ecpay::{EcpayAccount, EcpayQueryApi};
-pub use ledger::{LedgerSettings, LedgerStore, PgSettings};
+pub use ledger::{LedgerSettings, LedgerStore, PgSettings, postgres_target};
 pub use problems::Problem;
 pub use qfpay::{CloseMethod, QfpayAccount, SignType};
 

@@ -9,6 +9,7 @@ mod account_lease;
 mod apply;
 mod claim;
 mod connect;
+pub mod copy;
 mod gauges;
 mod intake;
 mod nudge;
