@@ -123,6 +123,10 @@ struct Args {
     /// them (the role needs CREATEDB).
     #[arg(long, env = "PAYRECON_BENCH_PG_URL")]
     pg_url: Option<String>,
+    /// Run each limits-off measurement this many times on the same template (a row each),
+    /// to see the spread without rebuilding the ledger.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Internal: run the engine on this config and print one result line.
     #[arg(long, hide = true)]
     child: Option<PathBuf>,
@@ -471,9 +475,13 @@ async fn run_scenario(
             LimitsArg::Off | LimitsArg::Auto => &[false],
         };
         for &limits in settings {
-            let row = run_one(args, s, strategy, limits, &config, &state, &template, root).await?;
-            row.print();
-            rows.push(row);
+            let times = if limits { 1 } else { args.repeat };
+            for _ in 0..times {
+                let row =
+                    run_one(args, s, strategy, limits, &config, &state, &template, root).await?;
+                row.print();
+                rows.push(row);
+            }
         }
         if args.limits == LimitsArg::Auto {
             let off = rows.last().expect("the limits-off run was just pushed");

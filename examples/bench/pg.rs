@@ -61,9 +61,9 @@ pub async fn drop_db(base: &str, name: &str) -> Result<(), BoxError> {
 /// would have had from autovacuum, and no dirty buffers of the seeding left for the runs.
 pub async fn settle(url: &str) -> Result<(), BoxError> {
     let mut c = PgConnection::connect(url).await?;
-    sqlx::raw_sql("VACUUM (ANALYZE); CHECKPOINT")
-        .execute(&mut c)
-        .await?;
+    // Two statements: VACUUM cannot run in the implicit transaction of a multi-statement query.
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut c).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(&mut c).await?;
     c.close().await?;
     Ok(())
 }
