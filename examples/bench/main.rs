@@ -3,8 +3,13 @@
 //! ```text
 //! cargo run --release --example bench -- [--scenario NAME|all] [--strategy planned|per-payment|both]
 //!                                         [--limits auto|on|off] [--latency 0ms] [--quick]
-//!                                         [--sweep-records N]
+//!                                         [--sweep-records N] [--repeat N]
+//!                                         [--store sqlite|postgres] [--pg-url URL]
 //! ```
+//!
+//! `--store postgres` (issue 18): the ledgers are PostgreSQL databases on the server `--pg-url`
+//! (or `PAYRECON_BENCH_PG_URL`) names, a template per scenario and a copy of it per run, created
+//! and dropped by the bench (`pg.rs`); the growth scenarios stay SQLite only.
 //!
 //! For each scenario it seeds the in-process sandbox (simulated QFPay/ECPay) once, builds a
 //! ledger template once (due payments through `Ledger::register` in batches of 5,000, history

@@ -938,7 +938,8 @@ mod pg_seed {
     /// `payment_counts` against a count of `payments` (the trigger-kept table must be right
     /// after the bulk seeding); an error naming the first difference.
     pub async fn check_counts(pg: &PgLedger) -> Result<(), BoxError> {
-        let wrong: Option<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        type Wrong = (String, String, String, Option<i64>, Option<i64>);
+        let wrong: Option<Wrong> = sqlx::query_as(
             "WITH real AS (SELECT account, provider, state, COUNT(*) AS n FROM payments
                            GROUP BY account, provider, state)
              SELECT COALESCE(r.account, c.account), COALESCE(r.provider, c.provider),
