@@ -556,12 +556,24 @@ async fn build_template(
             let name = pg::db_name(s.name, "template");
             pg::create(&server, &name, None).await?;
             let url = pg::db_url(&server, &name)?;
-            let ledger = Ledger::Postgres(PgLedger::open(&url, Duration::from_secs(30)).await?);
-            let build = scenario::build_ledger_in(&ledger, s, records).await?;
-            scenario::register_ecpay_beside_in(&ledger, beside).await?;
-            ledger.close().await;
-            pg::settle(&url).await?;
-            Ok((Template::Postgres { server, name }, build))
+            let built = async {
+                let ledger = Ledger::Postgres(PgLedger::open(&url, Duration::from_secs(30)).await?);
+                let build = scenario::build_ledger_in(&ledger, s, records).await?;
+                scenario::register_ecpay_beside_in(&ledger, beside).await?;
+                ledger.close().await;
+                pg::settle(&url).await?;
+                Ok::<_, BoxError>(build)
+            }
+            .await;
+            let template = Template::Postgres { server, name };
+            match built {
+                Ok(build) => Ok((template, build)),
+                Err(e) => {
+                    // Not left behind on the server; the error is the build's.
+                    let _ = template.remove().await;
+                    Err(e)
+                }
+            }
         }
     }
 }
