@@ -3,8 +3,13 @@
 //! ```text
 //! cargo run --release --example bench -- [--scenario NAME|all] [--strategy planned|per-payment|both]
 //!                                         [--limits auto|on|off] [--latency 0ms] [--quick]
-//!                                         [--sweep-records N]
+//!                                         [--sweep-records N] [--repeat N]
+//!                                         [--store sqlite|postgres] [--pg-url URL]
 //! ```
+//!
+//! `--store postgres` (issue 18): the ledgers are PostgreSQL databases on the server `--pg-url`
+//! (or `PAYRECON_BENCH_PG_URL`) names, a template per scenario and a copy of it per run, created
+//! and dropped by the bench (`pg.rs`); the growth scenarios stay SQLite only.
 //!
 //! For each scenario it seeds the in-process sandbox (simulated QFPay/ECPay) once, builds a
 //! ledger template once (due payments through `Ledger::register` in batches of 5,000, history
@@ -51,6 +56,7 @@
 //! setting for everything.
 
 mod growth;
+mod pg;
 mod scenario;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +65,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use growth::{GrowthPlan, GrowthRow};
+use payrecon::ledger::Ledger;
+use payrecon::ledger::pg::PgLedger;
 use payrecon::reconcile::Strategy;
 use payrecon::sandbox::{CallKind, Faults, RateLimits, Sandbox, SandboxConfig, StatsSnapshot};
 use scenario::{
@@ -70,6 +78,12 @@ enum StrategyArg {
     Planned,
     PerPayment,
     Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreArg {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +118,20 @@ struct Args {
     /// (default 240 s; 2 s with `--quick`).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_limited: Option<Duration>,
+    /// The ledger's store: a SQLite file per run (default), or a PostgreSQL database per run
+    /// on the server `--pg-url` names.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreArg,
+    /// `--store postgres`: a database on the server to connect to (e.g.
+    /// `postgres://user@127.0.0.1:5432/postgres`, no password: use `PGPASSFILE`); the bench
+    /// creates a template database per scenario and a fresh copy per run there, and drops
+    /// them (the role needs CREATEDB).
+    #[arg(long, env = "PAYRECON_BENCH_PG_URL")]
+    pg_url: Option<String>,
+    /// Run each limits-off measurement this many times on the same template (a row each),
+    /// to see the spread without rebuilding the ledger.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Internal: run the engine on this config and print one result line.
     #[arg(long, hide = true)]
     child: Option<PathBuf>,
@@ -320,8 +348,9 @@ async fn parent(args: &Args) -> Result<(), BoxError> {
         .prefix("payrecon-bench-")
         .tempdir()?;
     println!(
-        "payrecon bench: {} scenario(s), strategy {:?}, limits {:?}, latency {:?}{}",
+        "payrecon bench: {} scenario(s), store {:?}, strategy {:?}, limits {:?}, latency {:?}{}",
         selected.len(),
+        args.store,
         args.strategy,
         args.limits,
         args.latency,
@@ -374,6 +403,10 @@ async fn run_scenario(
             String::new()
         }
     );
+    if args.store == StoreArg::Postgres && matches!(s.measure, Measure::Growth { .. }) {
+        println!("skipped: the growth scenarios run on SQLite only");
+        return Ok(());
+    }
     let config = SandboxConfig::dev();
     let t = Instant::now();
     let now = chrono::Utc::now();
@@ -386,10 +419,8 @@ async fn run_scenario(
     );
     let dir = root.join(s.name);
     std::fs::create_dir_all(&dir)?;
-    let template = dir.join("template.db");
     let t = Instant::now();
-    let build = scenario::build_ledger(s, &records, &template).await?;
-    scenario::register_ecpay_beside(&template, &beside).await?;
+    let (template, build) = build_template(args, s, &records, &beside, &dir).await?;
     drop(records);
     println!(
         "setup: ledger built in {:.2} s: {} due registered through Ledger::register in {:.2} s \
@@ -437,6 +468,7 @@ async fn run_scenario(
         growth::header();
         row.print();
         results.growth.push(row);
+        template.remove().await?;
         std::fs::remove_dir_all(&dir)?;
         return Ok(());
     }
@@ -448,9 +480,13 @@ async fn run_scenario(
             LimitsArg::Off | LimitsArg::Auto => &[false],
         };
         for &limits in settings {
-            let row = run_one(args, s, strategy, limits, &config, &state, &template, root).await?;
-            row.print();
-            rows.push(row);
+            let times = if limits { 1 } else { args.repeat };
+            for _ in 0..times {
+                let row =
+                    run_one(args, s, strategy, limits, &config, &state, &template, root).await?;
+                row.print();
+                rows.push(row);
+            }
         }
         if args.limits == LimitsArg::Auto {
             let off = rows.last().expect("the limits-off run was just pushed");
@@ -475,8 +511,71 @@ async fn run_scenario(
             }
         }
     }
+    template.remove().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// Where a scenario's ledger template lives: copied for each run.
+enum Template {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A database `name` on the PostgreSQL server `server` (the `--pg-url`).
+    Postgres { server: String, name: String },
+}
+
+impl Template {
+    async fn remove(&self) -> Result<(), BoxError> {
+        match self {
+            Template::File(_) => Ok(()),
+            Template::Postgres { server, name } => pg::drop_db(server, name).await,
+        }
+    }
+}
+
+/// Builds the scenario's ledger template in the chosen store.
+async fn build_template(
+    args: &Args,
+    s: &Scenario,
+    records: &[payrecon::sandbox::SeededRecord],
+    beside: &[payrecon::sandbox::SeededRecord],
+    dir: &Path,
+) -> Result<(Template, scenario::LedgerBuild), BoxError> {
+    match args.store {
+        StoreArg::Sqlite => {
+            let path = dir.join("template.db");
+            let build = scenario::build_ledger(s, records, &path).await?;
+            scenario::register_ecpay_beside(&path, beside).await?;
+            Ok((Template::File(path), build))
+        }
+        StoreArg::Postgres => {
+            let server = args
+                .pg_url
+                .clone()
+                .ok_or("--store postgres needs --pg-url (or PAYRECON_BENCH_PG_URL)")?;
+            let name = pg::db_name(s.name, "template");
+            pg::create(&server, &name, None).await?;
+            let url = pg::db_url(&server, &name)?;
+            let built = async {
+                let ledger = Ledger::Postgres(PgLedger::open(&url, Duration::from_secs(30)).await?);
+                let build = scenario::build_ledger_in(&ledger, s, records).await?;
+                scenario::register_ecpay_beside_in(&ledger, beside).await?;
+                ledger.close().await;
+                pg::settle(&url).await?;
+                Ok::<_, BoxError>(build)
+            }
+            .await;
+            let template = Template::Postgres { server, name };
+            match built {
+                Ok(build) => Ok((template, build)),
+                Err(e) => {
+                    // Not left behind on the server; the error is the build's.
+                    let _ = template.remove().await;
+                    Err(e)
+                }
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -487,7 +586,7 @@ async fn run_one(
     limits: bool,
     config: &SandboxConfig,
     state: &payrecon::sandbox::SandboxState,
-    template: &Path,
+    template: &Template,
     root: &Path,
 ) -> Result<Row, BoxError> {
     let extra: &[String] = if limits {
@@ -520,14 +619,31 @@ async fn run_child(
     limits: bool,
     config: &SandboxConfig,
     state: &payrecon::sandbox::SandboxState,
-    template: &Path,
+    template: &Template,
     root: &Path,
     extra: &[String],
 ) -> Result<(String, StatsSnapshot), BoxError> {
     let dir = scenario::run_dir(root, s.name, strategy, limits);
     std::fs::create_dir_all(&dir)?;
-    let ledger_path = dir.join("ledger.db");
-    std::fs::copy(template, &ledger_path)?;
+    // The run's ledger: a copy of the template, and the `[ledger]` line naming it.
+    let (ledger_line, run_db) = match template {
+        Template::File(path) => {
+            let ledger_path = dir.join("ledger.db");
+            std::fs::copy(path, &ledger_path)?;
+            (
+                scenario::LedgerLine::Path(ledger_path),
+                None::<(&String, String)>,
+            )
+        }
+        Template::Postgres { server, name } => {
+            let run = pg::db_name(s.name, "run");
+            pg::create(server, &run, Some(name)).await?;
+            (
+                scenario::LedgerLine::Url(pg::db_url(server, &run)?),
+                Some((server, run)),
+            )
+        }
+    };
     let mut config = config.clone();
     config.rate_limits = if limits {
         RateLimits::default()
@@ -542,7 +658,14 @@ async fn run_child(
     let config_path = dir.join("config.toml");
     std::fs::write(
         &config_path,
-        scenario::config_toml(sandbox.base_url().as_str(), &ledger_path),
+        match &ledger_line {
+            scenario::LedgerLine::Path(path) => {
+                scenario::config_toml(sandbox.base_url().as_str(), path)
+            }
+            scenario::LedgerLine::Url(url) => {
+                scenario::config_toml_pg(sandbox.base_url().as_str(), url)
+            }
+        },
     )?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
@@ -554,6 +677,9 @@ async fn run_child(
     let output = tokio::task::spawn_blocking(move || cmd.output()).await??;
     let stats = sandbox.stats();
     sandbox.shutdown().await;
+    if let Some((server, run)) = run_db {
+        pg::drop_db(server, &run).await?;
+    }
     std::fs::remove_dir_all(&dir)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("BENCH_RESULT ")) else {

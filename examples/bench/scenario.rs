@@ -249,6 +249,23 @@ pub async fn register_ecpay_beside(path: &Path, orders: &[SeededRecord]) -> Resu
     if orders.is_empty() {
         return Ok(());
     }
+    let ledger = ledger::open(path, Duration::from_secs(30)).await?;
+    register_ecpay_beside_in(&ledger, orders).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(ledger.as_sqlite().unwrap().pool())
+        .await?;
+    ledger.close().await;
+    Ok(())
+}
+
+/// Registers a mixed scenario's ECPay orders in `ledger` (either store).
+pub async fn register_ecpay_beside_in(
+    ledger: &Ledger,
+    orders: &[SeededRecord],
+) -> Result<(), BoxError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
     let ecpay = Scenario {
         gateway: Gateway::Ecpay,
         ..scenarios(true)
@@ -256,16 +273,11 @@ pub async fn register_ecpay_beside(path: &Path, orders: &[SeededRecord]) -> Resu
             .find(|s| s.name == "ecpay")
             .ok_or("no ecpay scenario")?
     };
-    let ledger = ledger::open(path, Duration::from_secs(30)).await?;
     let due: Vec<NewPayment> = orders
         .iter()
         .map(|r| new_payment(&ecpay, r))
         .collect::<Result<_, _>>()?;
     ledger.register(&due, Utc::now()).await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(ledger.as_sqlite().unwrap().pool())
-        .await?;
-    ledger.close().await;
     Ok(())
 }
 
@@ -376,6 +388,21 @@ pub async fn build_ledger(
     path: &Path,
 ) -> Result<LedgerBuild, BoxError> {
     let ledger = ledger::open(path, Duration::from_secs(30)).await?;
+    let build = build_ledger_in(&ledger, s, records).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(ledger.as_sqlite().unwrap().pool())
+        .await?;
+    ledger.close().await;
+    Ok(build)
+}
+
+/// Fills the empty ledger `ledger` (either store) with the scenario's rows: the due payments
+/// through [`Ledger::register`], history and discrepancies by bulk SQL in the store's dialect.
+pub async fn build_ledger_in(
+    ledger: &Ledger,
+    s: &Scenario,
+    records: &[SeededRecord],
+) -> Result<LedgerBuild, BoxError> {
     let mut build = LedgerBuild::default();
     let n = records.len();
     let due: Vec<NewPayment> = records
@@ -401,21 +428,36 @@ pub async fn build_ledger(
             .filter(|(i, _)| !is_due(*i, n, s.due))
             .map(|(_, r)| r)
             .collect();
-        build.history += insert_gateway_history(&ledger, s, &history).await?;
+        build.history += match ledger {
+            Ledger::Sqlite(_) => insert_gateway_history(ledger, s, &history).await?,
+            Ledger::Postgres(pg) => pg_seed::insert_gateway_history(pg, s, &history).await?,
+        };
     }
     if s.old_history > 0 {
-        build.history += insert_old_history(&ledger, s.old_history).await?;
+        build.history += match ledger {
+            Ledger::Sqlite(_) => insert_old_history(ledger, s.old_history).await?,
+            Ledger::Postgres(pg) => pg_seed::insert_old_history(pg, s.old_history).await?,
+        };
     }
     build.history_time = t.elapsed();
     let t = Instant::now();
     if s.open_discrepancies > 0 {
-        build.discrepancies = insert_open_discrepancies(&ledger, s.open_discrepancies).await?;
+        build.discrepancies = match ledger {
+            Ledger::Sqlite(_) => insert_open_discrepancies(ledger, s.open_discrepancies).await?,
+            Ledger::Postgres(_) => {
+                return Err(format!(
+                    "{}: open discrepancies are seeded on SQLite only (the growth scenarios \
+                     are not run on PostgreSQL)",
+                    s.name
+                )
+                .into());
+            }
+        };
     }
     build.discrepancies_time = t.elapsed();
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(ledger.as_sqlite().unwrap().pool())
-        .await?;
-    ledger.close().await;
+    if let Ledger::Postgres(pg) = ledger {
+        pg_seed::check_counts(pg).await?;
+    }
     Ok(build)
 }
 
@@ -568,9 +610,26 @@ async fn insert_open_discrepancies(ledger: &Ledger, count: usize) -> Result<usiz
 /// A config for the dev accounts at `base_url` with a ledger at `ledger_path`, as payrecon's
 /// own loader builds it (`config/dev.toml`'s credentials, built-in defaults otherwise).
 pub fn config_toml(base_url: &str, ledger_path: &Path) -> String {
+    config_toml_with(base_url, &format!("path = \"{}\"", ledger_path.display()))
+}
+
+/// What a run's `[ledger]` section names.
+pub enum LedgerLine {
+    Path(PathBuf),
+    Url(String),
+}
+
+/// As [`config_toml`], with a PostgreSQL ledger at `url` (no password: the bench's server
+/// trusts its loopback role, or libpq's `PGPASSFILE` supplies one).
+pub fn config_toml_pg(base_url: &str, url: &str) -> String {
+    config_toml_with(base_url, &format!("url = \"{url}\""))
+}
+
+/// The config with `ledger` (one `key = "value"` line) as the `[ledger]` section.
+fn config_toml_with(base_url: &str, ledger: &str) -> String {
     format!(
         r#"[ledger]
-path = "{ledger}"
+{ledger}
 
 [[accounts]]
 name = "hk"
@@ -590,8 +649,7 @@ base_url = "{base_url}"
 merchant_id = "{DEV_ECPAY_MERCHANT_ID}"
 hash_key = "{DEV_ECPAY_HASH_KEY}"
 hash_iv = "{DEV_ECPAY_HASH_IV}"
-"#,
-        ledger = ledger_path.display()
+"#
     )
 }
 
@@ -644,14 +702,19 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
     run_until_quiet(&engine, strategy, &mut run).await?;
     run.wall_secs = started.elapsed().as_secs_f64();
     run.open_left = open_payments(&ledger).await?;
-    let last: Vec<(String, String)> = sqlx::query_as(
-        "SELECT account, MAX(updated_at) FROM payments
-         WHERE state NOT IN ('pending', 'in_progress', 'reversing') GROUP BY account",
-    )
-    .fetch_all(ledger.as_sqlite().unwrap().pool())
-    .await?;
+    const LAST: &str = "SELECT account, MAX(updated_at) FROM payments
+         WHERE state NOT IN ('pending', 'in_progress', 'reversing') GROUP BY account";
+    let last: Vec<(String, Option<DateTime<Utc>>)> = match &ledger {
+        Ledger::Sqlite(l) => sqlx::query_as::<_, (String, String)>(LAST)
+            .fetch_all(l.pool())
+            .await?
+            .into_iter()
+            .map(|(account, at)| (account, ledger::time::from_db(&at)))
+            .collect(),
+        Ledger::Postgres(l) => sqlx::query_as(LAST).fetch_all(l.pool()).await?,
+    };
     for (account, at) in last {
-        if let Some(at) = ledger::time::from_db(&at).filter(|t| *t >= started_at) {
+        if let Some(at) = at.filter(|t| *t >= started_at) {
             let secs = (at - started_at).num_milliseconds() as f64 / 1000.0;
             run.settled_after.insert(account, secs);
         }
@@ -663,11 +726,12 @@ pub async fn drive(settings: &Settings, strategy: Strategy) -> Result<EngineRun,
 
 /// Payments still open (`pending`, `in_progress`, `reversing`).
 pub async fn open_payments(ledger: &Ledger) -> Result<u64, BoxError> {
-    let open: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')",
-    )
-    .fetch_one(ledger.as_sqlite().unwrap().pool())
-    .await?;
+    const OPEN: &str =
+        "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'in_progress', 'reversing')";
+    let open: i64 = match ledger {
+        Ledger::Sqlite(l) => sqlx::query_scalar(OPEN).fetch_one(l.pool()).await?,
+        Ledger::Postgres(l) => sqlx::query_scalar(OPEN).fetch_one(l.pool()).await?,
+    };
     Ok(open.max(0) as u64)
 }
 
@@ -721,4 +785,178 @@ pub fn run_dir(root: &Path, scenario: &str, strategy: Strategy, limits: bool) ->
         strategy_name(strategy),
         if limits { "on" } else { "off" }
     ))
+}
+
+/// Bulk seeding on a PostgreSQL ledger (`--store postgres`): the same rows as the SQLite
+/// statements above, sent as arrays (`UNNEST`) or generated (`generate_series`), in statements
+/// of 100,000 rows at most.
+///
+/// `payments` keeps `payment_counts` by a row trigger (migration 0001). Firing it once per
+/// seeded row would make 900,000 upserts of the same counter row, so each statement runs in a
+/// transaction that disables the insert trigger, inserts, and adds the inserted rows' counts by
+/// `(account, provider, state)` itself (the `RETURNING` of the insert), before enabling it
+/// again: the counts end as the trigger would have left them ([`check_counts`] verifies it).
+mod pg_seed {
+    use chrono::Utc;
+    use payrecon::ledger::pg::PgLedger;
+    use payrecon::sandbox::{BulkOutcome, SeededRecord};
+
+    use super::{BoxError, Gateway, Scenario, previous_month};
+
+    type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+    /// `t` at the ledger's precision (milliseconds), as the PostgreSQL ledger writes times.
+    fn ms(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+        use chrono::{DurationRound, TimeDelta};
+        t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(t)
+    }
+
+    const COLUMNS: &str = "account, provider, kind, out_trade_no, provider_ref, pay_type, amount,
+         currency, state, provider_code, attempts, next_check_at, created_at, registered_at,
+         updated_at";
+
+    /// Runs `insert` (an `INSERT INTO payments … RETURNING account, provider, state` taking
+    /// the binds `bind` adds) with the count trigger off, adding its rows' counts.
+    async fn insert_counted(
+        pg: &PgLedger,
+        insert: &str,
+        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
+    ) -> Result<u64, BoxError> {
+        let mut tx = pg.pool().begin().await?;
+        sqlx::query("ALTER TABLE payments DISABLE TRIGGER payment_counts_insert")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "WITH ins AS ({insert}),
+                  counted AS (
+                      INSERT INTO payment_counts AS c (account, provider, state, n)
+                      SELECT account, provider, state, COUNT(*) FROM ins
+                      GROUP BY account, provider, state
+                      ON CONFLICT (account, provider, state) DO UPDATE SET n = c.n + EXCLUDED.n
+                      RETURNING n)
+             SELECT COUNT(*) FROM ins"
+        );
+        // The SQL is built from the constants above only.
+        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql)));
+        let row = q.fetch_one(&mut *tx).await?;
+        let n: i64 = sqlx::Row::get(&row, 0);
+        sqlx::query("ALTER TABLE payments ENABLE TRIGGER payment_counts_insert")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub async fn insert_gateway_history(
+        pg: &PgLedger,
+        s: &Scenario,
+        history: &[&SeededRecord],
+    ) -> Result<usize, BoxError> {
+        let (account, provider, currency) = match s.gateway {
+            Gateway::Qfpay => ("hk", "qfpay", "HKD"),
+            Gateway::Ecpay => ("tw", "ecpay", "TWD"),
+        };
+        let now = ms(Utc::now());
+        let insert = format!(
+            "INSERT INTO payments ({COLUMNS})
+                 SELECT $1, $2, 'payment', o, r, p, a, $3, st, c, 1, NULL, t, $4, $4
+                 FROM UNNEST($5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[],
+                             $10::text[], $11::timestamptz[]) AS u(o, r, p, a, st, c, t)
+                 RETURNING account, provider, state"
+        );
+        let mut done = 0;
+        for chunk in history.chunks(10_000) {
+            let mut o = Vec::with_capacity(chunk.len());
+            let mut r = Vec::with_capacity(chunk.len());
+            let mut p = Vec::with_capacity(chunk.len());
+            let mut a = Vec::with_capacity(chunk.len());
+            let mut st = Vec::with_capacity(chunk.len());
+            let mut c = Vec::with_capacity(chunk.len());
+            let mut t = Vec::with_capacity(chunk.len());
+            for rec in chunk {
+                let (state, code) = match rec.outcome {
+                    BulkOutcome::Failed => ("failed", "1205"),
+                    _ => ("succeeded", "0000"),
+                };
+                o.push(rec.out_trade_no.clone());
+                r.push(rec.provider_ref.clone());
+                p.push(rec.pay_type.clone());
+                a.push(rec.amount_minor);
+                st.push(state.to_string());
+                c.push(code.to_string());
+                t.push(ms(rec.created_at));
+            }
+            done += insert_counted(pg, &insert, |q| {
+                q.bind(account)
+                    .bind(provider)
+                    .bind(currency)
+                    .bind(now)
+                    .bind(o)
+                    .bind(r)
+                    .bind(p)
+                    .bind(a)
+                    .bind(st)
+                    .bind(c)
+                    .bind(t)
+            })
+            .await? as usize;
+        }
+        Ok(done)
+    }
+
+    /// As the SQLite `insert_old_history`: the same keys, amounts and times.
+    pub async fn insert_old_history(pg: &PgLedger, count: usize) -> Result<usize, BoxError> {
+        let (month, _) = previous_month(Utc::now());
+        let from = (month - chrono::Duration::days(360)).timestamp() as f64;
+        let step = 360.0 * 86_400.0 / count.max(1) as f64;
+        let now = ms(Utc::now());
+        let insert = format!(
+            "INSERT INTO payments ({COLUMNS})
+                 SELECT 'hk', 'qfpay', 'payment', 'HIST' || lpad(i::text, 8, '0'),
+                        '2025HIST' || lpad(i::text, 18, '0'), '800101', 100 + (i * 7919) % 100000,
+                        'HKD', 'succeeded', '0000', 1, NULL,
+                        date_trunc('milliseconds', to_timestamp($3 + i * $4)), $5, $5
+                 FROM generate_series($1::bigint, $2::bigint - 1) AS i
+                 RETURNING account, provider, state"
+        );
+        let mut done = 0;
+        while done < count {
+            let n = (count - done).min(100_000);
+            insert_counted(pg, &insert, |q| {
+                q.bind(done as i64)
+                    .bind((done + n) as i64)
+                    .bind(from)
+                    .bind(step)
+                    .bind(now)
+            })
+            .await?;
+            done += n;
+        }
+        Ok(count)
+    }
+
+    /// `payment_counts` against a count of `payments` (the trigger-kept table must be right
+    /// after the bulk seeding); an error naming the first difference.
+    pub async fn check_counts(pg: &PgLedger) -> Result<(), BoxError> {
+        type Wrong = (String, String, String, Option<i64>, Option<i64>);
+        let wrong: Option<Wrong> = sqlx::query_as(
+            "WITH real AS (SELECT account, provider, state, COUNT(*) AS n FROM payments
+                           GROUP BY account, provider, state)
+             SELECT COALESCE(r.account, c.account), COALESCE(r.provider, c.provider),
+                    COALESCE(r.state, c.state), r.n, c.n
+             FROM real r FULL JOIN payment_counts c
+               ON (r.account, r.provider, r.state) = (c.account, c.provider, c.state)
+             WHERE COALESCE(r.n, 0) <> COALESCE(c.n, 0)
+             LIMIT 1",
+        )
+        .fetch_optional(pg.pool())
+        .await?;
+        match wrong {
+            None => Ok(()),
+            Some((a, p, st, real, kept)) => Err(format!(
+                "payment_counts wrong after seeding: {a}/{p}/{st}: {real:?} rows, counted {kept:?}"
+            )
+            .into()),
+        }
+    }
 }
