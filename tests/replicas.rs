@@ -10,8 +10,8 @@
 //! stalled passes reached an account after another replica had taken it (a write committed
 //! after the takeover would show as an event of those passes the ledger did not hold when the
 //! takeover was seen); no 60-second window holds more than 400 QFPay calls of one merchant and
-//! no call was answered 429; and the replicas shared the lanes (several wrote, none held every
-//! lane at once while all three were live).
+//! no call was answered 429; and the replicas shared the lanes (several wrote, none held more than
+//! its share of the lanes once all three had beaten a few times).
 //!
 //! Needs PostgreSQL: run it with `bash tests/run.sh --test replicas` (without
 //! `PAYRECON_TEST_PG_URL` it fails, saying so).
@@ -671,8 +671,8 @@ async fn three_replicas_on_postgres_survive_a_kill_and_a_stall_without_a_double_
                 .or_default()
                 .insert(account.clone());
         }
-        // Once every replica has had a beat or two, none holds more than its share.
-        if phase1.elapsed() > Duration::from_secs(4) {
+        // Once every replica has had a few beats (every 2 s), none holds more than its share.
+        if phase1.elapsed() > Duration::from_secs(6) {
             most_held_by_one = most_held_by_one.max(per.values().copied().max().unwrap_or(0));
         }
         r.assert_alive();
@@ -868,10 +868,10 @@ async fn three_replicas_on_postgres_survive_a_kill_and_a_stall_without_a_double_
         "one reversal or close per stuck payment"
     );
 
-    // The lanes were shared: with all three live, at least two replicas held lanes and none
-    // held every lane at once; and several replicas wrote. (Not "none held more than its
-    // share": a replica that started before the others had beaten takes lanes beyond it, and
-    // gives the excess back only between units, not during a lane's dense-window sweep.)
+    // The lanes were shared: with all three live, at least two replicas held lanes and, once
+    // each had beaten a few times, none held more than its share (a replica that started
+    // before the others had beaten takes lanes beyond it, and gives the excess back between
+    // units and between the pages of a window); and several replicas wrote.
     let writers: Vec<(String, i64)> = sqlx::query(
         "SELECT r.owner, COUNT(*) AS n FROM events e JOIN runs r ON r.id = e.run_id
          GROUP BY r.owner ORDER BY r.owner",
@@ -887,9 +887,11 @@ async fn three_replicas_on_postgres_survive_a_kill_and_a_stall_without_a_double_
         lanes_held_by.len() >= 2,
         "one replica held every lane while the others idled: {lanes_held_by:?}"
     );
+    let share = ACCOUNTS.div_ceil(3);
     assert!(
-        most_held_by_one < ACCOUNTS,
-        "one replica held all {ACCOUNTS} lanes at once while all three were live"
+        most_held_by_one <= share,
+        "one replica held {most_held_by_one} lanes at once while all three were live (share \
+         {share})"
     );
     assert!(
         writers.len() >= 2,
