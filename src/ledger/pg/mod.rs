@@ -1,10 +1,10 @@
-//! The PostgreSQL ledger (issue 18, under way): its schema (`migrations/postgres/`, the SQLite
-//! ledger's tables, constraints, the append-only rule and the trigger-kept counts in
-//! PostgreSQL's types), the connection that applies it, and the first operations with the SQLite
-//! ledger's contract: account leases with their fence, account pauses, registering payments and
-//! reading them with their history, runs, discrepancies (`tests/ledger_contract.rs` runs the
-//! same tests on both). The engine still runs on SQLite
-//! only.
+//! The PostgreSQL ledger: the SQLite ledger's contract on a database several replicas share
+//! (docs/ARCHITECTURE.md §8). Its schema is `migrations/postgres/` (the SQLite ledger's tables,
+//! constraints, the append-only rule and the trigger-kept counts in PostgreSQL's types); each
+//! file here ports the SQLite file of the same name, method for method (`ledger::Ledger`
+//! dispatches to either; `tests/ledger_contract*.rs` run the same tests on both). Where SQLite
+//! serialises writers, this store locks what it decides on: the lease row `FOR SHARE` in a
+//! fenced write, a payment row `FOR UPDATE` where a decision reads the state it changes.
 
 mod apply;
 mod claim;
