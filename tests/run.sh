@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite (the README's test command): `cargo test` with a PostgreSQL server for the
-# PostgreSQL tests. PAYRECON_TEST_PG_URL names a server to use (a role that may create
+# PostgreSQL tests. PAYRECON_TEST_PG_URL names a server to use (a role that may create roles and
 # databases); without it this script starts a throw-away one (tests/pg/server.sh) and stops it
 # afterwards.
 #
