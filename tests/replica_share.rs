@@ -156,3 +156,31 @@ async fn a_sweep_waiting_for_another_replicas_account_does_not_starve_the_own_sl
         "the second replica works its own slice while its sweep waits for the first's accounts"
     );
 }
+
+/// Found by the replica test: a replica's own slice held by another replica (the holder took
+/// it before this one joined), and free accounts further on. A pass tries its slice first, all
+/// lanes at once; the tries that find their account held must give their places back before
+/// the free accounts are refused for a full share, else the free ones are never worked.
+#[tokio::test]
+async fn a_replica_whose_slice_another_holds_works_the_free_accounts() {
+    let (_qf, h) = four_accounts().await;
+    let now = chrono::Utc::now();
+    for account in ["hk", "hk2"] {
+        h.ledger
+            .acquire_account(
+                account,
+                "other-replica",
+                std::time::Duration::from_secs(60),
+                400,
+                now,
+            )
+            .await
+            .unwrap()
+            .expect("free");
+    }
+    let a = h.engine();
+    // Ranked first of two: its slice is hk and hk2, which the other replica holds.
+    a.set_share(&[a.owner().to_string(), "other-replica".to_string()]);
+    h.pass(&a).await;
+    assert_eq!(settled(&h).await, ["hk3", "hk4"]);
+}

@@ -747,6 +747,57 @@ async fn three_replicas_on_postgres_survive_a_kill_and_a_stall_without_a_double_
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if taken.is_empty() {
+        // What held the accounts: the sessions, their locks and the lease and replica rows.
+        let dump = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_all(&pool)
+                    .await
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| r.get::<String, _>(0))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_else(|e| e.to_string())
+            }
+        };
+        eprintln!(
+            "sessions:\n{}\nlocks:\n{}\nleases:\n{}\nreplicas:\n{}",
+            dump(
+                "SELECT concat_ws(' | ', pid, application_name, state, wait_event_type, \
+                  wait_event, now() - state_change, left(query, 120)) FROM pg_stat_activity \
+                  WHERE datname = current_database()"
+            )
+            .await,
+            dump(
+                "SELECT concat_ws(' | ', l.pid, l.locktype, l.relation::regclass, l.mode, \
+                  l.granted) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                  WHERE a.datname = current_database() AND l.locktype <> 'virtualxid'"
+            )
+            .await,
+            dump(
+                "SELECT concat_ws(' | ', account, holder, token, expires_at, now()) \
+                  FROM account_leases"
+            )
+            .await,
+            dump("SELECT concat_ws(' | ', holder, seen_at) FROM replicas").await,
+        );
+        for i in 0..3 {
+            eprintln!(
+                "replica {i} log tail:\n{}",
+                std::fs::read_to_string(r.current_log(i))
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
     assert!(
         !taken.is_empty(),
         "no replica took any of {held:?} while their holder was stopped for {:?}",

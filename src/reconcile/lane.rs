@@ -183,33 +183,39 @@ impl Reconciler {
         // while waiting for another process's lease (a scheduled sweep waits up to 30 minutes):
         // a waiting lane would keep this replica's own slice unworked.
         let (acquired, at, share) = loop {
-            let Some(share) = self.share.reserve(index, self.accounts.len()) else {
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok(Err(NotEntered::Share));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
-                }
-                continue;
-            };
-            let at = Utc::now();
-            match self
-                .ledger
-                .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, at)
-                .await?
-            {
-                Ok(acquired) => break (acquired, at, share),
-                Err(holder) if tokio::time::Instant::now() >= deadline => {
-                    return Ok(Err(NotEntered::Held(holder)));
-                }
-                Err(_) => {
-                    drop(share);
-                    tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
-                        _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
+            // One try at a time in this process (`LaneShare::take_turn`): a pass starts all its
+            // lanes at once, its own slice first, and a try that finds its account held gives
+            // its place back before the next account is tried, so a slice another replica holds
+            // does not use up the places a free account further on needs.
+            let attempt = {
+                let _turn = self.share.take_turn().await;
+                match self.share.reserve(index, self.accounts.len()) {
+                    None => None,
+                    Some(share) => {
+                        let at = Utc::now();
+                        let answer = self
+                            .ledger
+                            .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, at)
+                            .await?;
+                        Some((answer, at, share))
                     }
                 }
+            };
+            let waited = match attempt {
+                Some((Ok(acquired), at, share)) => break (acquired, at, share),
+                // Its place goes back now, not after the wait below.
+                Some((Err(holder), _, share)) => {
+                    drop(share);
+                    NotEntered::Held(holder)
+                }
+                None => NotEntered::Share,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Err(waited));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = shutdown.cancelled() => return Ok(Err(NotEntered::Stopping)),
             }
         };
         let fence = acquired.fence;

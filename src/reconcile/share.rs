@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// This process's bound on the lanes it holds at once. Cheap to clone (shared counters).
 #[derive(Debug, Clone)]
-pub(crate) struct LaneShare(Arc<Counters>);
+pub(crate) struct LaneShare(Arc<Counters>, Arc<tokio::sync::Mutex<()>>);
 
 #[derive(Debug)]
 struct Counters {
@@ -55,11 +55,14 @@ impl Drop for ShareSlot {
 
 impl Default for LaneShare {
     fn default() -> Self {
-        Self(Arc::new(Counters {
-            limit: AtomicUsize::new(usize::MAX),
-            offset: AtomicUsize::new(0),
-            held: AtomicUsize::new(0),
-        }))
+        Self(
+            Arc::new(Counters {
+                limit: AtomicUsize::new(usize::MAX),
+                offset: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
+            }),
+            Arc::default(),
+        )
     }
 }
 
@@ -84,6 +87,13 @@ impl LaneShare {
     /// Lanes this process may hold at once (`None`: unbounded).
     pub fn limit(&self) -> Option<usize> {
         Some(self.0.limit.load(Ordering::Acquire)).filter(|&l| l != usize::MAX)
+    }
+
+    /// This process's turn to try for a lease: tries go one at a time, in the order the lanes
+    /// asked (a fair lock), so a try that finds its account held has given its place back
+    /// before the next lane reserves one.
+    pub async fn take_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.1.lock().await
     }
 
     /// Whether the account at `index` of `accounts` is in this process's own slice.
