@@ -179,14 +179,21 @@ async fn serve_wakes(
     }
 }
 
+/// How many leases a replica's row stays live without a beat. A beat is due every third of a
+/// lease; counting a busy replica whose beat waited for a connection as gone would give the
+/// others its share, and one of them could take every lane (seen once in the replica test
+/// with a window of one lease). A replica that died keeps counting this long; its leases
+/// expire after one lease all the same.
+const LIVE_FOR_LEASES: i32 = 3;
+
 /// Records this daemon as alive and takes its fair share of the lanes among the replicas
-/// alive within one lease (`reconcile::share`).
+/// seen within `LIVE_FOR_LEASES` leases (`reconcile::share`).
 async fn beat_replica(engine: &Reconciler) {
     let now = Utc::now();
     let lease = chrono::Duration::from_std(engine.lease()).unwrap_or(chrono::Duration::minutes(1));
     match engine
         .ledger()
-        .replica_seen(engine.owner(), now, now - lease)
+        .replica_seen(engine.owner(), now, now - lease * LIVE_FOR_LEASES)
         .await
     {
         Ok(live) => engine.set_share(&live),

@@ -5,10 +5,10 @@
 //! its own slice (from its rank among the live replicas × accounts / replicas), so each keeps
 //! working the same merchants from tick to tick.
 //!
-//! Live replicas are those that wrote their `replicas` row within one lease
-//! (`ledger::replicas`); a daemon writes it every third of the lease. When a replica dies its
-//! leases expire after one lease and its row stops counting after one lease, so the others'
-//! shares grow and its accounts are taken at their next tick. One-off passes (`payrecon
+//! Live replicas are those that wrote their `replicas` row within three leases
+//! (`ledger::replicas`, `scheduler::LIVE_FOR_LEASES`); a daemon writes it every third of the
+//! lease. When a replica dies its leases expire after one lease and its row stops counting
+//! after three, so the others' shares grow and its accounts are taken at their next tick. One-off passes (`payrecon
 //! reconcile`, `sweep`) are not replicas and are not bounded: an operator asked for them.
 
 use std::sync::Arc;
