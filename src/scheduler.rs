@@ -186,6 +186,9 @@ async fn serve_wakes(
 /// expire after one lease all the same.
 const LIVE_FOR_LEASES: i32 = 3;
 
+/// How long after its first beat a daemon beats again before its first pass.
+const STARTUP_SECOND_BEAT: Duration = Duration::from_millis(500);
+
 /// Records this daemon as alive and takes its fair share of the lanes among the replicas
 /// seen within `LIVE_FOR_LEASES` leases (`reconcile::share`).
 async fn beat_replica(engine: &Reconciler) {
@@ -298,6 +301,11 @@ pub async fn run(
 
     // The share before the first pass: a replica that starts beside others does not take
     // every lane first.
+    beat_replica(&engine).await;
+    // Replicas started together (a fleet restart) each see only themselves at their first
+    // beat, and the first to pass would take every lane and keep the excess until a later beat
+    // gets through its busy pool. A second beat a moment later sees the others.
+    tokio::time::sleep(STARTUP_SECOND_BEAT).await;
     beat_replica(&engine).await;
     let beating = tokio::spawn(keep_beating(engine.clone(), shutdown.clone()));
     // A first pass right away, so a restart does not wait for the next tick.
