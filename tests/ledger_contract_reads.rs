@@ -14,7 +14,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, PaymentState, Provider, ProviderRef, RecordKind,
 };
-use payrecon::ledger::time::to_db;
+use payrecon::ledger::time::{from_db, to_db};
 use payrecon::ledger::{
     self, CheckRequested, DiscrepancyPage, ListFilter, NewPayment, Nudged, PaymentPage,
 };
@@ -936,8 +936,17 @@ contract!(lanes_show_every_account_with_payments_or_a_lease, |l| {
         ]
     );
     let hk_lane = &lanes[0];
-    assert_eq!(hk_lane.heartbeat_at, Some(to_db(t)));
-    assert_eq!(hk_lane.expires_at, Some(to_db(t + TimeDelta::seconds(30))));
+    // Taken at `t` by the store's clock: the host's on SQLite, the server's on PostgreSQL
+    // (corrected by the moment between reading the clock and the server's answer).
+    let beat = from_db(hk_lane.heartbeat_at.as_deref().unwrap()).unwrap();
+    assert!(
+        beat >= trunc(t) && beat - t < TimeDelta::seconds(2),
+        "heartbeat at {beat}, taken at {t}"
+    );
+    assert_eq!(
+        hk_lane.expires_at,
+        Some(to_db(beat + TimeDelta::seconds(30)))
+    );
     assert_eq!(hk_lane.paused_until, Some(to_db(pause)));
     assert_eq!(
         (
@@ -957,7 +966,7 @@ contract!(lanes_show_every_account_with_payments_or_a_lease, |l| {
     assert_eq!(at.iter().map(|r| r.due).collect::<Vec<_>>(), [2, 0, 1]);
     // When the leases ran out and the pause ended: no holder shown (the lease rows stay, with
     // their tokens), no pause.
-    let expired = t + TimeDelta::seconds(30);
+    let expired = beat + TimeDelta::seconds(30);
     let late = l.lanes(expired).await.unwrap();
     let holders: Vec<_> = late
         .iter()

@@ -135,20 +135,14 @@ async fn a_lane_answer_deadlocked_with_pay_on_the_counts_is_still_written() {
     assert_eq!(l.payment(p2.0).await.unwrap().unwrap().state, "failed");
 }
 
-/// OPEN (review 18, not fixed): every time the PostgreSQL store compares is the calling
-/// process's `Utc::now()`, so lease expiry is decided on the clock of whoever asks. Replicas on
-/// different hosts have different clocks: one whose clock runs ahead by more than the lease
-/// less a heartbeat interval (40 s with the defaults) takes a lease its holder renewed on time,
-/// while the holder's own `LeaseClock` still lets it call the merchant, so two replicas call
-/// one merchant at once until the holder's next heartbeat (fencing keeps its writes out). The
-/// same skew makes the reaper of a fast replica clear live leases, and a replica whose clock
-/// is a lease behind is never counted live by the others. A fix decides lease times on the
-/// server's clock (or corrects each replica by its measured offset from it, refusing to run
-/// past a bound); the contract tests that move time by passing `now` need that first.
+/// Replicas on hosts whose clocks disagree still agree on when a lease runs out: the PostgreSQL
+/// store times leases and replica liveness on the server's clock (`pg::on_server_clock`).
+/// Without that, B, whose clock runs 45 s ahead, took the lease A renewed 16 s earlier, while
+/// A's own lease clock still let it call the merchant: two replicas calling one merchant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review 18 open issue: lease expiry uses each replica's own clock (see the doc comment)"]
 async fn a_replica_whose_clock_runs_ahead_cannot_take_a_lease_renewed_on_time() {
     let (a, b) = two_replicas().await;
+    let b = b.with_clock(|| Utc::now() + chrono::Duration::seconds(45));
     let ttl = Duration::from_secs(60);
     let t0 = Utc::now();
     let fence = a
@@ -160,7 +154,7 @@ async fn a_replica_whose_clock_runs_ahead_cannot_take_a_lease_renewed_on_time() 
     // A's heartbeat, on time (every third of the lease).
     let beat = t0 + chrono::Duration::seconds(20);
     assert!(a.renew_account(&fence, ttl, beat).await.unwrap());
-    // 16 s later by the true clock, B, whose clock is 45 s ahead, tries the account.
+    // 16 s later by the true clock, B tries the account, reading its own clock.
     let b_clock = t0 + chrono::Duration::seconds(36 + 45);
     let taken = b
         .acquire_account("hk", "B", ttl, 400, b_clock)
@@ -170,4 +164,125 @@ async fn a_replica_whose_clock_runs_ahead_cannot_take_a_lease_renewed_on_time() 
         taken.is_err(),
         "B took a lease A renewed 16 s ago and may call on for 24 s more"
     );
+    // Nor does B's reaper clear it.
+    assert_eq!(b.reap_expired_leases(b_clock).await.unwrap(), 0);
+    // Once the lease truly ran out, B takes it, by its own clock still.
+    let past = t0 + chrono::Duration::seconds(81 + 45);
+    assert!(
+        b.acquire_account("hk", "B", ttl, 400, past)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
+
+/// A holder whose clock lags keeps its lease the whole lease: another replica cannot take it
+/// early, since the lease's expiry was set on the server's clock, not on the holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_by_a_replica_whose_clock_lags_lasts_its_whole_time() {
+    let (a, b) = two_replicas().await;
+    let a = a.with_clock(|| Utc::now() - chrono::Duration::seconds(45));
+    let ttl = Duration::from_secs(60);
+    let t0 = Utc::now();
+    a.acquire_account("hk", "A", ttl, 400, t0 - chrono::Duration::seconds(45))
+        .await
+        .unwrap()
+        .expect("free");
+    // 30 s later by the true clock (and by B's, which is right), A still holds it.
+    let taken = b
+        .acquire_account("hk", "B", ttl, 400, t0 + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        taken.is_err(),
+        "B took a lease A took 30 s ago for 60 s (A's clock lags by 45 s)"
+    );
+}
+
+/// A replica whose clock lags by more than the liveness window is still counted live, and one
+/// whose clock runs ahead does not count the others as gone: the fair share of the lanes
+/// (`reconcile::share`) stays fair across hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_clocks_that_disagree_count_each_other_live() {
+    let (a, b) = two_replicas().await;
+    let skew = chrono::Duration::minutes(3);
+    let a = a.with_clock(|| Utc::now() - chrono::Duration::minutes(3));
+    let b = b.with_clock(|| Utc::now() + chrono::Duration::minutes(3));
+    let window = chrono::Duration::minutes(1);
+    let now = Utc::now();
+    a.replica_seen("a", now - skew, now - skew - window)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.replica_seen("b", now + skew, now + skew - window)
+            .await
+            .unwrap(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        a.replica_seen("a", now - skew, now - skew - window)
+            .await
+            .unwrap(),
+        ["a", "b"]
+    );
+}
+
+/// Pauses, schedules and the pace handed over stay on the replicas' clocks: a host whose clock
+/// is off the server's by more than a moment says so at every beat, with the difference.
+#[tokio::test]
+async fn a_replica_whose_clock_is_off_says_so_when_it_beats() {
+    let (a, b) = two_replicas().await;
+    let a = a.with_clock(|| Utc::now() + chrono::Duration::seconds(30));
+    let log = Captured::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let now = Utc::now();
+    b.replica_seen("b", now, now - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(log.text(), "", "a host on the server's clock warned");
+    let ahead = now + chrono::Duration::seconds(30);
+    a.replica_seen("a", ahead, ahead - chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let text = log.text();
+    let said = text
+        .split_once("this host's clock is ")
+        .and_then(|(_, rest)| rest.split_once(" s ahead of the PostgreSQL server's"))
+        .and_then(|(seconds, _)| seconds.parse::<f64>().ok());
+    // 30 s less the moment the statement took to arrive.
+    assert!(said.is_some_and(|s| (29.0..=30.0).contains(&s)), "{text}");
+}
+
+/// What a test's subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -234,8 +234,9 @@ pub(super) const REAP_EXPIRED_HOLDS: &str =
     "UPDATE payments SET lease_owner = NULL, lease_expires_at = NULL
      WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1";
 
-/// Clears the account leases expired at ?1. Both stores.
-pub(super) const REAP_EXPIRED_ACCOUNT_LEASES: &str =
+/// Clears the account leases expired at ?1 (the PostgreSQL ledger's own statement decides on
+/// the server's clock).
+const REAP_EXPIRED_ACCOUNT_LEASES: &str =
     "UPDATE account_leases SET holder = NULL, expires_at = NULL
      WHERE holder IS NOT NULL AND expires_at <= ?1";
 

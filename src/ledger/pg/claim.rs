@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgArguments, PgRow};
 
-use super::{PgLedger, ms};
+use super::{PgLedger, ms, on_server_clock};
 use crate::ledger::claim::{
-    CLAIMED_COLUMNS, COUNT_CREATED_BETWEEN, DUE_FILTER, REAP_EXPIRED_ACCOUNT_LEASES,
-    REAP_EXPIRED_HOLDS, RELEASE_LEASES,
+    CLAIMED_COLUMNS, COUNT_CREATED_BETWEEN, DUE_FILTER, REAP_EXPIRED_HOLDS, RELEASE_LEASES,
 };
 use crate::ledger::time::{from_db, to_db};
 use crate::ledger::{ClaimScope, Claimed, DuePosition, LedgerError};
@@ -201,10 +200,17 @@ impl PgLedger {
             .bind(ms(now))
             .execute(&mut *tx)
             .await?;
-        let accounts = sqlx::query(sqlx::AssertSqlSafe(numbered(REAP_EXPIRED_ACCOUNT_LEASES)))
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
+        // The account leases on the server's clock, as they were timed (`leases`); a hold is
+        // a payment's, timed and reaped by the replica whose lane holds the account.
+        let accounts = sqlx::query(concat!(
+            "UPDATE account_leases SET holder = NULL, expires_at = NULL
+             WHERE holder IS NOT NULL AND expires_at <= ",
+            on_server_clock!("1", "2")
+        ))
+        .bind(now)
+        .bind((self.clock)())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(rows.rows_affected() + accounts.rows_affected())
     }

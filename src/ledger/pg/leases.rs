@@ -4,18 +4,20 @@
 //!
 //! Acquiring is one upsert whose `WHERE` admits a free, expired or own lease: two replicas
 //! racing for an account serialise on the lease row, and the one that waited sees the other's
-//! fresh lease and is told who holds it. A fenced write locks the lease row `FOR SHARE` in its
+//! fresh lease and is told who holds it. Leases are timed on the server's clock
+//! (`pg::on_server_clock`): replicas on hosts whose clocks disagree agree on when one expires. A fenced write locks the lease row `FOR SHARE` in its
 //! own transaction, so no acquisition can take the account between the check and the commit.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{PgLedger, ms};
+use super::{PgLedger, ms, on_server_clock};
 use crate::ledger::account_lease::lanes_sql;
 use crate::ledger::{AccountHolder, Acquired, Fence, LaneRow, LedgerError};
 
-fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(1))
+/// `ttl` in milliseconds, as the statements add it to a time on the server's clock.
+fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// Times as the SQLite ledger shows them in `AccountHolder` (fixed-width UTC text).
@@ -54,21 +56,28 @@ impl PgLedger {
                 None
             }
         };
-        let taken = sqlx::query(
+        // Times on the server's clock, so a replica whose clock runs ahead cannot take a lease
+        // renewed on time, nor one whose clock lags hold a lease it let run out.
+        let taken = sqlx::query(concat!(
             "INSERT INTO account_leases AS l
                  (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute)
-             VALUES ($1, $2, 1, $3, $3, $4, $5)
+             SELECT $1, $2, 1, t.now, t.now, t.now + $4 * interval '1 millisecond', $5
+             FROM (SELECT ",
+            on_server_clock!("3", "6"),
+            " AS now) t
              ON CONFLICT (account) DO UPDATE SET
-                 holder = $2, token = l.token + 1, acquired_at = $3,
-                 heartbeat_at = $3, expires_at = $4, pace_per_minute = $5
-             WHERE l.holder IS NULL OR l.expires_at <= $3 OR l.holder = $2
-             RETURNING token, next_call_at",
-        )
+                 holder = $2, token = l.token + 1, acquired_at = excluded.acquired_at,
+                 heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
+                 pace_per_minute = $5
+             WHERE l.holder IS NULL OR l.expires_at <= excluded.acquired_at OR l.holder = $2
+             RETURNING token, next_call_at"
+        ))
         .bind(account)
         .bind(holder)
-        .bind(ms(now))
-        .bind(ms(until(now, ttl)))
+        .bind(now)
+        .bind(ttl_ms(ttl))
         .bind(i64::from(pace_per_minute))
+        .bind((self.clock)())
         .fetch_optional(&mut *tx)
         .await?;
         let answer = match taken {
@@ -119,15 +128,20 @@ impl PgLedger {
         ttl: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let done = sqlx::query(
-            "UPDATE account_leases SET heartbeat_at = $1, expires_at = $2
-             WHERE account = $3 AND holder = $4 AND token = $5",
-        )
-        .bind(ms(now))
-        .bind(ms(until(now, ttl)))
+        let done = sqlx::query(concat!(
+            "UPDATE account_leases SET heartbeat_at = t.now,
+                 expires_at = t.now + $2 * interval '1 millisecond'
+             FROM (SELECT ",
+            on_server_clock!("1", "6"),
+            " AS now) t
+             WHERE account = $3 AND holder = $4 AND token = $5"
+        ))
+        .bind(now)
+        .bind(ttl_ms(ttl))
         .bind(&fence.account)
         .bind(&fence.holder)
         .bind(fence.token)
+        .bind((self.clock)())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -220,8 +234,16 @@ impl PgLedger {
 impl PgLedger {
     /// As [`crate::ledger::Ledger::lanes`]: the SQLite ledger's statement (the due backlog an
     /// index range of `payments_due_by_account`).
+    /// A lease is shown held until it expires on the server's clock, as leases are timed;
+    /// the due backlog is counted at `now`, as payments are scheduled on the replicas' clocks.
     pub async fn lanes(&self, now: DateTime<Utc>) -> Result<Vec<LaneRow>, LedgerError> {
         let now = ms(now);
+        let on_server: DateTime<Utc> =
+            sqlx::query_scalar(concat!("SELECT ", on_server_clock!("1", "2")))
+                .bind(now)
+                .bind((self.clock)())
+                .fetch_one(&self.pool)
+                .await?;
         let sql = super::queries::pg_sql(&lanes_sql(""));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
@@ -231,7 +253,7 @@ impl PgLedger {
             .iter()
             .map(|r| {
                 let expires_at: Option<DateTime<Utc>> = r.get("expires_at");
-                let live = expires_at.is_some_and(|e| e > now);
+                let live = expires_at.is_some_and(|e| e > on_server);
                 LaneRow {
                     account: r.get("account"),
                     provider: r.get("provider"),

@@ -39,6 +39,25 @@ pub(crate) fn ms(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::U
     t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(t)
 }
 
+/// SQL for a replica's time `$now` moved onto the server's clock: `$now` plus how far the
+/// server's clock (`statement_timestamp()`) is from the replica's when it sent the statement
+/// (`$read_at`, [`PgLedger::clock`]), at the ledger's precision. Lease expiry and replica
+/// liveness are decided with it, so replicas whose clocks disagree still agree on when a lease
+/// ran out: one clock decides, whoever asks (docs/ARCHITECTURE.md §8, "Clocks"). `$now` is
+/// usually the replica's reading a moment before; a test moves time by passing a later one.
+macro_rules! on_server_clock {
+    ($now:literal, $read_at:literal) => {
+        concat!(
+            "date_trunc('milliseconds', $",
+            $now,
+            "::timestamptz + (statement_timestamp() - $",
+            $read_at,
+            "::timestamptz))"
+        )
+    };
+}
+pub(crate) use on_server_clock;
+
 /// `url` without its password, for messages: a URL is never logged with one.
 pub fn shown(url: &str) -> String {
     match url::Url::parse(url) {
@@ -56,14 +75,16 @@ pub fn shown(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct PgLedger {
     pool: PgPool,
+    /// This replica's clock (its host's): read beside a time it sends for the server to
+    /// decide on, so the server can correct the time by the clocks' difference
+    /// ([`on_server_clock`]).
+    clock: fn() -> chrono::DateTime<chrono::Utc>,
 }
 
 impl PgLedger {
     /// Connects to the ledger at `url`, migrating its schema if it is behind.
     pub async fn open(url: &str, connect_timeout: Duration) -> Result<Self, LedgerError> {
-        Ok(Self {
-            pool: connect(url, connect_timeout).await?,
-        })
+        Ok(Self::on(connect(url, connect_timeout).await?))
     }
 
     /// Connects to the ledger the settings name (the password from its file, else from
@@ -80,15 +101,28 @@ impl PgLedger {
         if let Some(password) = &settings.password {
             options = options.password(password.expose_secret());
         }
-        Ok(Self {
-            pool: pool_with(
+        Ok(Self::on(
+            pool_with(
                 options,
                 &settings.url,
                 settings.max_connections,
                 connect_timeout,
             )
             .await?,
-        })
+        ))
+    }
+
+    fn on(pool: PgPool) -> Self {
+        Self {
+            pool,
+            clock: chrono::Utc::now,
+        }
+    }
+
+    /// The same ledger as a replica whose clock reads `clock` (its host's by default): how
+    /// the tests put replicas on hosts whose clocks disagree.
+    pub fn with_clock(self, clock: fn() -> chrono::DateTime<chrono::Utc>) -> Self {
+        Self { clock, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {
