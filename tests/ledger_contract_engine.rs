@@ -10,7 +10,7 @@ mod pg_support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use payrecon::domain::{
     AccountName, Currency, DiscrepancyKind, Money, OutTradeNo, PaymentId, PaymentState, Provider,
     ProviderRef, RecordKind, RetryReason,
@@ -20,49 +20,11 @@ use payrecon::ledger::{
     self, ClaimScope, Claimed, DuePosition, LedgerError, NewDiscrepancy, NewEvent, NewPayment,
     PaymentUpdate, WriteGuard,
 };
+use pg_support::{Raw, ms};
 
 /// Raw SQL on either store, for the set-ups the contract's methods do not write (a schedule, a
 /// notification) and for columns no method reads. The statements are plain SQL both accept;
 /// times are written as `time::to_db` literals.
-trait Raw {
-    async fn exec(&self, sql: &str) -> u64;
-    async fn text(&self, sql: &str) -> Option<String>;
-    async fn count(&self, sql: &str) -> i64;
-}
-
-macro_rules! raw_for {
-    ($store:ty) => {
-        impl Raw for $store {
-            async fn exec(&self, sql: &str) -> u64 {
-                sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                    .execute(self.pool())
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-            async fn text(&self, sql: &str) -> Option<String> {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-                    .fetch_one(self.pool())
-                    .await
-                    .unwrap()
-            }
-            async fn count(&self, sql: &str) -> i64 {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-                    .fetch_one(self.pool())
-                    .await
-                    .unwrap()
-            }
-        }
-    };
-}
-raw_for!(ledger::SqliteLedger);
-raw_for!(ledger::pg::PgLedger);
-
-/// `t` as both ledgers keep it (milliseconds).
-fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::milliseconds(1)).unwrap()
-}
-
 fn secs(n: i64) -> TimeDelta {
     TimeDelta::seconds(n)
 }

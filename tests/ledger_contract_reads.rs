@@ -10,7 +10,7 @@ mod pg_support;
 
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use payrecon::domain::{
     AccountName, Currency, Money, OutTradeNo, PaymentState, Provider, ProviderRef, RecordKind,
 };
@@ -18,54 +18,15 @@ use payrecon::ledger::time::{from_db, to_db};
 use payrecon::ledger::{
     self, CheckRequested, DiscrepancyPage, ListFilter, NewPayment, Nudged, PaymentPage,
 };
+use pg_support::{Raw, ms};
 use serde_json::json;
 
 /// Raw SQL on either store, for states the common methods do not reach (no parameters: the
 /// text must mean the same to both).
-trait Raw {
-    async fn exec(&self, sql: &str);
-    async fn count(&self, sql: &str) -> i64;
-}
-
-impl Raw for ledger::SqliteLedger {
-    async fn exec(&self, sql: &str) {
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(self.pool())
-            .await
-            .unwrap();
-    }
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(self.pool())
-            .await
-            .unwrap()
-    }
-}
-
-impl Raw for ledger::pg::PgLedger {
-    async fn exec(&self, sql: &str) {
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(self.pool())
-            .await
-            .unwrap();
-    }
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(self.pool())
-            .await
-            .unwrap()
-    }
-}
-
-/// `t` to the millisecond.
-fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::milliseconds(1)).unwrap()
-}
-
 /// Now with a fraction of a millisecond that PostgreSQL would keep (microseconds) and the
 /// ledger must not: a store that writes it unrounded answers differently.
 fn odd_now() -> DateTime<Utc> {
-    trunc(Utc::now()) + TimeDelta::microseconds(456)
+    ms(Utc::now()) + TimeDelta::microseconds(456)
 }
 
 fn payment(account: &str, no: &str, created_at: DateTime<Utc>) -> NewPayment {
@@ -125,7 +86,7 @@ contract!(
         assert_eq!(events[1].at, to_db(now));
         // Due from the millisecond it was made due: asked again within it, it is due already.
         assert_eq!(
-            l.request_check(1, trunc(now)).await.unwrap(),
+            l.request_check(1, ms(now)).await.unwrap(),
             CheckRequested::AlreadyDue { account: hk() }
         );
         assert_eq!(l.events(1).await.unwrap().len(), 2, "nothing written");
@@ -819,7 +780,7 @@ contract!(
                 own("sg", "notified_unknown", 0)
             ]
         );
-        assert_eq!(g.oldest_open, [("hk".to_string(), trunc(hours(2)))]);
+        assert_eq!(g.oldest_open, [("hk".to_string(), ms(hours(2)))]);
         assert_eq!(g.lanes, stats.lanes);
 
         // Another account with an open payment older than hk's: first in the stats, and a gauge
@@ -832,8 +793,8 @@ contract!(
         assert_eq!(
             l.gauges(t).await.unwrap().oldest_open,
             [
-                ("au".to_string(), trunc(hours(5))),
-                ("hk".to_string(), trunc(hours(2)))
+                ("au".to_string(), ms(hours(5))),
+                ("hk".to_string(), ms(hours(2)))
             ]
         );
     }
@@ -940,7 +901,7 @@ contract!(lanes_show_every_account_with_payments_or_a_lease, |l| {
     // (corrected by the moment between reading the clock and the server's answer).
     let beat = from_db(hk_lane.heartbeat_at.as_deref().unwrap()).unwrap();
     assert!(
-        beat >= trunc(t) && beat - t < TimeDelta::seconds(2),
+        beat >= ms(t) && beat - t < TimeDelta::seconds(2),
         "heartbeat at {beat}, taken at {t}"
     );
     assert_eq!(
@@ -957,12 +918,9 @@ contract!(lanes_show_every_account_with_payments_or_a_lease, |l| {
     );
 
     // Due counts at the millisecond: H1 and T1 were made due at `t`, to the millisecond.
-    let before = l
-        .lanes(trunc(t) - TimeDelta::milliseconds(1))
-        .await
-        .unwrap();
+    let before = l.lanes(ms(t) - TimeDelta::milliseconds(1)).await.unwrap();
     assert_eq!(before.iter().map(|r| r.due).collect::<Vec<_>>(), [0, 0, 0]);
-    let at = l.lanes(trunc(t)).await.unwrap();
+    let at = l.lanes(ms(t)).await.unwrap();
     assert_eq!(at.iter().map(|r| r.due).collect::<Vec<_>>(), [2, 0, 1]);
     // When the leases ran out and the pause ended: no holder shown (the lease rows stay, with
     // their tokens), no pause.

@@ -135,3 +135,46 @@ macro_rules! contract {
         }
     };
 }
+
+/// Raw SQL on a store's pool, for what a contract test sets up or checks behind the ledger's
+/// back.
+pub trait Raw {
+    async fn exec(&self, sql: &str) -> u64;
+    async fn text(&self, sql: &str) -> Option<String>;
+    async fn count(&self, sql: &str) -> i64;
+}
+
+macro_rules! raw_for {
+    ($store:ty) => {
+        impl Raw for $store {
+            async fn exec(&self, sql: &str) -> u64 {
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(self.pool())
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            async fn text(&self, sql: &str) -> Option<String> {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                    .fetch_one(self.pool())
+                    .await
+                    .unwrap()
+            }
+            async fn count(&self, sql: &str) -> i64 {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                    .fetch_one(self.pool())
+                    .await
+                    .unwrap()
+            }
+        }
+    };
+}
+raw_for!(payrecon::ledger::SqliteLedger);
+raw_for!(payrecon::ledger::pg::PgLedger);
+
+/// `t` as both ledgers keep it (milliseconds).
+pub fn ms(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::DurationRound;
+    t.duration_trunc(chrono::TimeDelta::milliseconds(1))
+        .unwrap()
+}
