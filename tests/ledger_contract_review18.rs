@@ -227,6 +227,45 @@ async fn replicas_on_clocks_that_disagree_count_each_other_live() {
     );
 }
 
+/// A replica whose every pooled connection is busy (its lanes planning window pages, a slow
+/// disk) still renews its leases and beats: those have connections of their own. Waiting
+/// behind the lanes, a renewal would wait for the pool's whole acquire timeout and the lease
+/// could run out, or the others count the replica gone and take more than their share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_and_replicas_beat_while_every_pooled_connection_is_busy() {
+    let (a, _b) = two_replicas().await;
+    let ttl = Duration::from_secs(60);
+    let now = Utc::now();
+    let fence = a
+        .acquire_account("hk", "A", ttl, 400, now)
+        .await
+        .unwrap()
+        .expect("free")
+        .fence;
+    // Every connection of the pool held, as by lanes in long statements.
+    let mut busy = Vec::new();
+    for _ in 0..a.pool().options().get_max_connections() {
+        busy.push(a.pool().acquire().await.unwrap());
+    }
+    let quick = Duration::from_secs(3);
+    let renewed = tokio::time::timeout(quick, a.renew_account(&fence, ttl, Utc::now())).await;
+    assert!(
+        matches!(renewed, Ok(Ok(true))),
+        "the renewal waited for the busy pool: {renewed:?}"
+    );
+    let now = Utc::now();
+    let seen = tokio::time::timeout(
+        quick,
+        a.replica_seen("A", now, now - chrono::Duration::minutes(1)),
+    )
+    .await;
+    assert!(
+        matches!(&seen, Ok(Ok(live)) if live == &["A"]),
+        "the beat waited for the busy pool: {seen:?}"
+    );
+    drop(busy);
+}
+
 /// Pauses, schedules and the pace handed over stay on the replicas' clocks: a host whose clock
 /// is off the server's by more than a moment says so at every beat, with the difference.
 #[tokio::test]

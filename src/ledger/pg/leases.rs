@@ -142,7 +142,7 @@ impl PgLedger {
         .bind(&fence.holder)
         .bind(fence.token)
         .bind((self.clock)())
-        .execute(&self.pool)
+        .execute(&self.beats)
         .await?;
         Ok(done.rows_affected() == 1)
     }

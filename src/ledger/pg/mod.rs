@@ -71,10 +71,18 @@ pub fn shown(url: &str) -> String {
     }
 }
 
-/// A handle on a PostgreSQL ledger. Cheap to clone (a connection pool).
+/// How many connections the beats (lease renewals, replica liveness) have to themselves.
+const BEAT_CONNECTIONS: u32 = 2;
+
+/// A handle on a PostgreSQL ledger. Cheap to clone (connection pools).
 #[derive(Debug, Clone)]
 pub struct PgLedger {
     pool: PgPool,
+    /// Connections of their own for what keeps this replica's leases and liveness: a lane's
+    /// heartbeat or the replica's beat that waited behind its own busy lanes (a window page
+    /// being planned holds a connection for seconds) would let its lease run out, or let the
+    /// others count it gone and take more than their share. Opened at the first beat.
+    beats: PgPool,
     /// This replica's clock (its host's): read beside a time it sends for the server to
     /// decide on, so the server can correct the time by the clocks' difference
     /// ([`on_server_clock`]).
@@ -113,8 +121,13 @@ impl PgLedger {
     }
 
     fn on(pool: PgPool) -> Self {
+        let beats = PgPoolOptions::new()
+            .max_connections(BEAT_CONNECTIONS)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
         Self {
             pool,
+            beats,
             clock: chrono::Utc::now,
         }
     }
@@ -130,6 +143,7 @@ impl PgLedger {
     }
 
     pub async fn close(&self) {
+        self.beats.close().await;
         self.pool.close().await;
     }
 }

@@ -42,7 +42,7 @@ impl PgLedger {
         // On the server's clock, like the leases: a replica whose clock lags is not taken for
         // gone, nor one whose clock runs ahead for the only one live.
         let read_at = (self.clock)();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.beats.begin().await?;
         let server_ahead: f64 = sqlx::query_scalar(concat!(
             "INSERT INTO replicas (holder, started_at, seen_at) SELECT $1, t.now, t.now
              FROM (SELECT ",
@@ -83,7 +83,7 @@ impl PgLedger {
     pub async fn replica_gone(&self, holder: &str) -> Result<(), LedgerError> {
         sqlx::query("DELETE FROM replicas WHERE holder = $1")
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.beats)
             .await?;
         Ok(())
     }
