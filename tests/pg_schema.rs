@@ -313,3 +313,29 @@ async fn a_schema_that_is_behind_is_refused_with_what_to_run_when_the_role_may_n
         .await
         .unwrap();
 }
+
+/// A server that cannot be reached is named with what the network answered: the pool retries
+/// a refused connection until its timeout and by itself says only "pool timed out".
+#[test]
+fn an_unreachable_server_is_reported_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("payrecon.toml");
+    std::fs::write(
+        &config,
+        "[ledger]\nurl = \"postgres://payrecon@127.0.0.1:1/payrecon\"\nbusy_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrecon"))
+        .arg("--config")
+        .arg(&config)
+        .args(["ledger", "stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ledger postgres://payrecon@127.0.0.1:1/payrecon")
+            && err.contains("Connection refused"),
+        "{err}"
+    );
+}

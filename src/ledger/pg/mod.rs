@@ -164,17 +164,46 @@ async fn pool_with(
     connect_timeout: Duration,
 ) -> Result<PgPool, LedgerError> {
     let options = bounded_idle_transactions(options, connect_timeout);
-    let pool = PgPoolOptions::new()
+    let opened = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
-        .connect_with(options)
-        .await
-        .map_err(|source| LedgerError::Open {
-            path: shown(url),
-            source,
-        })?;
+        .connect_with(options.clone())
+        .await;
+    let pool = match opened {
+        Ok(pool) => pool,
+        Err(sqlx::Error::PoolTimedOut) => {
+            return Err(LedgerError::Open {
+                path: shown(url),
+                source: why_no_connection(&options, connect_timeout).await,
+            });
+        }
+        Err(source) => {
+            return Err(LedgerError::Open {
+                path: shown(url),
+                source,
+            });
+        }
+    };
     ensure_schema(&pool, url).await?;
     Ok(pool)
+}
+
+/// Why the pool could open no connection in `timeout`: the pool retries a refused or
+/// unresolvable server until then and says only that it timed out, so one more attempt tells
+/// the operator what the server (or the network) answered.
+async fn why_no_connection(options: &PgConnectOptions, timeout: Duration) -> sqlx::Error {
+    use sqlx::Connection;
+    match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(options)).await {
+        Ok(Err(e)) => e,
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            sqlx::Error::PoolTimedOut
+        }
+        Err(_) => sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the server within {timeout:?}"),
+        )),
+    }
 }
 
 /// A session of this process that sits inside a transaction without a word for
