@@ -160,3 +160,73 @@ async fn the_daemon_and_two_one_off_passes_share_the_ledger_without_double_work(
         "the processes did not all get work, so nothing was proven: {runs:?}"
     );
 }
+
+/// The daemon meets accounts other processes hold at every tick: that is how replicas share
+/// the accounts (its next tick tries again), so it says so at INFO, not as a warning that
+/// would fill the journal of every replica. (A one-off pass that waited for an account and
+/// still did not get it warns: `tests/lanes.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_notes_an_account_another_process_holds_without_a_warning() {
+    let mix = Mix {
+        qf_old: 20,
+        qf_fresh: 0,
+        ec_old: 10,
+        ec_fresh: 0,
+        open_ones: false,
+    };
+    let w = world(mix, Knobs::default(), seed(0xB0B)).await;
+    let db = w.db().await;
+    // Another replica holds the QFPay account, with a lease that outlives the test.
+    let held: Vec<(i64,)> = db
+        .fetch_all(&format!(
+            "INSERT INTO account_leases
+                 (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute)
+             VALUES ('{QF}', 'other-replica', 7, '2099-01-01T00:00:00.000Z',
+                     '2099-01-01T00:00:00.000Z', '2099-01-01T00:01:00.000Z', 400)
+             RETURNING token"
+        ))
+        .await;
+    assert_eq!(held, [(7,)]);
+    db.close().await;
+    let log = w.dir.path().join("daemon.log");
+    let mut daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(&w.config)
+        .arg("run")
+        .env("PAYRECON__LOG__LEVEL", "info")
+        .env("PAYRECON__LOG__FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let said = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is held by other-replica"))
+            })
+            .collect()
+    };
+    while said(&std::fs::read_to_string(&log).unwrap()).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon never said the account was held:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(daemon.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in said(&text) {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["holder"], "other-replica", "{line}");
+    }
+}

@@ -281,7 +281,7 @@ impl Reconciler {
         let lane = match self.enter_lane(rt, wait, shutdown).await? {
             Ok(lane) => lane,
             Err(why) => {
-                note_not_entered(rt.name.as_str(), why, &mut summary);
+                note_not_entered(rt.name.as_str(), why, wait, &mut summary);
                 return Ok(summary);
             }
         };
@@ -469,7 +469,7 @@ impl Reconciler {
 /// member of a unit is in one delivery only, so a group never decides a payment twice.
 const DELIVERIES_PER_COMMIT: usize = 64;
 
-fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
+fn note_not_entered(account: &str, why: NotEntered, wait: LaneWait, summary: &mut RunSummary) {
     match why {
         NotEntered::Busy => {
             tracing::debug!(
@@ -483,13 +483,19 @@ fn note_not_entered(account: &str, why: NotEntered, summary: &mut RunSummary) {
             "this replica holds its fair share of the lanes; left to another replica"
         ),
         NotEntered::Held(h) => {
-            tracing::warn!(
-                account,
-                holder = %h.holder,
-                heartbeat_at = h.heartbeat_at.as_deref().unwrap_or("-"),
+            let heartbeat_at = h.heartbeat_at.as_deref().unwrap_or("-");
+            let line = format!(
                 "account {account} is held by {} (another process works it); skipped",
                 h.holder
             );
+            // The daemon meets other replicas' lanes at every tick (its next tick tries again):
+            // that is how replicas share, not a warning. A one-off pass that waited and still
+            // did not get the account tells its operator.
+            if wait == LaneWait::Skip {
+                tracing::info!(account, holder = %h.holder, heartbeat_at, "{line}");
+            } else {
+                tracing::warn!(account, holder = %h.holder, heartbeat_at, "{line}");
+            }
             summary.skipped_accounts.push(SkippedAccount {
                 account: account.to_string(),
                 holder: h.holder,
