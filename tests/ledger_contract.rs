@@ -191,6 +191,74 @@ contract!(registering_is_all_or_nothing_and_idempotent, |l| {
     assert!(l.payment(9999).await.unwrap().is_none());
 });
 
+// A batch larger than one PostgreSQL statement carries, with keys repeated inside the batch
+// and keys already in the ledger, is reported index by index as SQLite's row-by-row
+// registering reports it: the first of a repeated key inserted, the later ones present (or a
+// conflict), ids growing with the index, one `registered` event each.
+contract!(
+    a_large_batch_with_repeated_keys_is_reported_index_by_index,
+    |l| {
+        let now = Utc::now();
+        let before = l
+            .register(&[payment("OLD-1", 100), payment("OLD-2", 200)], now)
+            .await
+            .unwrap();
+        let old: Vec<i64> = before.inserted.iter().map(|&(_, id)| id).collect();
+        let mut batch: Vec<_> = (0..12_001)
+            .map(|n| payment(&format!("N{n}"), 500))
+            .collect();
+        batch[3] = payment("OLD-2", 200);
+        batch[7] = payment("N1", 500); // N1 again, in the same statement
+        batch[6_000] = payment("N2", 500); // N2 again, in the next statement
+        batch[11_000] = payment("OLD-1", 100);
+        let report = l.register(&batch, now).await.unwrap();
+        assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+        assert_eq!(report.inserted.len(), 12_001 - 4);
+        let ids_of = |n: &str| {
+            let i = batch
+                .iter()
+                .position(|p| p.out_trade_no.as_str() == n)
+                .unwrap();
+            report.inserted.iter().find(|&&(j, _)| j == i).unwrap().1
+        };
+        assert_eq!(
+            report.already_present,
+            [
+                (3, old[1]),
+                (7, ids_of("N1")),
+                (6_000, ids_of("N2")),
+                (11_000, old[0])
+            ]
+        );
+        assert!(
+            report
+                .inserted
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "ids grow with the index"
+        );
+        let last = report.inserted.last().unwrap().1;
+        let events = l.events(last).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].message.as_deref(),
+            Some("registered 5.00 HKD payment")
+        );
+        let stats = l.stats(now).await.unwrap();
+        let total: i64 = stats.by_state.iter().map(|c| c.count).sum();
+        assert_eq!(total, 12_001 - 4 + 2);
+
+        // A repeated key with other details is a conflict at its index, and nothing is written.
+        let mut clash: Vec<_> = (0..6_002).map(|n| payment(&format!("C{n}"), 700)).collect();
+        clash[6_001] = payment("C0", 701);
+        let report = l.register(&clash, now).await.unwrap();
+        assert!(report.inserted.is_empty());
+        assert_eq!(report.conflicts.len(), 1);
+        assert_eq!(report.conflicts[0].0, 6_001);
+        assert!(l.find_payments("C1").await.unwrap().is_empty());
+    }
+);
+
 contract!(runs_and_discrepancies_are_recorded_and_resolved, |l| {
     let t0 = Utc::now();
     let first = l.start_run("me", "cron", t0).await.unwrap();
