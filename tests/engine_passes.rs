@@ -384,3 +384,39 @@ async fn a_sweep_that_finds_more_records_than_estimated_gives_way_to_id_lookups(
     // At most as many pages as the id lookups would cost (⌈10/4⌉ = 3), then the lookups.
     assert!(fake.query_calls() <= 6, "{} calls", fake.query_calls());
 }
+
+/// A lane keeps the pace of the previous holder's last call (`next_call_at`), but that time is
+/// of the previous holder's clock: one that ran 45 s ahead (another replica's host) must not
+/// keep the lane waiting 45 s without a heartbeat, past its own lease clock. At most one pacer
+/// interval is waited.
+#[tokio::test]
+async fn a_pace_handed_over_from_a_clock_far_ahead_is_waited_one_interval_at_most() {
+    let t = minutes_ago(1);
+    let fake = FakeQfpay::start(vec![FakeRecord::new(
+        &syssn(1),
+        "P1",
+        "800101",
+        1000,
+        &["0000"],
+        t,
+    )])
+    .await;
+    let h = harness(&fake.url(), "http://127.0.0.1:9", "").await;
+    h.register(&[qf_payment("P1", Some(&syssn(1)), "800101", 1000, t)])
+        .await;
+    let ahead = payrecon::ledger::time::to_db(chrono::Utc::now() + chrono::Duration::seconds(45));
+    h.execute(&format!(
+        "INSERT INTO account_leases (account, holder, token, next_call_at)
+         VALUES ('hk', NULL, 3, '{ahead}')"
+    ))
+    .await;
+    let engine = h.engine();
+    let started = std::time::Instant::now();
+    h.pass(&engine).await;
+    let took = started.elapsed();
+    assert_eq!(h.payment("P1").await.state, "succeeded");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the pass took {took:?}"
+    );
+}

@@ -266,6 +266,139 @@ async fn leases_are_renewed_and_replicas_beat_while_every_pooled_connection_is_b
     drop(busy);
 }
 
+/// Leases `accounts` to A, and has B lock the rows of the first `locked` of them as a replica
+/// frozen inside its acquisition (between `SELECT … FOR UPDATE SKIP LOCKED` and its commit)
+/// does, until the server ends its session (`busy_timeout`, 10 s by default).
+async fn frozen_acquisitions(
+    a: &PgLedger,
+    b: &PgLedger,
+    accounts: &[&str],
+    locked: usize,
+) -> (
+    Vec<payrecon::ledger::Fence>,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+) {
+    let now = Utc::now();
+    let mut fences = Vec::new();
+    for account in accounts {
+        let got = a.acquire_account(account, "A", LEASE, 400, now).await;
+        fences.push(got.unwrap().expect("free").fence);
+    }
+    let mut stalled = b.pool().begin().await.unwrap();
+    sqlx::query("SELECT holder FROM account_leases WHERE account = ANY($1) FOR UPDATE")
+        .bind(&accounts[..locked])
+        .fetch_all(&mut *stalled)
+        .await
+        .unwrap();
+    (fences, stalled)
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Renewals waiting on rows a frozen replica locked give their connection up after the beats'
+/// lock timeout (2 s; the lane tries again a second later), with an error, not as a lease
+/// lost: the other lanes' renewals, on the same few connections, are not held up behind them
+/// until the frozen session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_stuck_behind_a_frozen_replica_do_not_hold_up_the_others() {
+    let (a, b) = two_replicas().await;
+    let locked = ["x1", "x2", "x3", "x4", "x5", "x6"];
+    let accounts = [&locked[..], &["free"]].concat();
+    let (fences, stalled) = frozen_acquisitions(&a, &b, &accounts, locked.len()).await;
+    let blocked: Vec<_> = fences[..locked.len()]
+        .iter()
+        .map(|f| {
+            let (a, f) = (a.clone(), f.clone());
+            tokio::spawn(async move { a.renew_account(&f, LEASE, Utc::now()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let free = tokio::time::timeout(
+        Duration::from_secs(6),
+        a.renew_account(&fences[locked.len()], LEASE, Utc::now()),
+    )
+    .await;
+    let waited = started.elapsed();
+    for h in blocked {
+        let renewed = h.await.unwrap();
+        assert!(renewed.is_err(), "a renewal behind a lock: {renewed:?}");
+    }
+    stalled.rollback().await.unwrap();
+    assert!(
+        matches!(free, Ok(Ok(true))) && waited < Duration::from_secs(5),
+        "the renewal of an account no one else touches waited {waited:?}: {free:?}"
+    );
+}
+
+/// A beat that waited for a connection does not count the wait as a clock difference: a host
+/// 1.5 s behind the server (under the 2 s that warns) whose beat waited ~2 s for a connection
+/// is not told its clock is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beat_that_waited_for_a_connection_counts_no_clock_difference() {
+    let (a, b) = two_replicas().await;
+    let a = a.with_clock(|| Utc::now() - chrono::Duration::milliseconds(1_500));
+    let locked = ["x1", "x2", "x3", "x4"];
+    let (fences, stalled) = frozen_acquisitions(&a, &b, &locked, locked.len()).await;
+    // Every beat connection waits on a lock until the lock timeout.
+    let blocked: Vec<_> = fences
+        .iter()
+        .map(|f| {
+            let (a, f) = (a.clone(), f.clone());
+            tokio::spawn(async move { a.renew_account(&f, LEASE, Utc::now()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = Captured::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let started = std::time::Instant::now();
+    let now = Utc::now() - chrono::Duration::milliseconds(1_500);
+    let live = a
+        .replica_seen("A", now, now - chrono::Duration::minutes(1))
+        .await;
+    let waited = started.elapsed();
+    stalled.rollback().await.unwrap();
+    for h in blocked {
+        let _ = h.await.unwrap();
+    }
+    assert_eq!(live.unwrap(), ["A"]);
+    assert!(
+        waited > Duration::from_secs(1),
+        "the beat did not wait: {waited:?}"
+    );
+    let text = log.text();
+    assert!(!text.contains("this host's clock is"), "{text}");
+}
+
+/// The heartbeat age a host reports (`payrecon_lane_heartbeat_age_seconds`) is counted on the
+/// server's clock, as the lease is timed: a host whose clock runs 30 s ahead does not show a
+/// lease renewed a moment ago as 30 s old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_age_is_counted_on_the_servers_clock() {
+    let (a, m) = two_replicas().await;
+    let m = m.with_clock(|| Utc::now() + chrono::Duration::seconds(30));
+    a.acquire_account("hk", "A", LEASE, 400, Utc::now())
+        .await
+        .unwrap()
+        .expect("free");
+    let ahead = Utc::now() + chrono::Duration::seconds(30);
+    let text = payrecon::metrics::render(&payrecon::ledger::Ledger::Postgres(m), ahead)
+        .await
+        .unwrap();
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"payrecon_lane_heartbeat_age_seconds{account="hk"} "#))
+        .expect("a held lane has an age")
+        .parse()
+        .unwrap();
+    assert!(age < 5.0, "a lease taken a moment ago is {age} s old");
+}
+
 /// Pauses, schedules and the pace handed over stay on the replicas' clocks: a host whose clock
 /// is off the server's by more than a moment says so at every beat, with the difference.
 #[tokio::test]

@@ -51,6 +51,21 @@ pub struct LaneRow {
     /// Open (and watched) payments whose next check is due now.
     pub due: i64,
     pub paused_until: Option<String>,
+    /// Milliseconds since the last heartbeat of a live lease, on the clock leases are timed on
+    /// (the PostgreSQL server's: a host whose clock is off still shows the true age); `None`
+    /// when no process holds the account.
+    pub heartbeat_age_ms: Option<i64>,
+}
+
+/// A live lease's heartbeat age at `now` (both on the clock leases are timed on).
+pub(super) fn heartbeat_age_ms(
+    live: bool,
+    heartbeat_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<i64> {
+    heartbeat_at
+        .filter(|_| live)
+        .map(|beat| (now - beat).num_milliseconds().max(0))
 }
 
 fn until(now: DateTime<Utc>, ttl: std::time::Duration) -> String {
@@ -235,16 +250,19 @@ impl SqliteLedger {
             .map(|r| {
                 let expires_at: Option<String> = r.get("expires_at");
                 let live = expires_at.as_deref().is_some_and(|e| e > now_s.as_str());
+                let heartbeat_at: Option<String> = r.get("heartbeat_at");
+                let beat = heartbeat_at.as_deref().and_then(super::time::from_db);
                 LaneRow {
                     account: r.get("account"),
                     provider: r.get("provider"),
                     holder: r.get::<Option<String>, _>("holder").filter(|_| live),
                     token: r.get("token"),
-                    heartbeat_at: r.get("heartbeat_at"),
+                    heartbeat_at,
                     expires_at,
                     pace_per_minute: r.get("pace_per_minute"),
                     due: r.get("due"),
                     paused_until: r.get("paused_until"),
+                    heartbeat_age_ms: heartbeat_age_ms(live, beat, now),
                 }
             })
             .collect())

@@ -109,12 +109,9 @@ pub(super) fn write(out: &mut String, g: &LedgerGauges, now: DateTime<Utc>) {
         "Seconds since the last heartbeat of the account's live lease; absent when no process holds the account.",
     );
     for lane in &g.lanes {
-        let beat = lane
-            .heartbeat_at
-            .as_deref()
-            .and_then(crate::ledger::time::from_db);
-        if let (Some(_), Some(beat)) = (&lane.holder, beat) {
-            f.sample(&[("account", &lane.account)], age_seconds(now, beat));
+        // Counted by the ledger on the clock leases are timed on: this host's may be off.
+        if let Some(ms) = lane.heartbeat_age_ms {
+            f.sample(&[("account", &lane.account)], ms as f64 / 1000.0);
         }
     }
 }
@@ -135,6 +132,7 @@ mod tests {
             pace_per_minute: Some(400),
             due: 7,
             paused_until: paused.then(|| "2026-11-10T02:15:00.000Z".into()),
+            heartbeat_age_ms: holder.map(|_| 12_500),
         }
     }
 

@@ -64,34 +64,36 @@ pub(crate) enum NotEntered {
     Share,
 }
 
-/// Until when the lane's lease is surely its own, by this process's clock: the last successful
-/// renewal plus the lease's time-to-live. A process that was stalled (SIGSTOP, a paused VM)
-/// wakes up past it and makes no further call, even before its heartbeat finds the lease
-/// taken: a call then could break the merchant's rate limit that the new holder now keeps.
+/// Until when the lane's lease is surely its own, by this process's monotonic clock: the
+/// moment before its last successful renewal was sent plus the lease's time-to-live. A process
+/// that was stalled (SIGSTOP, a paused VM) wakes up past it and makes no further call, even
+/// before its heartbeat finds the lease taken: a call then could break the merchant's rate
+/// limit that the new holder now keeps. Monotonic, so a wall clock stepped back (NTP, an
+/// operator fixing the skew a replica warned of) cannot stretch it past the ledger's expiry.
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseClock {
-    valid_until: Arc<std::sync::Mutex<chrono::DateTime<Utc>>>,
+    valid_until: Arc<std::sync::Mutex<std::time::Instant>>,
     /// Calls stop this long before the lease would run out (one heartbeat interval: a live
     /// lane renews long before).
-    margin: chrono::Duration,
+    margin: Duration,
 }
 
 impl LeaseClock {
-    fn new(renewed: chrono::DateTime<Utc>, ttl: Duration) -> Self {
+    fn new(renewed: std::time::Instant, ttl: Duration) -> Self {
         let clock = Self {
             valid_until: Arc::new(std::sync::Mutex::new(renewed)),
-            margin: chrono::Duration::from_std(heartbeat_interval(ttl)).unwrap_or_default(),
+            margin: heartbeat_interval(ttl),
         };
         clock.renewed(renewed, ttl);
         clock
     }
 
-    fn renewed(&self, at: chrono::DateTime<Utc>, ttl: Duration) {
+    fn renewed(&self, sent: std::time::Instant, ttl: Duration) {
         let mut v = self
             .valid_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *v = at + chrono::Duration::from_std(ttl).unwrap_or_default();
+        *v = sent + ttl;
     }
 
     /// Whether the lane may still make a call.
@@ -100,7 +102,7 @@ impl LeaseClock {
             .valid_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Utc::now() + self.margin < v
+        std::time::Instant::now() + self.margin < v
     }
 }
 
@@ -182,7 +184,7 @@ impl Reconciler {
         // A place in this replica's share is held only while the lease is tried or held, never
         // while waiting for another process's lease (a scheduled sweep waits up to 30 minutes):
         // a waiting lane would keep this replica's own slice unworked.
-        let (acquired, at, share) = loop {
+        let (acquired, sent, share) = loop {
             // One try at a time in this process (`LaneShare::take_turn`): a pass starts all its
             // lanes at once, its own slice first, and a try that finds its account held gives
             // its place back before the next account is tried, so a slice another replica holds
@@ -192,17 +194,17 @@ impl Reconciler {
                 match self.share.reserve(index, self.accounts.len()) {
                     None => None,
                     Some(share) => {
-                        let at = Utc::now();
+                        let sent = std::time::Instant::now();
                         let answer = self
                             .ledger
-                            .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, at)
+                            .acquire_account(rt.name.as_str(), &self.owner, ttl, pace, Utc::now())
                             .await?;
-                        Some((answer, at, share))
+                        Some((answer, sent, share))
                     }
                 }
             };
             let waited = match attempt {
-                Some((Ok(acquired), at, share)) => break (acquired, at, share),
+                Some((Ok(acquired), sent, share)) => break (acquired, sent, share),
                 // Its place goes back now, not after the wait below.
                 Some((Err(holder), _, share)) => {
                     drop(share);
@@ -222,11 +224,14 @@ impl Reconciler {
         tracing::debug!(account = %rt.name, token = fence.token, "lane entered");
         // Keep the pace of the previous holder's last call (another process's pacer). A holder
         // whose lease ran out left no such time: its last call may have left up to one lease
-        // margin before the expiry, so wait one interval, whatever the margin.
+        // margin before the expiry, so wait one interval, whatever the margin. The time handed
+        // over is the previous holder's clock: at most one interval is waited, so a replica
+        // whose clock ran ahead cannot keep this lane idle (and unrenewed) for the difference.
         let handed_over = acquired
             .next_call_at
             .and_then(|t| (t - Utc::now()).to_std().ok())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .min(rt.pacer().interval());
         let wait = if acquired.taken_over {
             handed_over.max(rt.pacer().interval())
         } else {
@@ -237,7 +242,7 @@ impl Reconciler {
                 .not_before(tokio::time::Instant::now() + wait)
                 .await;
         }
-        let clock = LeaseClock::new(at, ttl);
+        let clock = LeaseClock::new(sent, ttl);
         let lost = CancellationToken::new();
         // Every call of the account's client, queued or retried, passes this once its pacer
         // slot has come: none leaves once the lane may have lost the account.
@@ -524,10 +529,14 @@ impl Lane {
     }
 }
 
+/// How soon a failed renewal is tried again, until one succeeds: a row or file lock held a
+/// moment too long should not cost a lane a third of its lease.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
 /// Renews the lease every third of its time-to-live until stopped. A renewal that finds the
-/// lease no longer ours cancels `lost`; a failed renewal (a full disk, a locked file) is
-/// retried at the next beat: if none succeeds before the lease expires, another process may
-/// take the account, and the fence refuses this lane's writes.
+/// lease no longer ours cancels `lost`; a failed renewal (a full disk, a locked file or row) is
+/// retried every `RENEW_RETRY` (said once at WARN): if none succeeds before the lease expires,
+/// another process may take the account, and the fence refuses this lane's writes.
 async fn beat(
     ledger: Ledger,
     fence: Fence,
@@ -539,21 +548,31 @@ async fn beat(
     let mut tick = tokio::time::interval(heartbeat_interval(ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut failed = false;
     loop {
+        let retry = tokio::time::sleep(RENEW_RETRY.min(heartbeat_interval(ttl)));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = retry, if failed => {}
         }
-        let at = Utc::now();
-        match ledger.renew_account(&fence, ttl, at).await {
-            Ok(true) => clock.renewed(at, ttl),
+        let sent = std::time::Instant::now();
+        match ledger.renew_account(&fence, ttl, Utc::now()).await {
+            Ok(true) => {
+                clock.renewed(sent, ttl);
+                failed = false;
+            }
             Ok(false) => {
                 tracing::warn!(account = %fence.account, token = fence.token, "fenced out: the account's lease was taken by another process while this one was stalled; stopping the lane");
                 lost.cancel();
                 return;
             }
+            Err(e) if failed => {
+                tracing::debug!(account = %fence.account, error = %e, "cannot renew the account lease; retrying")
+            }
             Err(e) => {
-                tracing::warn!(account = %fence.account, error = %e, "cannot renew the account lease; retrying at the next beat")
+                tracing::warn!(account = %fence.account, error = %e, "cannot renew the account lease; retrying every second until it is renewed");
+                failed = true;
             }
         }
     }

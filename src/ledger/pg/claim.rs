@@ -200,8 +200,9 @@ impl PgLedger {
             .bind(ms(now))
             .execute(&mut *tx)
             .await?;
-        // The account leases on the server's clock, as they were timed (`leases`); a hold is
-        // a payment's, timed and reaped by the replica whose lane holds the account.
+        // The account leases on the server's clock, as they were timed (`leases`). Payment
+        // holds (a lane's claim, `pay`'s creation hold) are times of the replicas' clocks,
+        // reaped by every replica on its own: docs/ARCHITECTURE.md §8, "Clocks".
         let accounts = sqlx::query(concat!(
             "UPDATE account_leases SET holder = NULL, expires_at = NULL
              WHERE holder IS NOT NULL AND expires_at <= ",

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{PgLedger, ms, on_server_clock};
-use crate::ledger::account_lease::lanes_sql;
+use crate::ledger::account_lease::{heartbeat_age_ms, lanes_sql};
 use crate::ledger::{AccountHolder, Acquired, Fence, LaneRow, LedgerError};
 
 /// `ttl` in milliseconds, as the statements add it to a time on the server's clock.
@@ -234,8 +234,9 @@ impl PgLedger {
 impl PgLedger {
     /// As [`crate::ledger::Ledger::lanes`]: the SQLite ledger's statement (the due backlog an
     /// index range of `payments_due_by_account`).
-    /// A lease is shown held until it expires on the server's clock, as leases are timed;
-    /// the due backlog is counted at `now`, as payments are scheduled on the replicas' clocks.
+    /// A lease is shown held until it expires on the server's clock, as leases are timed (and
+    /// its heartbeat's age is counted on it); the due backlog is counted at `now`, as payments
+    /// are scheduled on the replicas' clocks.
     pub async fn lanes(&self, now: DateTime<Utc>) -> Result<Vec<LaneRow>, LedgerError> {
         let now = ms(now);
         let on_server: DateTime<Utc> =
@@ -254,12 +255,14 @@ impl PgLedger {
             .map(|r| {
                 let expires_at: Option<DateTime<Utc>> = r.get("expires_at");
                 let live = expires_at.is_some_and(|e| e > on_server);
+                let beat: Option<DateTime<Utc>> = r.get("heartbeat_at");
                 LaneRow {
                     account: r.get("account"),
                     provider: r.get("provider"),
                     holder: r.get::<Option<String>, _>("holder").filter(|_| live),
                     token: r.get("token"),
-                    heartbeat_at: shown(r.get("heartbeat_at")),
+                    heartbeat_at: shown(beat),
+                    heartbeat_age_ms: heartbeat_age_ms(live, beat, on_server),
                     expires_at: shown(expires_at),
                     pace_per_minute: r.get("pace_per_minute"),
                     due: r.get("due"),

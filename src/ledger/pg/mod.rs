@@ -72,7 +72,12 @@ pub fn shown(url: &str) -> String {
 }
 
 /// How many connections the beats (lease renewals, replica liveness) have to themselves.
-const BEAT_CONNECTIONS: u32 = 2;
+const BEAT_CONNECTIONS: u32 = 4;
+
+/// How long a beat waits for a row lock before it fails (and its lane retries a second later):
+/// a renewal queued behind a lock a frozen replica holds (until the server ends its session,
+/// `busy_timeout`) must not keep the beat connections from the other lanes' renewals.
+const BEAT_LOCK_TIMEOUT: &str = "2s";
 
 /// A handle on a PostgreSQL ledger. Cheap to clone (connection pools).
 #[derive(Debug, Clone)]
@@ -124,7 +129,11 @@ impl PgLedger {
         let beats = PgPoolOptions::new()
             .max_connections(BEAT_CONNECTIONS)
             .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with((*pool.connect_options()).clone());
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("lock_timeout", BEAT_LOCK_TIMEOUT)]),
+            );
         Self {
             pool,
             beats,
@@ -193,7 +202,10 @@ async fn pool_with(
 /// the operator what the server (or the network) answered.
 async fn why_no_connection(options: &PgConnectOptions, timeout: Duration) -> sqlx::Error {
     use sqlx::Connection;
-    match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(options)).await {
+    // A refused or unresolvable server answers at once; one that does not answer has had
+    // `timeout` already.
+    let again = timeout.min(Duration::from_secs(1));
+    match tokio::time::timeout(again, sqlx::PgConnection::connect_with(options)).await {
         Ok(Err(e)) => e,
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
@@ -201,7 +213,7 @@ async fn why_no_connection(options: &PgConnectOptions, timeout: Duration) -> sql
         }
         Err(_) => sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no answer from the server within {timeout:?}"),
+            format!("no answer from the server within {:?}", timeout + again),
         )),
     }
 }

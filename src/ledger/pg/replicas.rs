@@ -41,8 +41,9 @@ impl PgLedger {
     ) -> Result<Vec<String>, LedgerError> {
         // On the server's clock, like the leases: a replica whose clock lags is not taken for
         // gone, nor one whose clock runs ahead for the only one live.
-        let read_at = (self.clock)();
         let mut tx = self.beats.begin().await?;
+        // Read once the connection is ours: a wait for it is no clock difference.
+        let read_at = (self.clock)();
         let server_ahead: f64 = sqlx::query_scalar(concat!(
             "INSERT INTO replicas (holder, started_at, seen_at) SELECT $1, t.now, t.now
              FROM (SELECT ",
