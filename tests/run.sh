@@ -5,7 +5,7 @@
 # afterwards.
 #
 # Without arguments: the whole suite (the engine tests on SQLite, the ledger contract tests on
-# both stores), then the engine, money-safety and crash/concurrency tests below again with
+# both stores), then the engine, money-safety, lane and crash/concurrency tests below again with
 # PAYRECON_TEST_STORE=postgres: every harness, config and binary they start gets a fresh
 # PostgreSQL database of the server instead of a SQLite file.
 # With arguments: `cargo test ARGS` once, on the store PAYRECON_TEST_STORE names (sqlite by
@@ -26,6 +26,8 @@ PG_TESTS=(
     cli_engine
     stop_signals
     daemon_notify
+    metrics
+    lanes
     crash_kill
     concurrency
     fault_soak
@@ -45,7 +47,7 @@ if [ $# -gt 0 ]; then
 fi
 
 PAYRECON_TEST_STORE=sqlite cargo test
-echo "== the engine, money-safety and crash/concurrency tests on PostgreSQL: ${PG_TESTS[*]}"
+echo "== the engine, money-safety, lane and crash/concurrency tests on PostgreSQL: ${PG_TESTS[*]}"
 started=$SECONDS
 PAYRECON_TEST_STORE=postgres cargo test "${PG_TESTS[@]/#/--test=}"
 echo "== on PostgreSQL in $((SECONDS - started)) s"

@@ -4,6 +4,11 @@
 //! that can be stopped and continued, and readers of the ledger's `account_leases` table and of
 //! what the binary prints.
 //!
+//! The ledger is a SQLite file, or with `PAYRECON_TEST_STORE=postgres` a fresh PostgreSQL
+//! database (`pg_support::ledger_store`); the readers below go through [`Db`] and read both
+//! alike (`$1` parameters, times decoded as `DateTime<Utc>`). On PostgreSQL the lease times
+//! come from the server's clock (one host: the same clock, to within [`CLOCK_SLACK`]).
+//!
 //! The engine's public surface these tests are written against (issue 13):
 //! - `[reconcile] lease` (the account lease's time-to-live, renewed every lease/3) and
 //!   `[reconcile] lane_wait` (how long a one-off pass waits for an account another process
@@ -14,6 +19,9 @@
 //!   ([`ONCE_JSON`], [`STATS_JSON`]: the flags' names in one place).
 
 #![allow(dead_code)]
+
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,9 +35,8 @@ use payrecon::sandbox::{
     DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, EcpayStatus, Faults, OutcomeMix, RateLimits, Sandbox,
     SandboxConfig, SandboxHandle, SeededRecord,
 };
+pub use pg_support::Db;
 use serde_json::Value;
-use sqlx::Row as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
 /// The QFPay account's name in the config, and its sandbox merchant.
@@ -99,7 +106,10 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     pub sandbox: SandboxHandle,
     pub config: PathBuf,
+    /// The SQLite ledger file (none is written when the config names a PostgreSQL database).
     pub ledger: PathBuf,
+    /// The PostgreSQL database the config names, with `PAYRECON_TEST_STORE=postgres`.
+    pub ledger_url: Option<String>,
 }
 
 /// Starts the sandbox and writes the config (no payments yet).
@@ -110,10 +120,11 @@ pub async fn lab(setup: Setup) -> Lab {
     let sandbox = Sandbox::start(cfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
+    let (store, ledger_url) = pg_support::ledger_store(&ledger);
     let url = sandbox.base_url();
     let mut toml = format!(
         r#"[ledger]
-path = "{ledger}"
+{store}
 busy_timeout = "30s"
 
 [schedule]
@@ -128,7 +139,6 @@ mode = "auto"
 [log]
 level = "warn"
 "#,
-        ledger = ledger.display(),
         cron = setup.cron,
         reconcile = setup.reconcile,
         reversal = setup.reversal,
@@ -174,6 +184,7 @@ unauthorized_horizon = "1m"
         sandbox,
         config,
         ledger,
+        ledger_url,
     }
 }
 
@@ -213,6 +224,11 @@ pub fn final_at_once() -> OutcomeMix {
 }
 
 pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// How far a time the ledger's store wrote may be ahead of this process's clock when both
+/// are read at once: PostgreSQL times leases on the server's clock (here the same host's) and
+/// keeps milliseconds; SQLite's times are this host's.
+pub const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 impl Lab {
     pub fn seed_qfpay(&self, spec: &BulkSpec) -> Vec<SeededRecord> {
@@ -284,16 +300,9 @@ impl Lab {
         }
     }
 
-    /// A connection to the ledger for reading (the binary created it).
-    pub async fn pool(&self) -> SqlitePool {
-        let opts = SqliteConnectOptions::new()
-            .filename(&self.ledger)
-            .busy_timeout(Duration::from_secs(30));
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .unwrap()
+    /// The ledger, SQLite or PostgreSQL, for reading (the binary created it).
+    pub async fn db(&self) -> Db {
+        Db::open(self.ledger_url.as_deref(), &self.ledger).await
     }
 
     /// `ledger stats --json`, parsed.
@@ -317,55 +326,63 @@ pub struct Lease {
     pub account: String,
     pub holder: Option<String>,
     pub token: i64,
-    pub acquired_at: Option<String>,
-    pub heartbeat_at: Option<String>,
-    pub expires_at: Option<String>,
+    pub acquired_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
     pub pace_per_minute: Option<i64>,
 }
 
 impl Lease {
     pub fn heartbeat(&self) -> Option<DateTime<Utc>> {
-        self.heartbeat_at.as_deref().map(time)
+        self.heartbeat_at
     }
 
     pub fn expires(&self) -> Option<DateTime<Utc>> {
-        self.expires_at.as_deref().map(time)
+        self.expires_at
+    }
+}
+
+type LeaseRow = (
+    String,
+    Option<String>,
+    i64,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+);
+
+const LEASE_COLUMNS: &str =
+    "SELECT account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute
+     FROM account_leases";
+
+fn lease_of(r: LeaseRow) -> Lease {
+    let (account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute) = r;
+    Lease {
+        account,
+        holder,
+        token,
+        acquired_at,
+        heartbeat_at,
+        expires_at,
+        pace_per_minute,
     }
 }
 
 /// The account's lease row, if it has one.
-pub async fn lease(pool: &SqlitePool, account: &str) -> Option<Lease> {
-    sqlx::query(
-        "SELECT account, holder, token, acquired_at, heartbeat_at, expires_at, pace_per_minute
-         FROM account_leases WHERE account = ?",
-    )
-    .bind(account)
-    .fetch_optional(pool)
-    .await
-    .unwrap_or_else(|e| panic!("reading account_leases (issue 13's table): {e}"))
-    .map(|r| Lease {
-        account: r.get("account"),
-        holder: r.get("holder"),
-        token: r.get("token"),
-        acquired_at: r.get("acquired_at"),
-        heartbeat_at: r.get("heartbeat_at"),
-        expires_at: r.get("expires_at"),
-        pace_per_minute: r.get("pace_per_minute"),
-    })
+pub async fn lease(db: &Db, account: &str) -> Option<Lease> {
+    let rows: Vec<LeaseRow> = db
+        .fetch_all_with(&format!("{LEASE_COLUMNS} WHERE account = $1"), &[account])
+        .await;
+    rows.into_iter().next().map(lease_of)
 }
 
 /// Every lease row.
-pub async fn leases(pool: &SqlitePool) -> Vec<Lease> {
-    let accounts: Vec<String> =
-        sqlx::query_scalar("SELECT account FROM account_leases ORDER BY account")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_else(|e| panic!("reading account_leases (issue 13's table): {e}"));
-    let mut out = Vec::new();
-    for a in accounts {
-        out.extend(lease(pool, &a).await);
-    }
-    out
+pub async fn leases(db: &Db) -> Vec<Lease> {
+    let rows: Vec<LeaseRow> = db
+        .fetch_all(&format!("{LEASE_COLUMNS} ORDER BY account"))
+        .await;
+    rows.into_iter().map(lease_of).collect()
 }
 
 /// One payment as the ledger holds it, with its history's counts.
@@ -377,71 +394,92 @@ pub struct PaymentRow {
     /// `observed` events: gateway answers applied.
     pub observed: i64,
     pub reversal_intents: i64,
-    pub updated_at: String,
-    pub next_check_at: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub next_check_at: Option<DateTime<Utc>>,
     pub provider_code: Option<String>,
 }
 
 /// `out_trade_no` → the payment, for one account.
-pub async fn rows(pool: &SqlitePool, account: &str) -> BTreeMap<String, PaymentRow> {
-    sqlx::query(
+pub async fn rows(db: &Db, account: &str) -> BTreeMap<String, PaymentRow> {
+    type Row = (
+        i64,
+        String,
+        String,
+        i64,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = db.fetch_all_with(
         "SELECT p.id, p.out_trade_no, p.state, p.attempts, p.updated_at, p.next_check_at, p.provider_code,
                 (SELECT COUNT(*) FROM events e WHERE e.payment_id = p.id AND e.kind = 'observed') AS obs,
                 (SELECT COUNT(*) FROM events e WHERE e.payment_id = p.id AND e.kind = 'reversal_intent') AS intents
-         FROM payments p WHERE p.account = ?",
+         FROM payments p WHERE p.account = $1",
+        &[account],
     )
-    .bind(account)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        (
-            r.get("out_trade_no"),
-            PaymentRow {
-                id: r.get("id"),
-                state: r.get("state"),
-                attempts: r.get("attempts"),
-                observed: r.get("obs"),
-                reversal_intents: r.get("intents"),
-                updated_at: r.get("updated_at"),
-                next_check_at: r.get("next_check_at"),
-                provider_code: r.get("provider_code"),
+    .await;
+    rows.into_iter()
+        .map(
+            |(id, no, state, attempts, updated_at, next_check_at, provider_code, obs, intents)| {
+                (
+                    no,
+                    PaymentRow {
+                        id,
+                        state,
+                        attempts,
+                        observed: obs,
+                        reversal_intents: intents,
+                        updated_at,
+                        next_check_at,
+                        provider_code,
+                    },
+                )
             },
         )
-    })
-    .collect()
+        .collect()
 }
 
 /// `observed` events of one account's payments so far.
-pub async fn observed_count(pool: &SqlitePool, account: &str) -> i64 {
-    sqlx::query_scalar(
+pub async fn observed_count(db: &Db, account: &str) -> i64 {
+    db.scalar(
         "SELECT COUNT(*) FROM events e JOIN payments p ON p.id = e.payment_id
-         WHERE p.account = ? AND e.kind = 'observed'",
+         WHERE p.account = $1 AND e.kind = 'observed'",
+        &[account],
     )
-    .bind(account)
-    .fetch_one(pool)
     .await
-    .unwrap()
+}
+
+/// When the first and the last of one account's `observed` events were written.
+pub async fn observed_span(db: &Db, account: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = db
+        .fetch_all_with(
+            "SELECT MIN(e.at), MAX(e.at) FROM events e JOIN payments p ON p.id = e.payment_id
+             WHERE p.account = $1 AND e.kind = 'observed'",
+            &[account],
+        )
+        .await;
+    rows[0]
 }
 
 /// Payments of one account in a final state.
-pub async fn final_count(pool: &SqlitePool, account: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM payments WHERE account = ?
+pub async fn final_count(db: &Db, account: &str) -> i64 {
+    db.scalar(
+        "SELECT COUNT(*) FROM payments WHERE account = $1
          AND state NOT IN ('pending', 'in_progress', 'reversing')",
+        &[account],
     )
-    .bind(account)
-    .fetch_one(pool)
     .await
-    .unwrap()
 }
 
-pub async fn max_event_id(pool: &SqlitePool) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-        .fetch_one(pool)
+pub async fn max_event_id(db: &Db) -> i64 {
+    db.scalar("SELECT COALESCE(MAX(id), 0) FROM events", &[])
         .await
-        .unwrap()
+}
+
+pub async fn discrepancy_count(db: &Db) -> i64 {
+    db.scalar("SELECT COUNT(*) FROM discrepancies", &[]).await
 }
 
 /// The ledger state the sandbox's truth calls for (QFPay).
@@ -642,6 +680,9 @@ pub fn assert_clean(name: &str, log: &str) {
         "database is locked",
         "sqlite_busy",
         "database table is locked",
+        // PostgreSQL's: a write given up as a deadlock victim, a lock or statement timeout.
+        "deadlock detected",
+        "canceling statement due to",
         "panicked",
     ] {
         assert!(!lower.contains(bad), "{name} reported {bad:?}:\n{log}");

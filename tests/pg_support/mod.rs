@@ -87,10 +87,111 @@ pub fn fresh_ledger_url() -> String {
 /// `PAYRECON_TEST_STORE=postgres` `url = "<a fresh database>"` (the test server trusts its
 /// role: no password).
 pub fn ledger_store_toml(sqlite_file: &std::path::Path) -> String {
+    ledger_store(sqlite_file).0
+}
+
+/// [`ledger_store_toml`] and the PostgreSQL database's URL it names, if it names one (for
+/// [`Db::open`]).
+pub fn ledger_store(sqlite_file: &std::path::Path) -> (String, Option<String>) {
     if postgres_wanted() {
-        format!("url = \"{}\"", fresh_ledger_url())
+        let url = fresh_ledger_url();
+        (format!("url = \"{url}\""), Some(url))
     } else {
-        format!("path = \"{}\"", sqlite_file.display())
+        (format!("path = \"{}\"", sqlite_file.display()), None)
+    }
+}
+
+/// A ledger a test's binary writes, opened beside it, whichever store holds it, for the
+/// checks' own queries. Queries written for both: `$1` parameters (SQLite reads them too);
+/// times decoded as `DateTime<Utc>` (SQLite's RFC 3339 text and PostgreSQL's timestamptz
+/// alike) or tested with `IS NULL`.
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// The PostgreSQL database at `url`, or else the SQLite file `sqlite_file` (the binary
+    /// created it).
+    pub async fn open(url: Option<&str>, sqlite_file: &std::path::Path) -> Db {
+        match url {
+            Some(url) => Db::Postgres(PgPool::connect(url).await.unwrap()),
+            None => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(sqlite_file)
+                    .busy_timeout(Duration::from_secs(30));
+                Db::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(opts)
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    /// The rows of `sql` as `T` (a tuple of types both stores decode).
+    pub async fn fetch_all<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        self.fetch_all_with(sql, &[]).await
+    }
+
+    /// The rows of `sql` with the text parameters `args` bound to `$1`, `$2`, ….
+    pub async fn fetch_all_with<T>(&self, sql: &str, args: &[&str]) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Db::Sqlite(p) => {
+                let mut query = sqlx::query_as(q());
+                for a in args {
+                    query = query.bind(*a);
+                }
+                query.fetch_all(p).await
+            }
+            Db::Postgres(p) => {
+                let mut query = sqlx::query_as(q());
+                for a in args {
+                    query = query.bind(*a);
+                }
+                query.fetch_all(p).await
+            }
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The one value of a query that returns one row of one column.
+    pub async fn scalar<T>(&self, sql: &str, args: &[&str]) -> T
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut rows: Vec<(T,)> = self.fetch_all_with(sql, args).await;
+        assert_eq!(rows.len(), 1, "{sql}: {} rows", rows.len());
+        rows.remove(0).0
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Db::Sqlite(_))
+    }
+
+    pub async fn close(self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
     }
 }
 

@@ -20,8 +20,7 @@ use payrecon::sandbox::{
     DEV_QFPAY_APP_CODE, DEV_QFPAY_CLIENT_KEY, EcpayStatus, Faults, OutcomeMix, RateLimits, Sandbox,
     SandboxConfig, SandboxHandle,
 };
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_payrecon");
 pub const QF: &str = "hk";
@@ -67,34 +66,8 @@ pub struct World {
     pub payments: Vec<Seeded>,
 }
 
-/// The ledger's database, whichever store holds it, for the checks' own queries. Queries
-/// written for both: `$1` parameters, timestamps tested with `IS NULL` rather than read.
-pub enum Db {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-impl Db {
-    /// The rows of `sql` as `T` (a tuple of types both stores decode).
-    pub async fn fetch_all<T>(&self, sql: &str) -> Vec<T>
-    where
-        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
-    {
-        let q = || sqlx::AssertSqlSafe(sql.to_string());
-        match self {
-            Db::Sqlite(p) => sqlx::query_as(q()).fetch_all(p).await,
-            Db::Postgres(p) => sqlx::query_as(q()).fetch_all(p).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    pub async fn close(self) {
-        match self {
-            Db::Sqlite(p) => p.close().await,
-            Db::Postgres(p) => p.close().await,
-        }
-    }
-}
+/// The ledger's database, whichever store holds it, for the checks' own queries.
+pub use pg_support::Db;
 
 /// How many payments of each kind a world holds.
 #[derive(Debug, Clone, Copy)]
@@ -150,10 +123,7 @@ impl Default for Knobs {
 
 fn write_config(dir: &Path, url: &str, knobs: &Knobs) -> (PathBuf, PathBuf, Option<String>) {
     let ledger = knobs.ledger_dir.as_deref().unwrap_or(dir).join("ledger.db");
-    let store = pg_support::ledger_store_toml(&ledger);
-    let ledger_url = store
-        .strip_prefix("url = \"")
-        .map(|u| u.trim_end_matches('"').to_string());
+    let (store, ledger_url) = pg_support::ledger_store(&ledger);
     let toml = format!(
         r#"[ledger]
 {store}
@@ -385,10 +355,7 @@ impl World {
 
     /// The ledger's database, SQLite or PostgreSQL.
     pub async fn db(&self) -> Db {
-        match &self.ledger_url {
-            Some(url) => Db::Postgres(PgPool::connect(url).await.unwrap()),
-            None => Db::Sqlite(self.pool().await),
-        }
+        Db::open(self.ledger_url.as_deref(), &self.ledger).await
     }
 
     /// The SQLite ledger file's pool (tests of the file itself; see [`World::db`]).
