@@ -471,6 +471,13 @@ async fn every_row_moves_with_its_id_and_the_ids_continue() {
     assert_eq!((hk.token, hk.holder.as_deref()), (3, None));
     // The stale replica is not copied.
     assert!(target_rows(&pg).await.contains(&("replicas".into(), 0)));
+    // Analyzed: the first passes are not planned without statistics.
+    let analyzed: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'payments'::regclass")
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+    assert_eq!(analyzed as i64, max, "payments analyzed after the copy");
 
     // The ids continue: a new payment, run, event and discrepancy get fresh ids, and are
     // counted.
