@@ -498,6 +498,21 @@ async fn the_daemon_and_one_off_passes_stay_within_qfpay_limits_and_never_repeat
     lab.sandbox.reset_stats();
 
     let mut daemon = lab.spawn(&["run"], "daemon");
+    // The one-off passes start once the daemon works the QFPay account: they then meet its
+    // lane, wait, skip and come again, and the account changes hands between the daemon's
+    // passes. (The daemon's first pass comes half a second after its start, its second
+    // replica beat; one-off passes started beside it took the accounts first and held them
+    // for the whole run, two passes in all, so handovers were barely exercised.)
+    let db = lab.db().await;
+    while lease(&db, QF).await.and_then(|l| l.holder).is_none() {
+        assert!(
+            daemon.started.elapsed() < Duration::from_secs(15),
+            "the daemon never took the QFPay account:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
     let mut running: Vec<Proc> = Vec::new();
     let mut one_offs = 0;
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
@@ -584,6 +599,11 @@ async fn the_daemon_and_one_off_passes_stay_within_qfpay_limits_and_never_repeat
     );
     assert_eq!(stats.http_429, 0, "QFPay answered 429");
     assert_eq!(stats.http_403, 0, "ECPay answered 403");
+    // The processes took turns (else the limit was one process's pacer only).
+    assert!(
+        one_offs >= 10 && skipped.get(QF).is_some_and(|&n| n >= 5),
+        "{one_offs} one-off passes, skipped {skipped:?}: the processes did not take turns"
+    );
     assert!(
         minute_max <= 400,
         "{minute_max} QFPay calls in one 60-second window"
