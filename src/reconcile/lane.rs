@@ -577,3 +577,66 @@ async fn beat(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renewal that fails (here: another connection holds SQLite's write lock past
+    /// `busy_timeout`) is tried again a second later, not a whole beat later: with a 9 s lease
+    /// (a beat every 3 s) the lease is renewed about 4.3 s in, well before the next beat at 6 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_renewal_is_tried_again_a_second_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let ledger = crate::ledger::open(&path, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(9);
+        let started = std::time::Instant::now();
+        let taken = Utc::now();
+        let fence = ledger
+            .acquire_account("hk", "me", ttl, 400, taken)
+            .await
+            .unwrap()
+            .expect("free")
+            .fence;
+        let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
+        let clock = LeaseClock::new(started, ttl);
+        let heartbeat = tokio::spawn(beat(
+            ledger.clone(),
+            fence,
+            ttl,
+            clock.clone(),
+            lost.clone(),
+            stop.clone(),
+        ));
+        // The write lock from 2.0 s to 3.6 s: the beat at 3 s fails after 300 ms.
+        let pool = ledger.as_sqlite().unwrap().pool().clone();
+        tokio::time::sleep_until((started + Duration::from_millis(2_000)).into()).await;
+        let mut locker = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *locker)
+            .await
+            .unwrap();
+        tokio::time::sleep_until((started + Duration::from_millis(3_600)).into()).await;
+        sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+        drop(locker);
+        tokio::time::sleep_until((started + Duration::from_millis(5_200)).into()).await;
+        let beat_at = ledger.lanes(Utc::now()).await.unwrap()[0]
+            .heartbeat_at
+            .as_deref()
+            .and_then(crate::ledger::time::from_db)
+            .unwrap();
+        stop.cancel();
+        heartbeat.await.unwrap();
+        assert!(!lost.is_cancelled());
+        assert!(
+            beat_at - taken >= chrono::Duration::milliseconds(3_600),
+            "renewed {} ms after the lease was taken: the failed renewal was not tried again \
+             before the next beat",
+            (beat_at - taken).num_milliseconds()
+        );
+        assert!(clock.may_call());
+    }
+}
