@@ -240,14 +240,18 @@ macro_rules! contract {
 /// Raw SQL on a store's pool, for what a contract test sets up or checks behind the ledger's
 /// back.
 pub trait Raw {
+    /// Whether lease times are the server's as each statement ran (PostgreSQL: a lease taken
+    /// later ends later by that statement's latency), rather than exactly the `now` passed.
+    const LEASES_ON_SERVER_CLOCK: bool;
     async fn exec(&self, sql: &str) -> u64;
     async fn text(&self, sql: &str) -> Option<String>;
     async fn count(&self, sql: &str) -> i64;
 }
 
 macro_rules! raw_for {
-    ($store:ty) => {
+    ($store:ty, $server_clock:expr) => {
         impl Raw for $store {
+            const LEASES_ON_SERVER_CLOCK: bool = $server_clock;
             async fn exec(&self, sql: &str) -> u64 {
                 sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
                     .execute(self.pool())
@@ -270,8 +274,8 @@ macro_rules! raw_for {
         }
     };
 }
-raw_for!(payrecon::ledger::SqliteLedger);
-raw_for!(payrecon::ledger::pg::PgLedger);
+raw_for!(payrecon::ledger::SqliteLedger, false);
+raw_for!(payrecon::ledger::pg::PgLedger, true);
 
 /// `t` as both ledgers keep it (milliseconds).
 pub fn ms(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
