@@ -126,12 +126,7 @@ impl Harness {
             + Send
             + Unpin,
     {
-        let q = || sqlx::AssertSqlSafe(sql.to_string());
-        match &self.ledger {
-            Ledger::Sqlite(l) => sqlx::query_as(q()).fetch_all(l.pool()).await,
-            Ledger::Postgres(l) => sqlx::query_as(q()).fetch_all(l.pool()).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql:?} on {}: {e}", self.ledger.store_name()))
+        pg_support::Db::of(&self.ledger).fetch_all(sql).await
     }
 
     pub fn engine(&self) -> Reconciler {

@@ -131,6 +131,15 @@ impl Db {
         }
     }
 
+    /// The database `ledger` is open on (its pool, shared: do not `close` it).
+    pub fn of(ledger: &payrecon::ledger::Ledger) -> Db {
+        use payrecon::ledger::Ledger;
+        match ledger {
+            Ledger::Sqlite(l) => Db::Sqlite(l.pool().clone()),
+            Ledger::Postgres(l) => Db::Postgres(l.pool().clone()),
+        }
+    }
+
     /// The rows of `sql` as `T` (a tuple of types both stores decode).
     pub async fn fetch_all<T>(&self, sql: &str) -> Vec<T>
     where
